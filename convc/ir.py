@@ -1,0 +1,159 @@
+"""The IR: a Graph of typed Nodes on a networkx DiGraph, with ordered inputs, constants and outputs.
+
+Every value is named by the node that defines it. Graph inputs are nodes of op "input",
+constants nodes of op "const" (holding a NumPy array, or None after parsing a summary).
+Operand order lives on the node (Node.operands); the DiGraph's edges only record who uses whom.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import networkx as nx
+import numpy as np
+
+from .errors import ConvcError
+from .types import TensorType
+
+
+@dataclass
+class Node:
+    """One value-defining node: an input, a constant or an op applied to operands."""
+
+    name: str
+    op: str
+    operands: list[str] = field(default_factory=list)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    type: TensorType | None = None
+    value: np.ndarray | None = None  # constants only
+
+
+class Graph:
+    """A dataflow graph of convc ops; see the module docstring."""
+
+    def __init__(self, name: str = "main") -> None:
+        self.name = name
+        self.dag = nx.DiGraph()
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self._order = itertools.count()
+        self._fresh = itertools.count()
+
+    # construction -------------------------------------------------------------------------
+    def _unique(self, prefix: str) -> str:
+        while True:
+            name = f"{prefix}{next(self._fresh)}"
+            if name not in self.dag:
+                return name
+
+    def _insert(self, node: Node) -> str:
+        if node.name in self.dag:
+            raise ConvcError(f"graph @{self.name}: value %{node.name} is defined twice")
+        self.dag.add_node(node.name, node=node, order=next(self._order))
+        for operand in node.operands:
+            if operand not in self.dag:
+                raise ConvcError(f"graph @{self.name}: %{node.name} uses undefined value %{operand}")
+            self.dag.add_edge(operand, node.name)
+        return node.name
+
+    def add_input(self, type: TensorType, name: str | None = None) -> str:
+        name = self._insert(Node(name or self._unique("arg"), "input", type=type))
+        self.inputs.append(name)
+        return name
+
+    def add_const(self, value: np.ndarray | None, type: TensorType | None = None,
+                  name: str | None = None) -> str:
+        if value is not None:
+            value = np.ascontiguousarray(value)
+            type = TensorType.of_array(value)
+        return self._insert(Node(name or self._unique("c"), "const", type=type, value=value))
+
+    def add_node(self, op: str, operands: list[str], attrs: dict[str, Any] | None = None,
+                 type: TensorType | None = None, name: str | None = None) -> str:
+        return self._insert(Node(name or self._unique(""), op, list(operands), dict(attrs or {}), type))
+
+    # queries ------------------------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        return self.dag.nodes[name]["node"]
+
+    def type_of(self, name: str) -> TensorType:
+        node_type = self.node(name).type
+        if node_type is None:
+            raise ConvcError(f"graph @{self.name}: %{name} has no type; run shape inference first")
+        return node_type
+
+    def users(self, name: str) -> list[Node]:
+        return [self.node(u) for u in self.dag.successors(name)]
+
+    def nodes(self) -> Iterator[Node]:
+        """All nodes in a deterministic topological order (ties broken by creation order)."""
+        order = nx.get_node_attributes(self.dag, "order")
+        for name in nx.lexicographical_topological_sort(self.dag, key=lambda n: order[n]):
+            yield self.node(name)
+
+    def op_nodes(self) -> list[Node]:
+        return [n for n in self.nodes() if n.op not in ("input", "const")]
+
+    def consts(self) -> list[Node]:
+        return [n for n in self.nodes() if n.op == "const"]
+
+    # rewriting ----------------------------------------------------------------------------
+    def set_operands(self, name: str, operands: list[str]) -> None:
+        node = self.node(name)
+        for old in set(node.operands):
+            self.dag.remove_edge(old, name)
+        node.operands = list(operands)
+        for operand in operands:
+            self.dag.add_edge(operand, name)
+
+    def replace_all_uses(self, old: str, new: str) -> None:
+        for user in self.users(old):
+            self.set_operands(user.name, [new if o == old else o for o in user.operands])
+        self.outputs = [new if o == old else o for o in self.outputs]
+
+    def remove(self, name: str) -> None:
+        if list(self.dag.successors(name)) or name in self.outputs:
+            raise ConvcError(f"graph @{self.name}: cannot remove %{name}, it is still used")
+        self.dag.remove_node(name)
+        if name in self.inputs:
+            self.inputs.remove(name)
+
+    def copy(self) -> "Graph":
+        other = Graph(self.name)
+        for node in self.nodes():
+            other._insert(Node(node.name, node.op, list(node.operands), dict(node.attrs), node.type, node.value))
+        other.inputs = list(self.inputs)
+        other.outputs = list(self.outputs)
+        return other
+
+    # text ---------------------------------------------------------------------------------
+    def dump(self) -> str:
+        from .printer import print_graph
+        return print_graph(self)
+
+    def __str__(self) -> str:
+        return self.dump()
+
+    def __repr__(self) -> str:
+        return f"<convc.Graph @{self.name}: {len(self.inputs)} inputs, {len(self.op_nodes())} ops>"
+
+    def to_dot(self) -> str:
+        from .printer import graph_to_dot
+        return graph_to_dot(self)
+
+    def __eq__(self, other: object) -> bool:
+        """Structural equality: same ops, attributes, types and wiring, whatever the value names.
+
+        Constant values are compared where both graphs hold them."""
+        if not isinstance(other, Graph):
+            return NotImplemented
+        from .printer import print_graph
+        if print_graph(self, canonical=True) != print_graph(other, canonical=True):
+            return False
+        for a, b in zip(self.consts(), other.consts()):
+            if a.value is not None and b.value is not None and not np.array_equal(a.value, b.value):
+                return False
+        return True
+
+    __hash__ = None  # type: ignore[assignment]

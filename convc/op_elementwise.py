@@ -1,0 +1,67 @@
+"""Definitions of the elementwise ops (NumPy broadcasting) and broadcast_to (TF / NumPy rules)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .args import shape_tuple
+from .errors import ConvcError
+from .registry import OpDef, register, same_dtype
+from .types import TensorType
+
+BINARY_OPS = ("add", "sub", "mul", "div", "maximum", "minimum")
+UNARY_OPS = ("relu", "relu6", "sigmoid", "tanh")
+
+
+def broadcast_shapes(op: str, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """NumPy's broadcast of two shapes: aligned on the right, each axis 1 or equal."""
+    rank = max(len(a), len(b))
+    a2, b2 = (1,) * (rank - len(a)) + a, (1,) * (rank - len(b)) + b
+    out = []
+    for axis, (x, y) in enumerate(zip(a2, b2)):
+        if x != y and 1 not in (x, y):
+            raise ConvcError(f"{op}: shapes {a} and {b} cannot be broadcast together "
+                             f"(axis {axis} has sizes {x} and {y}; each must be 1 or equal)")
+        out.append(y if x == 1 else x)
+    return tuple(out)
+
+
+def _infer_binary(op: str, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+    dtype = same_dtype(op, types, ("a", "b"))
+    return TensorType(broadcast_shapes(op, types[0].shape, types[1].shape), dtype)
+
+
+def _infer_unary(op: str, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+    return types[0]
+
+
+def _no_attrs(**kwargs: Any) -> dict[str, Any]:
+    return {}
+
+
+for _name in BINARY_OPS:
+    register(OpDef(_name, ("a", "b"), normalize=_no_attrs,
+                   infer=lambda types, attrs, n=_name: _infer_binary(n, types, attrs),
+                   traits=frozenset({"elementwise", "binary"})))
+for _name in UNARY_OPS:
+    register(OpDef(_name, ("x",), normalize=_no_attrs,
+                   infer=lambda types, attrs, n=_name: _infer_unary(n, types, attrs),
+                   traits=frozenset({"elementwise", "unary", "activation"})))
+
+
+def _normalize_broadcast_to(shape: Any) -> dict[str, Any]:
+    return {"shape": shape_tuple("broadcast_to", "shape", shape)}
+
+
+def _infer_broadcast_to(types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+    source, target = types[0].shape, attrs["shape"]
+    if len(source) > len(target):
+        raise ConvcError(f"broadcast_to: input of shape {source} has more dimensions than shape={target}")
+    for axis, (s, t) in enumerate(zip(source[::-1], target[::-1])):
+        if s != t and s != 1:
+            raise ConvcError(f"broadcast_to: input of shape {source} cannot be broadcast to shape={target}: "
+                             f"axis {len(target) - 1 - axis} has size {s}, which must be 1 or {t}")
+    return TensorType(target, types[0].dtype)
+
+
+register(OpDef("broadcast_to", ("input",), normalize=_normalize_broadcast_to, infer=_infer_broadcast_to,
+               traits=frozenset({"broadcast"})))

@@ -1,0 +1,105 @@
+"""Definitions of pad (torch.nn.functional.pad) and adaptive_avg_pool1d.
+
+pad's traced attributes keep torch's flat `pad` list (last axis first); canonicalization turns
+it into per-axis `pad_lo` / `pad_hi` over every axis of the input, read by `pad_amounts`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .args import is_int, one_of
+from .errors import ConvcError
+from .registry import OpDef, register
+from .types import TensorType
+
+PAD_MODES = ("constant", "circular", "reflect", "replicate")
+# non-constant modes: accepted pad lengths and, for each, the input ranks torch accepts
+NON_CONSTANT_RANKS = {2: (2, 3), 4: (3, 4), 6: (4, 5)}
+
+
+def _normalize_pad(pad: Any, mode: str = "constant", value: Any = 0.0) -> dict[str, Any]:
+    if not isinstance(pad, (tuple, list)) or not all(is_int(p) for p in pad):
+        raise TypeError(f"pad: pad={pad!r} must be a tuple of ints")
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2:
+        raise ConvcError(f"pad: pad={pad} must have an even length ((lo, hi) pairs from the last axis)")
+    mode = one_of("pad", "mode", mode, PAD_MODES)
+    if value is None:
+        value = 0.0
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"pad: value={value!r} must be a number")
+    if mode != "constant" and value != 0:
+        raise ConvcError(f"pad: value={value!r} is only meaningful with mode='constant', got mode={mode!r}")
+    return {"pad": pad, "mode": mode, "value": float(value)}
+
+
+def pad_amounts(attrs: dict[str, Any], rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(pad_lo, pad_hi) over every axis of a rank-`rank` input."""
+    if "pad_lo" in attrs:
+        return tuple(attrs["pad_lo"]), tuple(attrs["pad_hi"])
+    lo, hi = [0] * rank, [0] * rank
+    for pair in range(len(attrs["pad"]) // 2):
+        lo[rank - 1 - pair], hi[rank - 1 - pair] = attrs["pad"][2 * pair], attrs["pad"][2 * pair + 1]
+    return tuple(lo), tuple(hi)
+
+
+def _infer_pad(types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+    x, mode = types[0], attrs["mode"]
+    if "pad" in attrs:
+        length = len(attrs["pad"])
+        if length // 2 > x.rank:
+            raise ConvcError(f"pad: pad={attrs['pad']} pads {length // 2} axes but the input has only "
+                             f"{x.rank} (shape {x.shape})")
+        if mode != "constant" and x.rank not in NON_CONSTANT_RANKS.get(length, ()):
+            accepted = "; ".join(f"length {n} for {a}-D or {b}-D input" for n, (a, b) in NON_CONSTANT_RANKS.items())
+            raise ConvcError(f"pad: mode={mode!r} does not accept a pad of length {length} for a {x.rank}-D input "
+                             f"(shape {x.shape}); accepted: {accepted}")
+    lo, hi = pad_amounts(attrs, x.rank)
+    shape = []
+    for axis, (size, a, b) in enumerate(zip(x.shape, lo, hi)):
+        if mode == "reflect" and (a >= size or b >= size) and (a or b):
+            raise ConvcError(f"pad: mode='reflect' needs each pad < input size, got ({a}, {b}) for size {size} "
+                             f"on axis {axis}")
+        if mode == "circular" and (a > size or b > size):
+            raise ConvcError(f"pad: mode='circular' wraps at most once, so each pad must be <= input size, "
+                             f"got ({a}, {b}) for size {size} on axis {axis}")
+        if mode == "replicate" and size == 0 and (a > 0 or b > 0):
+            raise ConvcError(f"pad: mode='replicate' cannot pad the empty axis {axis}")
+        if size + a + b < 0:
+            raise ConvcError(f"pad: pad ({a}, {b}) crops axis {axis} of size {size} to a negative size")
+        shape.append(size + a + b)
+    return TensorType(tuple(shape), x.dtype)
+
+
+register(OpDef("pad", ("input",), normalize=_normalize_pad, infer=_infer_pad, traits=frozenset({"pad"})))
+
+
+def _normalize_pool(output_size: Any) -> dict[str, Any]:
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != 1:
+            raise ConvcError(f"adaptive_avg_pool1d: output_size={tuple(output_size)} must contain one int, "
+                             f"got {len(output_size)}")
+        output_size = output_size[0]
+    if not is_int(output_size):
+        raise TypeError(f"adaptive_avg_pool1d: output_size={output_size!r} must be an int")
+    if output_size < 0:
+        raise ConvcError(f"adaptive_avg_pool1d: output_size={output_size} must be >= 0")
+    return {"output_size": int(output_size)}
+
+
+def _infer_pool(types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+    x = types[0]
+    if x.rank not in (2, 3):
+        raise ConvcError(f"adaptive_avg_pool1d: input must be 2-D (unbatched) or 3-D (batched), got shape {x.shape}")
+    if 0 in x.shape[-2:]:
+        raise ConvcError(f"adaptive_avg_pool1d: input channels and length must be non-zero, got shape {x.shape}")
+    return TensorType(x.shape[:-1] + (attrs["output_size"],), x.dtype)
+
+
+def pool_bins(length: int, output_size: int) -> list[tuple[int, int]]:
+    """torch's adaptive bins: [floor(i*L/O), ceil((i+1)*L/O)) for each output i."""
+    return [((i * length) // output_size, -(-(i + 1) * length // output_size)) for i in range(output_size)]
+
+
+register(OpDef("adaptive_avg_pool1d", ("input",), normalize=_normalize_pool, infer=_infer_pool,
+               traits=frozenset({"pool"})))

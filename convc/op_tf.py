@@ -1,0 +1,113 @@
+"""Definitions of the TensorFlow-style ops: extract_patches and separable_conv2d (NHWC by default).
+
+Their 'SAME' / 'VALID' padding is resolved by `tf_same_pads`, the one home of TF's SAME rule.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .args import is_int, one_of
+from .errors import ConvcError
+from .registry import OpDef, register, same_dtype
+from .types import TensorType
+
+
+def tf_output_size(size: int, kernel: int, stride: int, dilation: int, padding: str) -> int:
+    """TF's windowed output length for 'VALID' or 'SAME'."""
+    extent = dilation * (kernel - 1) + 1
+    if padding == "SAME":
+        return -(-size // stride)
+    return max(0, -(-(size - extent + 1) // stride))
+
+
+def tf_same_pads(size: int, kernel: int, stride: int, dilation: int, padding: str) -> tuple[int, int]:
+    """(pad_lo, pad_hi) of TF padding; SAME puts the odd extra element on the high side."""
+    if padding == "VALID":
+        return 0, 0
+    out = -(-size // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _four(op: str, name: str, value: Any, layout: str = "NHWC") -> tuple[int, int]:
+    """A TF [1, r, c, 1] (or [1, 1, r, c] for NCHW) list -> (r, c)."""
+    if not isinstance(value, (tuple, list)) or not all(is_int(v) for v in value):
+        raise TypeError(f"{op}: {name}={value!r} must be a list of 4 ints")
+    if len(value) != 4:
+        raise ConvcError(f"{op}: {name}={list(value)} must have 4 elements, got {len(value)}")
+    outer = (value[0], value[3]) if layout == "NHWC" else (value[0], value[1])
+    inner = (value[1], value[2]) if layout == "NHWC" else (value[2], value[3])
+    if outer != (1, 1):
+        where = "first and last" if layout == "NHWC" else "first two"
+        raise ConvcError(f"{op}: {name}={list(value)} must be 1 in its {where} (batch and depth) elements")
+    if any(v < 1 for v in inner):
+        raise ConvcError(f"{op}: {name}={list(value)} must be positive")
+    return int(inner[0]), int(inner[1])
+
+
+def _normalize_extract_patches(sizes: Any, strides: Any, rates: Any, padding: Any) -> dict[str, Any]:
+    op = "extract_patches"
+    return {"sizes": _four(op, "sizes", sizes), "strides": _four(op, "strides", strides),
+            "rates": _four(op, "rates", rates), "padding": one_of(op, "padding", padding, ("VALID", "SAME"))}
+
+
+def _infer_extract_patches(types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+    x = types[0]
+    if x.rank != 4:
+        raise ConvcError(f"extract_patches: images must be 4-D [batch, rows, cols, depth], got shape {x.shape}")
+    (kh, kw), (sh, sw), (rh, rw) = attrs["sizes"], attrs["strides"], attrs["rates"]
+    oh = tf_output_size(x.shape[1], kh, sh, rh, attrs["padding"])
+    ow = tf_output_size(x.shape[2], kw, sw, rw, attrs["padding"])
+    return TensorType((x.shape[0], oh, ow, kh * kw * x.shape[3]), x.dtype)
+
+
+register(OpDef("extract_patches", ("images",), normalize=_normalize_extract_patches,
+               infer=_infer_extract_patches, traits=frozenset({"patches"})))
+
+
+def _normalize_separable(strides: Any, padding: Any, data_format: str = "NHWC",
+                         dilations: Any = None) -> dict[str, Any]:
+    op = "separable_conv2d"
+    data_format = one_of(op, "data_format", data_format, ("NHWC", "NCHW"))
+    stride = _four(op, "strides", strides, data_format)
+    if dilations is None:
+        dilation = (1, 1)
+    elif is_int(dilations):
+        dilation = (int(dilations),) * 2
+    elif isinstance(dilations, (tuple, list)) and len(dilations) == 2 and all(is_int(d) for d in dilations):
+        dilation = (int(dilations[0]), int(dilations[1]))
+    else:
+        raise ConvcError(f"{op}: dilations={dilations!r} must be None, an int or a list of 2 ints")
+    if any(d < 1 for d in dilation):
+        raise ConvcError(f"{op}: dilations={list(dilation)} must be positive")
+    if max(stride) > 1 and max(dilation) > 1:
+        raise ConvcError(f"{op}: strides={list(stride)} > 1 cannot be combined with dilations={list(dilation)} > 1")
+    return {"strides": stride, "padding": one_of(op, "padding", padding, ("VALID", "SAME")),
+            "data_format": data_format, "dilations": dilation}
+
+
+def _infer_separable(types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+    op = "separable_conv2d"
+    dtype = same_dtype(op, types, ("input", "depthwise_filter", "pointwise_filter"))
+    x, dw, pw = types
+    if x.rank != 4:
+        raise ConvcError(f"{op}: input must be 4-D, got shape {x.shape}")
+    nhwc = attrs["data_format"] == "NHWC"
+    n, h, w, c = x.shape if nhwc else (x.shape[0], x.shape[2], x.shape[3], x.shape[1])
+    if dw.rank != 4 or dw.shape[2] != c:
+        raise ConvcError(f"{op}: depthwise_filter must be 4-D [kh, kw, {c}, multiplier] for {c} input channels, "
+                         f"got shape {dw.shape}")
+    kh, kw, _, mult = dw.shape
+    if pw.rank != 4 or pw.shape[:3] != (1, 1, c * mult):
+        raise ConvcError(f"{op}: pointwise_filter must be 4-D [1, 1, {c * mult}, out_channels], got shape {pw.shape}")
+    if 0 in (kh, kw, mult, pw.shape[3]):
+        raise ConvcError(f"{op}: filter sizes must be positive, got {dw.shape} and {pw.shape}")
+    (sh, sw), (rh, rw) = attrs["strides"], attrs["dilations"]
+    oh = tf_output_size(h, kh, sh, rh, attrs["padding"])
+    ow = tf_output_size(w, kw, sw, rw, attrs["padding"])
+    f = pw.shape[3]
+    return TensorType((n, oh, ow, f) if nhwc else (n, f, oh, ow), dtype)
+
+
+register(OpDef("separable_conv2d", ("input", "depthwise_filter", "pointwise_filter"),
+               normalize=_normalize_separable, infer=_infer_separable, traits=frozenset({"separable"})))

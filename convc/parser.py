@@ -1,0 +1,125 @@
+"""Reads the textual IR back into a Graph (the inverse of convc.printer)."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from .errors import ConvcError
+from .ir import Graph
+from .types import TensorType
+
+_TYPE = r"(f32|f64)\[([0-9,]*)\]"
+_HEADER = re.compile(r"^graph\s+@([\w.]+)\((.*)\)\s*\{$")
+_ARG = re.compile(rf"^%([\w.]+)\s*:\s*{_TYPE}$")
+_CONST = re.compile(rf"^%([\w.]+)\s*=\s*const\s+{_TYPE}$")
+_OP = re.compile(rf"^%([\w.]+)\s*=\s*(\w+)\(([^)]*)\)\s*(\{{.*\}})?\s*(?::\s*{_TYPE})?$")
+_RETURN = re.compile(r"^return\s*(.*)$")
+_TOKEN = re.compile(r'\s*(-?inf|nan|true|false|none|"(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*|[\[\],={}]|\w+)')
+
+
+def _type(dtype: str, dims: str) -> TensorType:
+    return TensorType(tuple(int(d) for d in dims.split(",") if d), dtype)
+
+
+def _tokens(text: str, where: str) -> list[str]:
+    tokens, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if not match:
+            raise ConvcError(f"parse: {where}: cannot read attributes at {text[pos:pos + 20]!r}")
+        tokens.append(match.group(1))
+        pos = match.end()
+    return tokens
+
+
+def _value(tokens: list[str], where: str) -> Any:
+    token = tokens.pop(0)
+    if token == "[":
+        items = []
+        while tokens and tokens[0] != "]":
+            items.append(_value(tokens, where))
+            if tokens and tokens[0] == ",":
+                tokens.pop(0)
+        if not tokens:
+            raise ConvcError(f"parse: {where}: unterminated list")
+        tokens.pop(0)
+        return tuple(items)
+    if token.startswith('"'):
+        import json
+        return json.loads(token)
+    keywords = {"true": True, "false": False, "none": None, "inf": float("inf"), "-inf": float("-inf"),
+                "nan": float("nan")}
+    if token in keywords:
+        return keywords[token]
+    try:
+        return int(token)
+    except ValueError:
+        pass
+    try:
+        return float(token)
+    except ValueError:
+        raise ConvcError(f"parse: {where}: unexpected {token!r} in attributes") from None
+
+
+def _attrs(text: str | None, where: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    tokens = _tokens(text[1:-1], where)
+    attrs = {}
+    while tokens:
+        key = tokens.pop(0)
+        if not tokens or tokens.pop(0) != "=":
+            raise ConvcError(f"parse: {where}: expected '=' after attribute {key!r}")
+        attrs[key] = _value(tokens, where)
+        if tokens and tokens[0] == ",":
+            tokens.pop(0)
+    return attrs
+
+
+def parse(text: str, consts: dict[str, np.ndarray] | None = None) -> Graph:
+    """Parse textual IR; `consts` re-attaches constant values by name (printed as a summary)."""
+    from .registry import get_op
+    consts = consts or {}
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.strip().startswith("//")]
+    if not lines:
+        raise ConvcError("parse: empty text; expected 'graph @name(...) {'")
+    header = _HEADER.match(lines[0])
+    if not header:
+        raise ConvcError(f"parse: line 1: expected 'graph @name(%arg: f32[...], ...) {{', got {lines[0]!r}")
+    graph = Graph(header.group(1))
+    for arg in filter(None, (a.strip() for a in header.group(2).split("%") if a.strip())):
+        match = _ARG.match("%" + arg.rstrip(", "))
+        if not match:
+            raise ConvcError(f"parse: line 1: cannot read argument %{arg!r}")
+        graph.add_input(_type(match.group(2), match.group(3)), match.group(1))
+    if lines[-1] != "}":
+        raise ConvcError("parse: the graph must end with '}'")
+    for number, line in enumerate(lines[1:-1], start=2):
+        where = f"line {number}"
+        if (match := _CONST.match(line)):
+            name = match.group(1)
+            value = consts.get(name)
+            ctype = _type(match.group(2), match.group(3))
+            if value is not None and TensorType.of_array(np.asarray(value)) != ctype:
+                raise ConvcError(f"parse: {where}: constant %{name} is {ctype} but the value given is "
+                                 f"{TensorType.of_array(np.asarray(value))}")
+            graph.add_const(None if value is None else np.asarray(value), ctype, name)
+        elif (match := _OP.match(line)):
+            name, op, operands, attrs = match.group(1), match.group(2), match.group(3), match.group(4)
+            get_op(op)
+            operand_names = [o.strip().lstrip("%") for o in operands.split(",") if o.strip()]
+            node_type = _type(match.group(5), match.group(6)) if match.group(5) else None
+            graph.add_node(op, operand_names, _attrs(attrs, where), node_type, name)
+        elif (match := _RETURN.match(line)):
+            graph.outputs = [o.strip().lstrip("%") for o in match.group(1).split(",") if o.strip()]
+            for output in graph.outputs:
+                if output not in graph.dag:
+                    raise ConvcError(f"parse: {where}: returns undefined value %{output}")
+        else:
+            raise ConvcError(f"parse: {where}: cannot read {line!r}")
+    if not graph.outputs:
+        raise ConvcError("parse: the graph has no 'return' line")
+    return graph

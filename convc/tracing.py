@@ -1,0 +1,122 @@
+"""Tracing: symbolic Tensors that record convc ops into a Graph instead of computing them."""
+from __future__ import annotations
+
+import inspect
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+from .arrays import as_float_array
+from .errors import ConvcError
+from .ir import Graph
+from .registry import get_op
+from .types import TensorType
+
+_state = threading.local()
+
+
+class Tensor:
+    """A symbolic value of a graph being traced; supports + - * / like the elementwise ops."""
+
+    __array_priority__ = 1000  # so that ndarray <op> Tensor defers to Tensor's reflected operators
+
+    def __init__(self, graph: Graph, name: str) -> None:
+        self.graph, self.name = graph, name
+
+    @property
+    def type(self) -> TensorType:
+        return self.graph.type_of(self.name)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.type.numpy_dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        return f"convc.Tensor(%{self.name}: {self.type})"
+
+    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise TypeError(f"convc.Tensor %{self.name} is symbolic (inside convc.trace) and has no values; "
+                        f"use convc.ops on it")
+
+    def __bool__(self) -> bool:
+        raise TypeError("a traced convc.Tensor has no truth value; control flow cannot depend on traced values")
+
+    def _binary(self, op: str, other: Any, reflected: bool = False) -> "Tensor":
+        from . import ops
+        fn = getattr(ops, op)
+        return fn(other, self) if reflected else fn(self, other)
+
+    def __add__(self, other: Any) -> "Tensor": return self._binary("add", other)
+    def __radd__(self, other: Any) -> "Tensor": return self._binary("add", other, True)
+    def __sub__(self, other: Any) -> "Tensor": return self._binary("sub", other)
+    def __rsub__(self, other: Any) -> "Tensor": return self._binary("sub", other, True)
+    def __mul__(self, other: Any) -> "Tensor": return self._binary("mul", other)
+    def __rmul__(self, other: Any) -> "Tensor": return self._binary("mul", other, True)
+    def __truediv__(self, other: Any) -> "Tensor": return self._binary("div", other)
+    def __rtruediv__(self, other: Any) -> "Tensor": return self._binary("div", other, True)
+
+
+def current_graph() -> Graph | None:
+    return getattr(_state, "graph", None)
+
+
+def record(op: str, operands: list[Any], attrs: dict[str, Any]) -> Tensor:
+    """Add one op node to the graph being traced; non-symbolic operands become constants."""
+    graph = current_graph()
+    opdef = get_op(op)
+    names = []
+    for operand, arg_name in zip(operands, opdef.operand_names):
+        if isinstance(operand, Tensor):
+            if operand.graph is not graph:
+                raise ConvcError(f"{op}: {arg_name} is a Tensor of another trace")
+            names.append(operand.name)
+        else:
+            names.append(graph.add_const(as_float_array(op, arg_name, operand)))
+    node_type = opdef.infer([graph.type_of(n) for n in names], attrs)
+    return Tensor(graph, graph.add_node(op, names, attrs, node_type))
+
+
+def _arg_names(fn: Callable, count: int) -> list[str]:
+    target = fn.forward if hasattr(fn, "forward") else fn
+    try:
+        params = [p for p in inspect.signature(target).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    names = [p.name for p in params[:count]]
+    names += [f"arg{i}" for i in range(len(names), count)]
+    return names if len(set(names)) == count else [f"arg{i}" for i in range(count)]
+
+
+def trace(fn: Callable, *example_inputs: Any) -> Graph:
+    """Run `fn` (a function of convc.ops or a convc.nn module) on symbolic tensors shaped like the
+    example inputs and return the recorded Graph."""
+    if not callable(fn):
+        raise TypeError(f"trace: fn={fn!r} must be callable (a function or a convc.nn module)")
+    if current_graph() is not None:
+        raise ConvcError("trace: cannot start a trace inside another trace")
+    name = getattr(fn, "__name__", type(fn).__name__)
+    graph = Graph(name if name.isidentifier() and name != "<lambda>" else "main")
+    arrays = [as_float_array("trace", f"example_inputs[{i}]", x) for i, x in enumerate(example_inputs)]
+    symbols = [Tensor(graph, graph.add_input(TensorType.of_array(a), n))
+               for a, n in zip(arrays, _arg_names(fn, len(arrays)))]
+    _state.graph = graph
+    try:
+        result = fn(*symbols)
+    finally:
+        _state.graph = None
+    results = list(result) if isinstance(result, (tuple, list)) else [result]
+    if not results or not all(isinstance(r, Tensor) and r.graph is graph for r in results):
+        raise ConvcError(f"trace: {name} must return a traced convc.Tensor or a tuple of them, "
+                         f"got {type(result).__name__}")
+    graph.outputs = [r.name for r in results]
+    return graph

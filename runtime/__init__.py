@@ -1,0 +1,1 @@
+"""convc.runtime: lowering of canonical graphs to LLVM IR, JIT compilation and execution."""

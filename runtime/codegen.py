@@ -1,0 +1,132 @@
+"""The shared codegen toolkit of the kernel emitters: kernel signatures, loops, loads, FMA, borders."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import llvmlite.ir as ir
+
+I64 = ir.IntType(64)
+I1 = ir.IntType(1)
+FLOAT_TYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
+FAST = ("contract",)
+
+
+def i64(value: int) -> ir.Constant:
+    return ir.Constant(I64, int(value))
+
+
+def as_value(value: int | ir.Value) -> ir.Value:
+    return i64(value) if isinstance(value, int) else value
+
+
+class Kernel:
+    """One kernel function `void name(T* noalias out, T* noalias in0, ...)` and its builder."""
+
+    def __init__(self, module: ir.Module, name: str, dtype: str, num_buffers: int,
+                 arg_names: Sequence[str] = ()) -> None:
+        self.module, self.dtype = module, dtype
+        self.ftype = FLOAT_TYPES[dtype]
+        pointer = self.ftype.as_pointer()
+        self.function = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * num_buffers), name)
+        self.function.linkage = "internal"
+        for index, arg in enumerate(self.function.args):
+            arg.add_attribute("noalias")
+            arg.add_attribute("nocapture")
+            arg.name = arg_names[index] if index < len(arg_names) else f"buf{index}"
+        self.builder = ir.IRBuilder(self.function.append_basic_block("entry"))
+
+    @property
+    def args(self) -> list[ir.Argument]:
+        return list(self.function.args)
+
+    def finish(self) -> ir.Function:
+        self.builder.ret_void()
+        return self.function
+
+    # values -------------------------------------------------------------------------------
+    def const(self, value: float) -> ir.Constant:
+        return ir.Constant(self.ftype, value)
+
+    def load(self, base: ir.Value, index: int | ir.Value) -> ir.Value:
+        return self.builder.load(self.builder.gep(base, [as_value(index)], inbounds=True))
+
+    def store(self, value: ir.Value, base: ir.Value, index: int | ir.Value) -> None:
+        self.builder.store(value, self.builder.gep(base, [as_value(index)], inbounds=True))
+
+    def offset(self, base: ir.Value, index: int | ir.Value) -> ir.Value:
+        return self.builder.gep(base, [as_value(index)], inbounds=True)
+
+    def intrinsic(self, name: str, *args: ir.Value) -> ir.Value:
+        fn = self.module.declare_intrinsic(f"llvm.{name}", [self.ftype],
+                                           ir.FunctionType(self.ftype, [self.ftype] * len(args)))
+        return self.builder.call(fn, list(args))
+
+    def libm(self, name: str, *args: ir.Value) -> ir.Value:
+        """A call of the C library's math function (name + 'f' for float32)."""
+        symbol = name + ("f" if self.dtype == "f32" else "")
+        fn = self.module.globals.get(symbol)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(self.ftype, [self.ftype] * len(args)), symbol)
+        return self.builder.call(fn, list(args))
+
+    def fma(self, a: ir.Value, b: ir.Value, acc: ir.Value) -> ir.Value:
+        """a * b + acc, fusable (llvm.fmuladd)."""
+        return self.intrinsic("fmuladd", a, b, acc)
+
+    # integer arithmetic on i64 -------------------------------------------------------------
+    def add(self, *terms: int | ir.Value) -> ir.Value:
+        values = [as_value(t) for t in terms if not (isinstance(t, int) and t == 0)]
+        if not values:
+            return i64(0)
+        total = values[0]
+        for value in values[1:]:
+            total = self.builder.add(total, value)
+        return total
+
+    def mul(self, a: int | ir.Value, b: int) -> ir.Value:
+        if b == 1:
+            return as_value(a)
+        return self.builder.mul(as_value(a), i64(b))
+
+    @contextmanager
+    def loop(self, start: int | ir.Value, stop: int | ir.Value, name: str = "i") -> Iterator[ir.Value]:
+        """for (i = start; i < stop; ++i) — yields i as an i64 value."""
+        builder = self.builder
+        start, stop = as_value(start), as_value(stop)
+        before = builder.block
+        header = builder.append_basic_block(f"{name}.header")
+        body = builder.append_basic_block(f"{name}.body")
+        exit_block = builder.append_basic_block(f"{name}.exit")
+        builder.branch(header)
+        builder.position_at_end(header)
+        index = builder.phi(I64, name=name)
+        index.add_incoming(start, before)
+        builder.cbranch(builder.icmp_signed("<", index, stop), body, exit_block)
+        builder.position_at_end(body)
+        yield index
+        latch = builder.block
+        index.add_incoming(builder.add(index, i64(1)), latch)
+        builder.branch(header)
+        builder.position_at_end(exit_block)
+
+    def border_index(self, index: ir.Value, size: int, mode: str) -> tuple[ir.Value, ir.Value | None]:
+        """Map a padded-axis index to the source index; returns (index, valid).
+
+        valid is None for modes that always read the source (circular, reflect, replicate), and
+        an i1 for zeros (the index is then clamped to a safe in-bounds value)."""
+        b = self.builder
+        below = b.icmp_signed("<", index, i64(0))
+        above = b.icmp_signed(">=", index, i64(size))
+        if mode == "zeros":
+            valid = b.not_(b.or_(below, above))
+            return b.select(valid, index, i64(0)), valid
+        if mode == "circular":
+            low, high = b.add(index, i64(size)), b.sub(index, i64(size))
+        elif mode == "reflect":
+            low, high = b.neg(index), b.sub(i64(2 * size - 2), index)
+        elif mode == "replicate":
+            low, high = i64(0), i64(size - 1)
+        else:
+            raise ValueError(f"unknown border mode {mode!r}")
+        return b.select(below, low, b.select(above, high, index)), None
