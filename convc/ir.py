@@ -38,12 +38,13 @@ class Graph:
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self._order = itertools.count()
-        self._fresh = itertools.count()
+        self._fresh: dict[str, itertools.count] = {}
 
     # construction -------------------------------------------------------------------------
     def _unique(self, prefix: str) -> str:
+        counter = self._fresh.setdefault(prefix, itertools.count())
         while True:
-            name = f"{prefix}{next(self._fresh)}"
+            name = f"{prefix}{next(counter)}"
             if name not in self.dag:
                 return name
 

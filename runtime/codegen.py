@@ -32,7 +32,6 @@ class Kernel:
         self.function.linkage = "internal"
         for index, arg in enumerate(self.function.args):
             arg.add_attribute("noalias")
-            arg.add_attribute("nocapture")
             arg.name = arg_names[index] if index < len(arg_names) else f"buf{index}"
         self.builder = ir.IRBuilder(self.function.append_basic_block("entry"))
 

@@ -1,0 +1,22 @@
+"""convc: a compiler that lowers convolution graphs to LLVM-JIT-compiled CPU kernels.
+
+    import convc
+    from convc import ops, nn
+    graph = convc.trace(model, example)     # a Graph; print(graph) shows the IR
+    compiled = convc.compile(graph)         # passes + LLVM codegen + JIT
+    y = compiled(example)
+"""
+from . import op_conv, op_elementwise, op_pad_pool, op_tf  # noqa: F401  (register the ops)
+from .compiler import Compiled, compile
+from .errors import ConvcError
+from .ir import Graph, Node
+from .parser import parse
+from .tracing import Tensor, trace
+from .types import TensorType
+from .verifier import verify
+from . import ops  # noqa: E402
+from . import nn  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["Compiled", "ConvcError", "Graph", "Node", "Tensor", "TensorType", "compile", "nn", "ops",
+           "parse", "trace", "verify"]

@@ -1,0 +1,60 @@
+"""The compile driver: trace (if needed), run the pass pipeline, generate and JIT the kernels."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import ConvcError
+from .ir import Graph
+from .tracing import trace
+
+
+class Compiled:
+    """A compiled graph: call it on arrays like the traced function."""
+
+    def __init__(self, graph: Graph, executable: Any) -> None:
+        self.graph = graph
+        self._executable = executable
+
+    def __call__(self, *arrays: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        outputs = self._executable(*arrays)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    @property
+    def llvm_ir(self) -> str:
+        """The optimized LLVM IR of every kernel and the entry function."""
+        return self._executable.llvm_ir
+
+    @property
+    def asm(self) -> str:
+        """The host assembly."""
+        return self._executable.asm
+
+    def __repr__(self) -> str:
+        return f"<convc.Compiled @{self.graph.name}: {len(self.graph.op_nodes())} ops>"
+
+
+def optimize(graph: Graph, opt_level: int = 2, dump: str | os.PathLike | None = None) -> Graph:
+    """Run the pass pipeline of `opt_level` on a copy of `graph`."""
+    from .passes import default_pipeline
+    from .passes.pipeline import instruments_for
+    if opt_level not in (0, 1, 2):
+        raise ConvcError(f"compile: opt_level={opt_level!r} must be 0, 1 or 2")
+    return default_pipeline(opt_level, instruments_for(dump)).run(graph.copy())
+
+
+def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, opt_level: int = 2,
+            dump: str | os.PathLike | None = None) -> Compiled:
+    """Trace `fn_or_graph` on the example inputs (unless it is a Graph already), optimize it and
+    JIT-compile its kernels for the host CPU."""
+    from .runtime.executor import Executable
+    if isinstance(fn_or_graph, Graph):
+        graph = fn_or_graph
+        if example_inputs:
+            raise ConvcError("compile: a Graph already fixes its input types; pass no example inputs")
+    else:
+        graph = trace(fn_or_graph, *example_inputs)
+    optimized = optimize(graph, opt_level, dump)
+    return Compiled(optimized, Executable(optimized))

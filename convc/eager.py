@@ -1,0 +1,52 @@
+"""Eager op calls: a one-op graph compiled once per (op, attributes, operand types), then cached,
+so a repeated call costs a dictionary lookup, the input checks and one native call."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from .arrays import as_float_array
+from .ir import Graph
+from .registry import get_op
+from .types import TensorType
+
+_cache: dict[tuple, Any] = {}
+_lock = threading.Lock()
+
+
+def _key(op: str, attrs: dict[str, Any], types: list[TensorType]) -> tuple:
+    return (op, tuple(attrs.items()), tuple(types))
+
+
+def cache_size() -> int:
+    return len(_cache)
+
+
+def clear_cache() -> None:
+    with _lock:
+        _cache.clear()
+
+
+def run(op: str, operands: list[Any], attrs: dict[str, Any]) -> np.ndarray:
+    opdef = get_op(op)
+    arrays = [as_float_array(op, name, value) for value, name in zip(operands, opdef.operand_names)]
+    types = [TensorType.of_array(a) for a in arrays]
+    key = _key(op, attrs, types)
+    executable = _cache.get(key)
+    if executable is None:
+        opdef.infer(types, attrs)  # raises for invalid shapes before anything is compiled
+        executable = _compile(op, opdef.operand_names, attrs, types)
+        with _lock:
+            _cache[key] = executable
+    return executable(*arrays)[0]
+
+
+def _compile(op: str, names: tuple[str, ...], attrs: dict[str, Any], types: list[TensorType]) -> Any:
+    from .compiler import optimize
+    from .runtime.executor import Executable
+    graph = Graph(op)
+    operands = [graph.add_input(t, n) for t, n in zip(types, names)]
+    graph.outputs = [graph.add_node(op, operands, dict(attrs))]
+    return Executable(optimize(graph, opt_level=2))

@@ -1,0 +1,116 @@
+"""The pass pipeline: runs passes in order, verifies after each, and calls instruments around each
+(IR printing after every pass, numbered dump files, timing)."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from convc.ir import Graph
+from convc.verifier import verify
+
+
+class Pass:
+    """A graph rewrite: `run(graph)` returns the rewritten graph (it may rewrite in place)."""
+
+    name = "pass"
+
+    def run(self, graph: Graph) -> Graph:
+        raise NotImplementedError
+
+
+class Instrument:
+    """Hooks called around each pass."""
+
+    def before(self, index: int, pass_: Pass, graph: Graph) -> None:
+        pass
+
+    def after(self, index: int, pass_: Pass, graph: Graph) -> None:
+        pass
+
+
+class PrintAfterAll(Instrument):
+    """Prints the IR after every pass (like LLVM's -print-after-all)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+
+    def after(self, index: int, pass_: Pass, graph: Graph) -> None:
+        stream = self.stream or sys.stdout
+        stream.write(f"// ----- IR after {pass_.name} -----\n{graph.dump()}")
+
+
+class DumpToDirectory(Instrument):
+    """Writes the IR after each pass to DIR/NNN_<pass>.txt (000_input.txt is the graph before)."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def before(self, index: int, pass_: Pass, graph: Graph) -> None:
+        if index == 0:
+            (self.directory / "000_input.txt").write_text(graph.dump())
+
+    def after(self, index: int, pass_: Pass, graph: Graph) -> None:
+        (self.directory / f"{index + 1:03d}_{pass_.name}.txt").write_text(graph.dump())
+
+
+class Timing(Instrument):
+    """Collects the wall time of each pass in `self.seconds` (pass name -> seconds)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = 0.0
+
+    def before(self, index: int, pass_: Pass, graph: Graph) -> None:
+        self._start = time.perf_counter()
+
+    def after(self, index: int, pass_: Pass, graph: Graph) -> None:
+        self.seconds[pass_.name] = self.seconds.get(pass_.name, 0.0) + time.perf_counter() - self._start
+
+
+def instruments_for(dump: str | os.PathLike | None) -> list[Instrument]:
+    """`dump='all'` prints after each pass, any other value is a dump directory; CONVC_DUMP is the
+    same switch from the environment."""
+    dump = dump if dump is not None else os.environ.get("CONVC_DUMP") or None
+    if dump is None:
+        return []
+    return [PrintAfterAll()] if str(dump) == "all" else [DumpToDirectory(dump)]
+
+
+class Pipeline:
+    """An ordered list of passes with verification and instruments."""
+
+    def __init__(self, passes: Sequence[Pass], instruments: Sequence[Instrument] = (), verify_each: bool = True):
+        self.passes = list(passes)
+        self.instruments = list(instruments)
+        self.verify_each = verify_each
+
+    def run(self, graph: Graph) -> Graph:
+        for index, pass_ in enumerate(self.passes):
+            for instrument in self.instruments:
+                instrument.before(index, pass_, graph)
+            graph = pass_.run(graph)
+            if self.verify_each:
+                verify(graph)
+            for instrument in self.instruments:
+                instrument.after(index, pass_, graph)
+        return graph
+
+
+def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = ()) -> Pipeline:
+    """opt_level 0: shape inference and padding canonicalization; 1: plus dead-code elimination;
+    2: plus the fusions."""
+    from .canonicalize_padding import CanonicalizePadding
+    from .dead_code import DeadCodeElimination
+    from .shape_inference import ShapeInference
+    from .fuse_epilogue import FuseEpilogue
+
+    passes: list[Pass] = [ShapeInference(), CanonicalizePadding()]
+    if opt_level >= 1:
+        passes.append(DeadCodeElimination())
+    if opt_level >= 2:
+        passes += [FuseEpilogue(), DeadCodeElimination()]
+    return Pipeline(passes, instruments)

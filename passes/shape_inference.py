@@ -1,0 +1,30 @@
+"""Shape inference: types every value from its op's shape rule; errors name the node."""
+from __future__ import annotations
+
+from convc.errors import ConvcError
+from convc.ir import Graph
+from convc.registry import get_op
+from convc.types import TensorType
+
+from .pipeline import Pass
+
+
+class ShapeInference(Pass):
+    name = "shape_inference"
+
+    def run(self, graph: Graph) -> Graph:
+        for node in graph.nodes():
+            if node.op == "const":
+                if node.value is not None:
+                    node.type = TensorType.of_array(node.value)
+                continue
+            if node.op == "input":
+                if node.type is None:
+                    raise ConvcError(f"shape_inference: graph input %{node.name} has no type")
+                continue
+            operand_types = [graph.type_of(o) for o in node.operands]
+            try:
+                node.type = get_op(node.op).infer(operand_types, node.attrs)
+            except ConvcError as error:
+                raise ConvcError(f"shape_inference: %{node.name} = {node.op}: {error}") from None
+        return graph

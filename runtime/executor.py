@@ -1,0 +1,91 @@
+"""Execution of a compiled graph: checks inputs on the host, then one native call of the entry."""
+from __future__ import annotations
+
+import ctypes
+import threading
+from typing import Any
+
+import numpy as np
+
+from convc.arrays import as_float_array
+from convc.errors import ConvcError
+from convc.ir import Graph
+from convc.types import TensorType
+
+from .jit import JitModule
+from .lower import ENTRY, lower
+
+_ENTRY_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+class Executable:
+    """A graph's machine code plus everything its calls need: constants, arena, buffer table."""
+
+    def __init__(self, graph: Graph) -> None:
+        for node in graph.consts():
+            if node.value is None:
+                raise ConvcError(f"compile: constant %{node.name} has no value; re-attach it with "
+                                 f"convc.parse(text, consts={{'{node.name}': array}})")
+        lowered = lower(graph)
+        self.jit = JitModule(lowered.module)
+        self.name = graph.name
+        self.input_names = list(graph.inputs)
+        self.input_types = [graph.type_of(n) for n in graph.inputs]
+        self.output_names = list(graph.outputs)
+        self.output_types = [graph.type_of(n) for n in graph.outputs]
+        self._slots = lowered.slots
+        self._entry = _ENTRY_TYPE(self.jit.address(ENTRY))
+        self._consts = {n: np.ascontiguousarray(graph.node(n).value) for n in lowered.const_names}
+        self._arena = np.empty(lowered.plan.arena_bytes + 64, np.uint8)
+        self._buffers = (ctypes.c_void_p * (lowered.arena_slot + 1))()
+        for name, value in self._consts.items():
+            self._buffers[lowered.slots[name]] = value.ctypes.data
+        base = self._arena.ctypes.data
+        self._buffers[lowered.arena_slot] = base + (-base % 64)
+        self._computed = {n for n in graph.outputs if graph.node(n).op not in ("input", "const")}
+        self._lock = threading.Lock()
+
+    def check_inputs(self, arrays: tuple[Any, ...]) -> list[np.ndarray]:
+        if len(arrays) != len(self.input_types):
+            raise TypeError(f"@{self.name} takes {len(self.input_types)} inputs "
+                            f"({', '.join('%' + n for n in self.input_names)}), got {len(arrays)}")
+        checked = []
+        for name, expected, value in zip(self.input_names, self.input_types, arrays):
+            array = as_float_array(f"@{self.name}", f"input %{name}", value)
+            actual = TensorType.of_array(array)
+            if actual != expected:
+                if actual.dtype != expected.dtype:
+                    raise TypeError(f"@{self.name}: input %{name} has dtype {array.dtype}; the graph was "
+                                    f"compiled for {expected.numpy_dtype}")
+                raise ConvcError(f"@{self.name}: input %{name} has shape {actual.shape}; the graph was "
+                                 f"compiled for {expected.shape}")
+            checked.append(np.ascontiguousarray(array))
+        return checked
+
+    def __call__(self, *arrays: Any) -> list[np.ndarray]:
+        inputs = self.check_inputs(arrays)
+        results = {n: np.empty(t.shape, t.numpy_dtype) for n, t in zip(self.output_names, self.output_types)
+                   if n in self._computed}
+        with self._lock:
+            for name, array in zip(self.input_names, inputs):
+                self._buffers[self._slots[name]] = array.ctypes.data
+            for name, array in results.items():
+                self._buffers[self._slots[name]] = array.ctypes.data
+            self._entry(ctypes.addressof(self._buffers))
+        outputs, seen = [], set()
+        host = {**self._consts, **dict(zip(self.input_names, inputs))}
+        for name in self.output_names:
+            value = results.get(name)
+            if value is None or name in seen:
+                value = (host[name] if value is None else value).copy()
+            outputs.append(value)
+            seen.add(name)
+        return outputs
+
+    @property
+    def llvm_ir(self) -> str:
+        return self.jit.llvm_ir
+
+    @property
+    def asm(self) -> str:
+        return self.jit.asm

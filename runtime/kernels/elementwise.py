@@ -1,0 +1,96 @@
+"""Kernel emitters for the elementwise ops: strided loop nests with NumPy broadcasting.
+
+Each operand is read through its own strides, 0 on broadcast axes, so a broadcast input is never
+materialized. Axes that are contiguous for every operand are merged, so the innermost loop is as
+long as possible and LLVM vectorizes it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import llvmlite.ir as ir
+
+from convc.types import TensorType
+
+from ..codegen import Kernel
+
+ScalarOp = Callable[[Kernel, list[ir.Value]], ir.Value]
+
+
+def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Element strides of a C-contiguous `shape` read as `out_shape` (0 on broadcast axes)."""
+    padded = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+    strides, step = [0] * len(out_shape), 1
+    for axis in reversed(range(len(out_shape))):
+        strides[axis] = step if padded[axis] != 1 else 0
+        step *= padded[axis]
+    return tuple(strides)
+
+
+def merge_axes(shape: tuple[int, ...], strides: list[tuple[int, ...]]) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
+    """Merge neighbouring axes that every operand walks contiguously; drop size-1 axes."""
+    kept = [a for a in range(len(shape)) if shape[a] != 1]
+    dims, merged = [], [[] for _ in strides]
+    for axis in kept:
+        if dims and all(s[axis] * shape[axis] == m[-1] for s, m in zip(strides, merged)):
+            dims[-1] *= shape[axis]
+            for s, m in zip(strides, merged):
+                m[-1] = s[axis]
+            continue
+        dims.append(shape[axis])
+        for s, m in zip(strides, merged):
+            m.append(s[axis])
+    return tuple(dims), [tuple(m) for m in merged]
+
+
+def emit_elementwise(module: ir.Module, name: str, in_types: list[TensorType], out_type: TensorType,
+                     scalar_op: ScalarOp) -> ir.Function:
+    """out[i] = scalar_op(in0[i'], in1[i'], ...) over out_type's shape with broadcasting."""
+    out_shape = out_type.shape
+    strides = [broadcast_strides(out_shape, out_shape)] + [broadcast_strides(t.shape, out_shape) for t in in_types]
+    dims, merged = merge_axes(out_shape, strides)
+    k = Kernel(module, name, out_type.dtype, 1 + len(in_types), ["out"] + [f"in{i}" for i in range(len(in_types))])
+    if out_type.size == 0:
+        return k.finish()
+
+    def nest(depth: int, offsets: list[ir.Value | int]) -> None:
+        if depth == len(dims):
+            values = [k.load(ptr, off) for ptr, off in zip(k.args[1:], offsets[1:])]
+            k.store(scalar_op(k, values), k.args[0], offsets[0])
+            return
+        with k.loop(0, dims[depth], f"i{depth}") as index:
+            nest(depth + 1, [k.add(off, k.mul(index, m[depth])) if m[depth] else off
+                             for off, m in zip(offsets, merged)])
+
+    nest(0, [0] * len(strides))
+    return k.finish()
+
+
+def _relu(k: Kernel, v: list[ir.Value]) -> ir.Value:
+    # NaN stays NaN, as torch's relu does: select(x < 0, 0, x)
+    return k.builder.select(k.builder.fcmp_ordered("<", v[0], k.const(0.0)), k.const(0.0), v[0])
+
+
+def _relu6(k: Kernel, v: list[ir.Value]) -> ir.Value:
+    low = _relu(k, v)
+    return k.builder.select(k.builder.fcmp_ordered(">", low, k.const(6.0)), k.const(6.0), low)
+
+
+def _sigmoid(k: Kernel, v: list[ir.Value]) -> ir.Value:
+    b = k.builder
+    denominator = b.fadd(k.const(1.0), k.intrinsic("exp", b.fneg(v[0])))
+    return b.fdiv(k.const(1.0), denominator)
+
+
+SCALAR_OPS: dict[str, ScalarOp] = {
+    "add": lambda k, v: k.builder.fadd(v[0], v[1]),
+    "sub": lambda k, v: k.builder.fsub(v[0], v[1]),
+    "mul": lambda k, v: k.builder.fmul(v[0], v[1]),
+    "div": lambda k, v: k.builder.fdiv(v[0], v[1]),
+    "maximum": lambda k, v: k.intrinsic("maximum", v[0], v[1]),
+    "minimum": lambda k, v: k.intrinsic("minimum", v[0], v[1]),
+    "relu": _relu,
+    "relu6": _relu6,
+    "sigmoid": _sigmoid,
+    "tanh": lambda k, v: k.libm("tanh", v[0]),
+}
