@@ -96,6 +96,8 @@ def infer_conv(op: str, rank: int, types: list[TensorType], attrs: dict[str, Any
     _check_weight_rank(op, rank, w)
     groups = attrs["groups"]
     c_out, kernel = w.shape[0], w.shape[2:]
+    if c_in % groups != 0:
+        raise ConvcError(f"{op}: groups={groups} must divide in_channels={c_in}")
     if c_out % groups != 0:
         raise ConvcError(f"{op}: groups={groups} must divide out_channels={c_out} (weight.shape[0])")
     if c_in != w.shape[1] * groups:

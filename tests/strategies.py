@@ -1,0 +1,69 @@
+"""Hypothesis strategies for convolution configurations that torch accepts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import strategies as st
+
+
+@dataclass
+class ConvCase:
+    rank: int
+    x: np.ndarray
+    w: np.ndarray
+    bias: np.ndarray | None
+    stride: tuple
+    padding: object
+    dilation: tuple
+    groups: int
+    padding_mode: str
+
+    @property
+    def terms(self) -> int:
+        return int(np.prod(self.w.shape[1:]))
+
+
+@st.composite
+def conv_cases(draw, ranks=(1, 2, 3), modes=("zeros",)):
+    rank = draw(st.sampled_from(ranks))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    groups = draw(st.integers(1, 3))
+    cin_g, cout_g = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    max_k = {1: 5, 2: 4, 3: 3}[rank]
+    kernel = tuple(draw(st.integers(1, max_k)) for _ in range(rank))
+    stride = tuple(draw(st.integers(1, 4)) for _ in range(rank))
+    dilation = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    mode = draw(st.sampled_from(modes))
+    padding_form = draw(st.sampled_from(["int", "tuple", "valid", "same"]))
+    if padding_form == "same" and any(s != 1 for s in stride):
+        padding_form = "tuple"
+    if padding_form == "int":
+        padding = draw(st.integers(0, 3))
+        lo = hi = (padding,) * rank
+    elif padding_form == "tuple":
+        padding = tuple(draw(st.integers(0, 3)) for _ in range(rank))
+        lo = hi = padding
+    elif padding_form == "valid":
+        padding, lo, hi = "valid", (0,) * rank, (0,) * rank
+    else:
+        padding = "same"
+        lo = tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel))
+        hi = tuple(d * (k - 1) - l for d, k, l in zip(dilation, kernel, lo))
+    max_size = {1: 24, 2: 12, 3: 7}[rank]
+    sizes = []
+    for k, d, a, b in zip(kernel, dilation, lo, hi):
+        smallest = max(1, d * (k - 1) + 1 - a - b)
+        if mode == "reflect":
+            smallest = max(smallest, max(a, b) + 1)
+        elif mode == "circular":
+            smallest = max(smallest, max(a, b))
+        sizes.append(draw(st.integers(smallest, max(smallest, max_size) + 2)))
+    batched = draw(st.booleans())
+    batch = draw(st.integers(1, 2))
+    shape = ((batch,) if batched else ()) + (groups * cin_g, *sizes)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.uniform(-1, 1, shape).astype(dtype)
+    w = rng.uniform(-1, 1, (groups * cout_g, cin_g, *kernel)).astype(dtype)
+    bias = rng.uniform(-1, 1, groups * cout_g).astype(dtype) if draw(st.booleans()) else None
+    return ConvCase(rank, x, w, bias, stride, padding, dilation, groups, mode)
