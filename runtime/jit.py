@@ -26,20 +26,20 @@ class HostTarget:
 
 
 @functools.lru_cache(maxsize=None)
-def _target_machine() -> tuple[llvm.TargetMachine, HostTarget]:
+def host_target() -> HostTarget:
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    triple = llvm.get_process_triple()
-    host = HostTarget(llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), triple)
-    machine = llvm.Target.from_triple(triple).create_target_machine(
-        cpu=host.cpu, features=host.features, opt=3, codemodel="jitdefault", jit=True)
     # The pre-RA machine scheduler hoists every weight load of a register tile and spills.
     llvm.set_option("", "-enable-misched=false")
+    return HostTarget(llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), llvm.get_process_triple())
+
+
+def _target_machine() -> tuple[llvm.TargetMachine, HostTarget]:
+    """A new target machine for the host: an MCJIT engine owns (and frees) the one it is given."""
+    host = host_target()
+    machine = llvm.Target.from_triple(host.triple).create_target_machine(
+        cpu=host.cpu, features=host.features, opt=3, codemodel="jitdefault", jit=True)
     return machine, host
-
-
-def host_target() -> HostTarget:
-    return _target_machine()[1]
 
 
 class JitModule:
@@ -57,7 +57,6 @@ class JitModule:
         builder = llvm.create_pass_builder(machine, tuning)
         builder.getModulePassManager().run(parsed, builder)
         self.llvm_ir = str(parsed)
-        self._machine = machine
         self._module = parsed
         self._engine = llvm.create_mcjit_compiler(parsed, machine)
         self._engine.finalize_object()
@@ -67,4 +66,4 @@ class JitModule:
 
     @functools.cached_property
     def asm(self) -> str:
-        return self._machine.emit_assembly(self._module)
+        return _target_machine()[0].emit_assembly(self._module)
