@@ -1,0 +1,98 @@
+"""Tracing and compile: graphs from functions and modules, Compiled objects, input checks, the cache."""
+import gc
+import time
+
+import numpy as np
+import pytest
+
+import convc
+from convc import ConvcError, eager, nn, ops
+from reference import assert_close
+
+
+def test_trace_records_inputs_constants_and_ops_with_the_parameter_names():
+    w = np.ones((2, 3, 3), np.float32)
+    graph = convc.trace(lambda signal: ops.relu(ops.conv1d(signal, w, padding=1)), np.zeros((1, 3, 7), np.float32))
+    assert graph.inputs == ["signal"]
+    assert [n.op for n in graph.nodes()] == ["input", "const", "conv1d", "relu"]
+    assert str(graph.type_of(graph.outputs[0])) == "f32[1,2,7]"
+
+
+def test_trace_supports_operators_and_several_outputs():
+    def fn(a, b):
+        return a * 2.0 + b, 1.0 - a / b
+    a, b = np.full(3, 2.0), np.full(3, 4.0)
+    compiled = convc.compile(fn, a, b)
+    first, second = compiled(a, b)
+    np.testing.assert_array_equal(first, a * 2 + b)
+    np.testing.assert_array_equal(second, 1 - a / b)
+
+
+def test_outputs_that_are_inputs_or_repeated_are_fresh_arrays():
+    x = np.arange(4.0)
+    compiled = convc.compile(lambda a: (a, ops.relu(a), ops.relu(a)), x)
+    same, r1, r2 = compiled(x)
+    assert same is not x and np.array_equal(same, x)
+    assert r1 is not r2 and np.array_equal(r1, r2)
+
+
+def test_trace_errors_are_clear():
+    with pytest.raises(ConvcError, match="must return a traced convc.Tensor"):
+        convc.trace(lambda a: 3, np.zeros(2))
+    with pytest.raises(TypeError, match="must be callable"):
+        convc.trace(42, np.zeros(2))
+    with pytest.raises(TypeError, match="has dtype int64"):
+        convc.trace(ops.relu, np.zeros(2, np.int64))
+    with pytest.raises(TypeError, match="no truth value"):
+        convc.trace(lambda a: a if a else a, np.zeros(2))
+
+
+def test_compiled_checks_its_inputs_before_running():
+    compiled = convc.compile(ops.relu, np.zeros((2, 3), np.float32))
+    with pytest.raises(ConvcError, match=r"input %x has shape \(3, 2\); the graph was compiled for \(2, 3\)"):
+        compiled(np.zeros((3, 2), np.float32))
+    with pytest.raises(TypeError, match="dtype float64"):
+        compiled(np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="takes 1 inputs"):
+        compiled()
+
+
+def test_compile_of_a_module_exposes_graph_llvm_ir_and_asm():
+    m = nn.Conv1d(4, 8, 5, padding="same", padding_mode="circular")
+    compiled = convc.compile(lambda a: ops.relu(m(a)), np.zeros((2, 4, 50), np.float32))
+    x = np.random.default_rng(0).standard_normal((2, 4, 50)).astype(np.float32)
+    assert_close(compiled(x), ops.relu(m(x)), 20)
+    assert "define void @convc_main" in compiled.llvm_ir
+    assert "convc_main:" in compiled.asm and "vfmadd" in compiled.asm
+    assert compiled.graph.op_nodes()[0].attrs["activation"] == "relu"
+
+
+def test_compile_rejects_bad_options():
+    with pytest.raises(ConvcError, match="opt_level=5 must be 0, 1 or 2"):
+        convc.compile(ops.relu, np.zeros(2), opt_level=5)
+
+
+def test_ops_without_kernels_say_so():
+    with pytest.raises(NotImplementedError, match="conv_transpose2d"):
+        ops.conv_transpose2d(np.zeros((1, 2, 3, 3), np.float32), np.zeros((2, 2, 3, 3), np.float32))
+
+
+def test_eager_calls_hit_the_cache():
+    x = np.random.default_rng(0).standard_normal((1, 3, 9, 9)).astype(np.float32)
+    w = np.ones((2, 3, 3, 3), np.float32)
+    ops.conv2d(x, w, stride=2)
+    size = eager.cache_size()
+    start = time.perf_counter()
+    for _ in range(20):
+        ops.conv2d(x, w, stride=2)
+    assert eager.cache_size() == size  # no new entries: the same kernel ran 20 times
+    assert time.perf_counter() - start < 5  # generous: only guards against recompiling per call
+
+
+def test_freed_compiled_graphs_leave_the_jit_usable():
+    for size in range(3, 8):
+        compiled = convc.compile(ops.tanh, np.zeros(size, np.float32))
+        compiled.asm
+        del compiled
+        gc.collect()
+    assert ops.tanh(np.zeros(9, np.float32)).sum() == 0

@@ -1,0 +1,107 @@
+"""The IR: printing, parsing back, structural equality, the verifier, Graphviz output."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import convc
+from convc import ConvcError, Graph, TensorType, nn, ops, parse, verify
+
+BLOCK = """\
+graph @block(%x: f32[1,32,112,112]) {
+  %w0 = const f32[32,1,3,3]
+  %0 = conv2d(%x, %w0) {stride=[1,1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,1], groups=32, padding_mode="zeros"} : f32[1,32,112,112]
+  %1 = relu(%0) : f32[1,32,112,112]
+  return %1
+}
+"""
+
+
+def test_parse_then_print_is_the_identity():
+    assert str(parse(BLOCK)) == BLOCK
+
+
+def test_parsed_graph_verifies_and_names_its_parts():
+    graph = parse(BLOCK, consts={"w0": np.zeros((32, 1, 3, 3), np.float32)})
+    verify(graph)
+    assert graph.name == "block" and graph.inputs == ["x"] and graph.outputs == ["1"]
+    assert graph.type_of("0") == TensorType((1, 32, 112, 112), "f32")
+    assert graph.node("0").attrs["groups"] == 32 and graph.node("0").attrs["pad_lo"] == (1, 1)
+
+
+@given(st.sampled_from([1, 2, 3]), st.booleans(), st.sampled_from(["same", "valid", 1, (0, 2, 1)]),
+       st.sampled_from(["zeros", "circular", "reflect", "replicate"]), st.sampled_from([np.float32, np.float64]))
+def test_round_trip_of_traced_graphs(rank, bias, padding, mode, dtype):
+    padding = padding[:rank] if isinstance(padding, tuple) else padding
+    nn.manual_seed(0)
+    conv = getattr(nn, f"Conv{rank}d")(2, 4, 3, padding=padding, bias=bias, padding_mode=mode, dtype=dtype)
+    graph = convc.trace(lambda x: ops.tanh(ops.mul(conv(x), 2.0)), np.zeros((1, 2) + (5,) * rank, dtype))
+    values = {n.name: n.value for n in graph.consts()}
+    again = parse(str(graph), consts=values)
+    assert again == graph
+    assert str(again) == str(graph)
+    verify(again)
+
+
+def test_structural_equality_ignores_names_but_not_structure():
+    a = parse(BLOCK)
+    b = parse(BLOCK.replace("%x", "%input").replace("%w0", "%weight").replace("%0", "%conv").replace("%1", "%out"))
+    assert a == b
+    assert a != parse(BLOCK.replace("groups=32", "groups=1").replace("f32[32,1,3,3]", "f32[32,32,3,3]"))
+    assert a != parse(BLOCK.replace("relu", "tanh"))
+
+
+def test_constant_values_take_part_in_equality_when_both_are_known():
+    a = parse(BLOCK, consts={"w0": np.zeros((32, 1, 3, 3), np.float32)})
+    b = parse(BLOCK, consts={"w0": np.ones((32, 1, 3, 3), np.float32)})
+    assert a != b and a == parse(BLOCK)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("", "empty text"),
+    ("graph main() {\n}", "expected 'graph @name"),
+    ("graph @g(%x: f32[2]) {\n  %0 = frobnicate(%x) : f32[2]\n  return %0\n}", "unknown op 'frobnicate'"),
+    ("graph @g(%x: f32[2]) {\n  %0 = relu(%y) : f32[2]\n  return %0\n}", "undefined value %y"),
+    ("graph @g(%x: f32[2]) {\n  %0 = relu(%x) : f32[2]\n  return %9\n}", "returns undefined value %9"),
+    ("graph @g(%x: f32[2]) {\n  %0 = relu(%x) : f32[2]\n}", "no 'return'"),
+    ("graph @g(%x: f32[2]) {\n  what is this\n  return %x\n}", "cannot read 'what is this'"),
+    ("graph @g(%x: f32[2]) {\n  %0 = relu(%x) {a=[1,} : f32[2]\n  return %0\n}", "line 2"),
+])
+def test_parse_errors_say_where_and_what(text, pattern):
+    with pytest.raises(ConvcError, match=pattern):
+        parse(text)
+
+
+def test_verifier_rejects_a_type_that_breaks_the_shape_rule():
+    graph = parse(BLOCK.replace(": f32[1,32,112,112]\n  %1", ": f32[1,32,110,110]\n  %1"))
+    with pytest.raises(ConvcError, match=r"%0 = conv2d is typed f32\[1,32,110,110\] but its shape rule gives f32\[1,32,112,112\]"):
+        verify(graph)
+
+
+def test_verifier_rejects_untyped_values_and_missing_outputs():
+    graph = Graph("g")
+    x = graph.add_input(TensorType((2,), "f32"), "x")
+    graph.outputs = [graph.add_node("relu", [x])]
+    with pytest.raises(ConvcError, match="has no type"):
+        verify(graph)
+    graph.outputs = []
+    with pytest.raises(ConvcError, match="returns nothing"):
+        verify(graph)
+
+
+def test_to_dot_has_a_node_per_value_and_an_edge_per_operand():
+    dot = parse(BLOCK).to_dot()
+    assert dot.startswith('digraph "block"')
+    assert '"x" -> "0" [label="0"]' in dot and '"w0" -> "0" [label="1"]' in dot and '"0" -> "1"' in dot
+    assert dot.count("->") == 4  # x, w0 -> conv; conv -> relu; relu -> return
+
+
+def test_rewrites_keep_edges_and_operands_in_step():
+    graph = parse(BLOCK)
+    extra = graph.add_node("tanh", ["0"], type=graph.type_of("0"))
+    graph.replace_all_uses("1", extra)
+    graph.remove("1")
+    assert graph.outputs == [extra]
+    verify(graph)
+    with pytest.raises(ConvcError, match="still used"):
+        graph.remove("0")

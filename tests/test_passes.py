@@ -1,0 +1,125 @@
+"""Passes as IR text before and after, the pipeline's dumps, and numeric equality across opt levels."""
+import numpy as np
+import pytest
+
+import convc
+from convc import nn, ops, parse
+from convc.passes.canonicalize_padding import CanonicalizePadding
+from convc.passes.dead_code import DeadCodeElimination
+from convc.passes.fuse_epilogue import FuseEpilogue
+from convc.passes.shape_inference import ShapeInference
+from convc.passes.pipeline import Pipeline
+from reference import assert_close
+
+
+def run_passes(text, *passes):
+    return Pipeline([ShapeInference(), *passes]).run(parse(text))
+
+
+def test_same_padding_becomes_asymmetric_explicit_pads():
+    before = """
+graph @g(%x: f32[1,2,9,9], %w: f32[3,2,4,3]) {
+  %0 = conv2d(%x, %w) {stride=[1,1], padding="same", dilation=[1,2], groups=1, padding_mode="zeros"}
+  return %0
+}"""
+    after = """
+graph @g(%x: f32[1,2,9,9], %w: f32[3,2,4,3]) {
+  %0 = conv2d(%x, %w) {stride=[1,1], pad_lo=[1,2], pad_hi=[2,2], dilation=[1,2], groups=1, padding_mode="zeros"} : f32[1,3,9,9]
+  return %0
+}"""
+    assert run_passes(before, CanonicalizePadding()) == parse(after)
+
+
+def test_padding_mode_is_dropped_where_nothing_is_padded():
+    before = """
+graph @g(%x: f32[1,2,9], %w: f32[3,2,3]) {
+  %0 = conv1d(%x, %w) {stride=[2], padding=[0], dilation=[1], groups=1, padding_mode="reflect"}
+  return %0
+}"""
+    result = run_passes(before, CanonicalizePadding())
+    assert result.node("0").attrs["padding_mode"] == "zeros"
+    assert result.node("0").attrs["pad_lo"] == (0,) and "padding" not in result.node("0").attrs
+
+
+CONV_RELU = """
+graph @g(%x: f32[1,2,6,6], %w: f32[2,2,3,3]) {
+  %0 = conv2d(%x, %w) {stride=[1,1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,1], groups=1, padding_mode="zeros"}
+  %1 = relu(%0)
+  return %1
+}"""
+
+
+def test_activation_fuses_into_the_conv_it_follows():
+    expected = """
+graph @g(%x: f32[1,2,6,6], %w: f32[2,2,3,3]) {
+  %0 = conv2d(%x, %w) {stride=[1,1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,1], groups=1, padding_mode="zeros", activation="relu"} : f32[1,2,6,6]
+  return %0
+}"""
+    assert run_passes(CONV_RELU, FuseEpilogue()) == parse(expected)
+
+
+def test_activation_does_not_fuse_into_a_conv_used_elsewhere():
+    shared = CONV_RELU.replace("return %1", "return %1, %0")
+    result = run_passes(shared, FuseEpilogue())
+    assert [n.op for n in result.op_nodes()] == ["conv2d", "relu"]
+    assert "activation" not in result.node("0").attrs
+
+
+def test_dead_code_elimination_keeps_only_what_outputs_need():
+    text = """
+graph @g(%x: f32[4], %y: f32[4]) {
+  %c = const f32[4]
+  %0 = relu(%x)
+  %1 = add(%x, %c)
+  %2 = tanh(%1)
+  return %0
+}"""
+    result = run_passes(text, DeadCodeElimination())
+    assert [n.op for n in result.nodes()] == ["input", "input", "relu"]
+    assert result.inputs == ["x", "y"]
+
+
+def test_shape_inference_errors_name_the_node():
+    text = """
+graph @g(%x: f32[1,3,5,5], %w: f32[4,2,3,3]) {
+  %bad = conv2d(%x, %w) {stride=[1,1], padding=[0,0], dilation=[1,1], groups=1, padding_mode="zeros"}
+  return %bad
+}"""
+    with pytest.raises(convc.ConvcError, match=r"shape_inference: %bad = conv2d: conv2d: input has 3 channels"):
+        run_passes(text)
+
+
+def _model():
+    nn.manual_seed(7)
+    first = nn.Conv2d(3, 4, 3, padding="same", padding_mode="replicate")
+    second = nn.Conv2d(4, 4, 3, stride=2, groups=2)
+    return lambda x: ops.add(ops.relu6(second(ops.sigmoid(first(x)))), 1.0), first, second
+
+
+@pytest.mark.parametrize("opt_level", [0, 1, 2])
+def test_every_opt_level_computes_the_same(opt_level):
+    fn, _, _ = _model()
+    x = np.random.default_rng(0).standard_normal((2, 3, 11, 10)).astype(np.float32)
+    baseline = convc.compile(fn, x, opt_level=0)(x)
+    compiled = convc.compile(fn, x, opt_level=opt_level)
+    assert_close(compiled(x), baseline, 36)
+    fused = [n.attrs.get("activation") for n in compiled.graph.op_nodes() if n.op == "conv2d"]
+    assert fused == (["sigmoid", "relu6"] if opt_level == 2 else [None, None])
+
+
+def test_dump_all_prints_the_ir_after_each_pass(capsys):
+    fn, _, _ = _model()
+    convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), dump="all")
+    printed = capsys.readouterr().out
+    for name in ("shape_inference", "canonicalize_padding", "dead_code", "fuse_epilogue"):
+        assert f"// ----- IR after {name} -----" in printed
+
+
+def test_dump_directory_gets_numbered_files_that_parse(tmp_path, monkeypatch):
+    fn, _, _ = _model()
+    monkeypatch.setenv("CONVC_DUMP", str(tmp_path / "by_env"))
+    convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), opt_level=1)
+    names = sorted(p.name for p in (tmp_path / "by_env").iterdir())
+    assert names == ["000_input.txt", "001_shape_inference.txt", "002_canonicalize_padding.txt", "003_dead_code.txt"]
+    assert "pad_lo" in (tmp_path / "by_env" / "002_canonicalize_padding.txt").read_text()
+    parse((tmp_path / "by_env" / "003_dead_code.txt").read_text())
