@@ -9,7 +9,6 @@ import llvmlite.ir as ir
 I64 = ir.IntType(64)
 I1 = ir.IntType(1)
 FLOAT_TYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
-FAST = ("contract",)
 
 
 def i64(value: int) -> ir.Constant:
@@ -27,6 +26,7 @@ class Kernel:
                  arg_names: Sequence[str] = ()) -> None:
         self.module, self.dtype = module, dtype
         self.ftype = FLOAT_TYPES[dtype]
+        self.itemsize = 4 if dtype == "f32" else 8
         pointer = self.ftype.as_pointer()
         self.function = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * num_buffers), name)
         self.function.linkage = "internal"
@@ -72,6 +72,40 @@ class Kernel:
     def fma(self, a: ir.Value, b: ir.Value, acc: ir.Value) -> ir.Value:
         """a * b + acc, fusable (llvm.fmuladd)."""
         return self.intrinsic("fmuladd", a, b, acc)
+
+    # vectors ------------------------------------------------------------------------------
+    def vector_type(self, lanes: int) -> ir.VectorType:
+        return ir.VectorType(self.ftype, lanes)
+
+    def vload(self, base: ir.Value, index: int | ir.Value, lanes: int) -> ir.Value:
+        """An unaligned load of `lanes` consecutive elements at base[index]."""
+        pointer = self.builder.bitcast(self.offset(base, index), self.vector_type(lanes).as_pointer())
+        return self.builder.load(pointer, align=self.itemsize)
+
+    def vstore(self, value: ir.Value, base: ir.Value, index: int | ir.Value) -> None:
+        pointer = self.builder.bitcast(self.offset(base, index), value.type.as_pointer())
+        self.builder.store(value, pointer, align=self.itemsize)
+
+    def splat(self, scalar: ir.Value, lanes: int) -> ir.Value:
+        vector = self.vector_type(lanes)
+        single = self.builder.insert_element(ir.Constant(vector, None), scalar, ir.Constant(ir.IntType(32), 0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        return self.builder.shuffle_vector(single, ir.Constant(vector, None), mask)
+
+    def vfma(self, a: ir.Value, b: ir.Value, acc: ir.Value) -> ir.Value:
+        """a * b + acc on vectors (llvm.fma: always fused)."""
+        lanes = a.type.count
+        name = f"llvm.fma.v{lanes}{'f32' if self.dtype == 'f32' else 'f64'}"
+        fn = self.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(a.type, [a.type] * 3), name)
+        return self.builder.call(fn, [a, b, acc])
+
+    def alloca(self, type_: ir.Type, name: str = "") -> ir.Value:
+        """A stack slot in the entry block (promoted to registers by LLVM)."""
+        with self.builder.goto_entry_block():
+            self.builder.position_at_start(self.builder.block)
+            return self.builder.alloca(type_, name=name)
 
     # integer arithmetic on i64 -------------------------------------------------------------
     def add(self, *terms: int | ir.Value) -> ir.Value:

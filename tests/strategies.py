@@ -25,14 +25,14 @@ class ConvCase:
 
 
 @st.composite
-def conv_cases(draw, ranks=(1, 2, 3), modes=("zeros",)):
+def conv_cases(draw, ranks=(1, 2, 3), modes=("zeros",), min_width=1):
     rank = draw(st.sampled_from(ranks))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     groups = draw(st.integers(1, 3))
     cin_g, cout_g = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     max_k = {1: 5, 2: 4, 3: 3}[rank]
     kernel = tuple(draw(st.integers(1, max_k)) for _ in range(rank))
-    stride = tuple(draw(st.integers(1, 4)) for _ in range(rank))
+    stride = tuple(draw(st.integers(1, 4 if min_width == 1 else 2)) for _ in range(rank))
     dilation = tuple(draw(st.integers(1, 3)) for _ in range(rank))
     mode = draw(st.sampled_from(modes))
     padding_form = draw(st.sampled_from(["int", "tuple", "valid", "same"]))
@@ -59,6 +59,9 @@ def conv_cases(draw, ranks=(1, 2, 3), modes=("zeros",)):
         elif mode == "circular":
             smallest = max(smallest, max(a, b))
         sizes.append(draw(st.integers(smallest, max(smallest, max_size) + 2)))
+    if min_width > 1:  # the last axis wide enough for at least min_width outputs
+        k, d, s = kernel[-1], dilation[-1], stride[-1]
+        sizes[-1] = max(sizes[-1], (min_width - 1) * s + d * (k - 1) + 1 + draw(st.integers(0, 2 * min_width)))
     batched = draw(st.booleans())
     batch = draw(st.integers(1, 2))
     shape = ((batch,) if batched else ()) + (groups * cin_g, *sizes)

@@ -79,3 +79,14 @@ def test_output_is_fresh_contiguous_array_of_input_dtype(dtype):
     assert a.dtype == dtype and a.flags.c_contiguous and a is not b
     a[...] = 0
     np.testing.assert_array_equal(b, 4.0)
+
+
+@given(conv_cases(ranks=(1, 2), modes=("zeros", "circular", "reflect", "replicate"), min_width=8))
+def test_wide_rows_take_the_vector_tile_path(case):
+    """Rows at least one vector wide: register tiles, edge vectors and padding lanes."""
+    actual = ops.apply(f"conv{case.rank}d", [case.x, case.w, case.bias], stride=case.stride,
+                       padding=case.padding, dilation=case.dilation, groups=case.groups,
+                       padding_mode=case.padding_mode)
+    expected = conv_nd(case.x, case.w, case.bias, case.stride, case.padding, case.dilation, case.groups,
+                       case.padding_mode)
+    assert_close(actual, expected, case.terms)
