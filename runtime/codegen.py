@@ -20,28 +20,40 @@ def as_value(value: int | ir.Value) -> ir.Value:
 
 
 class Kernel:
-    """One kernel function `void name(T* noalias out, T* noalias in0, ...)` and its builder."""
+    """One kernel function `void name(T* noalias out, T* noalias in0, ..., i64 lo, i64 hi)` and its
+    builder. The kernel runs iterations [lo, hi) of its outermost loop (`outer_loop`), so that the
+    lowering can split that loop across threads; `extent` is the loop's full trip count."""
 
     def __init__(self, module: ir.Module, name: str, dtype: str, num_buffers: int,
                  arg_names: Sequence[str] = ()) -> None:
         self.module, self.dtype = module, dtype
         self.ftype = FLOAT_TYPES[dtype]
         self.itemsize = 4 if dtype == "f32" else 8
+        self.num_buffers = num_buffers
+        self.extent = 1
         pointer = self.ftype.as_pointer()
-        self.function = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * num_buffers), name)
+        self.function = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * num_buffers + [I64, I64]),
+                                    name)
         self.function.linkage = "internal"
-        for index, arg in enumerate(self.function.args):
+        for index, arg in enumerate(self.function.args[:num_buffers]):
             arg.add_attribute("noalias")
             arg.name = arg_names[index] if index < len(arg_names) else f"buf{index}"
+        self.function.args[-2].name, self.function.args[-1].name = "lo", "hi"
         self.builder = ir.IRBuilder(self.function.append_basic_block("entry"))
 
     @property
     def args(self) -> list[ir.Argument]:
-        return list(self.function.args)
+        """The buffer arguments."""
+        return list(self.function.args[:self.num_buffers])
 
-    def finish(self) -> ir.Function:
+    def outer_loop(self, extent: int, name: str = "outer"):
+        """The kernel's outermost loop over [0, extent), restricted to this call's [lo, hi)."""
+        self.extent = extent
+        return self.loop(self.function.args[-2], self.function.args[-1], name)
+
+    def finish(self) -> "Kernel":
         self.builder.ret_void()
-        return self.function
+        return self
 
     # values -------------------------------------------------------------------------------
     def const(self, value: float) -> ir.Constant:

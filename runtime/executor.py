@@ -12,6 +12,7 @@ from convc.errors import ConvcError
 from convc.ir import Graph
 from convc.types import TensorType
 
+from . import threads
 from .jit import JitModule
 from .lower import ENTRY, lower
 
@@ -43,7 +44,7 @@ class Executable:
         base = self._arena.ctypes.data
         self._buffers[lowered.arena_slot] = base + (-base % 64)
         self._computed = {n for n in graph.outputs if graph.node(n).op not in ("input", "const")}
-        self._lock = threading.Lock()
+        self._lock = threads.lock if lowered.parallel else threading.Lock()
 
     def check_inputs(self, arrays: tuple[Any, ...]) -> list[np.ndarray]:
         if len(arrays) != len(self.input_types):

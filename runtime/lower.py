@@ -1,7 +1,9 @@
 """Lowering of a canonical Graph to one LLVM module: a kernel per op and an entry function.
 
 The entry `convc_main(i8** buffers)` receives, in order, the graph inputs, the outputs, the
-constants and the arena; it calls each op's kernel on pointers into those buffers.
+constants and the arena; it calls each op's kernel on pointers into those buffers. A kernel with
+enough work runs on every core: its task wrapper `task(args, tid, n)` takes the tid-th share of
+the kernel's outer loop, and the entry hands the task to the native pool (convc.runtime.threads).
 """
 from __future__ import annotations
 
@@ -11,11 +13,39 @@ import llvmlite.ir as ir
 
 from convc.ir import Graph
 
-from .codegen import FLOAT_TYPES, i64
+from convc.ir import Node
+from convc.types import TensorType
+
+from .codegen import FLOAT_TYPES, I64, i64
 from .kernels import emitter_for
 from .memory import Plan, plan_memory
+from .threads import BYTE_PTR, RUN_SYMBOL, TASK_TYPE, ensure_pool
 
 ENTRY = "convc_main"
+PARALLEL_MIN_WORK = 200_000  # flops (or elements x 4) below which a fork/join costs more than it saves
+
+
+def work_estimate(node: Node, in_types: list[TensorType]) -> int:
+    """Rough arithmetic of one op: flops for convolutions, 4 per output element otherwise."""
+    if len(in_types) > 1 and node.op.startswith("conv"):
+        return 2 * node.type.size * max(1, in_types[1].size // max(1, in_types[1].shape[0]))
+    return 4 * node.type.size
+
+
+def _task(module: ir.Module, kernel: ir.Function, extent: int, name: str) -> ir.Function:
+    """task(args, tid, n): the kernel on the tid-th of n equal shares of its outer loop."""
+    task = ir.Function(module, TASK_TYPE, name)
+    task.linkage = "internal"
+    builder = ir.IRBuilder(task.append_basic_block("entry"))
+    args, tid, threads = task.args
+    table = builder.bitcast(args, BYTE_PTR.as_pointer())
+    pointers = [builder.bitcast(builder.load(builder.gep(table, [i64(i)])), arg.type)
+                for i, arg in enumerate(kernel.args[:-2])]
+    lo = builder.sdiv(builder.mul(tid, i64(extent)), threads)
+    hi = builder.sdiv(builder.mul(builder.add(tid, i64(1)), i64(extent)), threads)
+    builder.call(kernel, pointers + [lo, hi])
+    builder.ret_void()
+    return task
 
 
 @dataclass
@@ -25,6 +55,7 @@ class Lowered:
     slots: dict[str, int]      # value name -> index in the buffer array (inputs, outputs, consts)
     arena_slot: int
     const_names: list[str]
+    parallel: bool             # whether any kernel runs on the thread pool
 
 
 def lower(graph: Graph) -> Lowered:
@@ -50,9 +81,25 @@ def lower(graph: Graph) -> Lowered:
                else builder.gep(arena, [i64(plan.offsets[name])], name=f"p.{name}"))
         return builder.bitcast(raw, FLOAT_TYPES[graph.type_of(name).dtype].as_pointer())
 
+    threads = ensure_pool()
+    run_parallel = ir.Function(module, ir.FunctionType(ir.VoidType(), [TASK_TYPE.as_pointer(), BYTE_PTR, I64]),
+                               RUN_SYMBOL)
+    parallel = False
     for index, node in enumerate(graph.op_nodes()):
         in_types = [graph.type_of(o) for o in node.operands]
-        kernel = emitter_for(node.op)(module, f"k{index}_{node.op}", node, in_types)
-        builder.call(kernel, [pointer(node.name)] + [pointer(o) for o in node.operands])
+        emitted = emitter_for(node.op)(module, f"k{index}_{node.op}", node, in_types)
+        kernel, extent = emitted.function, emitted.extent
+        pointers = [pointer(node.name)] + [pointer(o) for o in node.operands]
+        if threads > 1 and extent > 1 and work_estimate(node, in_types) >= PARALLEL_MIN_WORK:
+            parallel = True
+            with builder.goto_entry_block():
+                builder.position_at_start(builder.block)
+                table = builder.alloca(BYTE_PTR, len(pointers), name=f"args{index}")
+            for slot, value in enumerate(pointers):
+                builder.store(builder.bitcast(value, BYTE_PTR), builder.gep(table, [i64(slot)]))
+            task = _task(module, kernel, extent, f"task{index}_{node.op}")
+            builder.call(run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(min(threads, extent))])
+        else:
+            builder.call(kernel, pointers + [i64(0), i64(extent)])
     builder.ret_void()
-    return Lowered(module, plan, slots, arena_slot, const_names)
+    return Lowered(module, plan, slots, arena_slot, const_names, parallel)

@@ -96,3 +96,26 @@ def test_freed_compiled_graphs_leave_the_jit_usable():
         del compiled
         gc.collect()
     assert ops.tanh(np.zeros(9, np.float32)).sum() == 0
+
+
+def test_concurrent_python_threads_share_the_native_pool_safely():
+    import threading
+    from reference import conv_nd
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 16, 30, 30)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    expected = conv_nd(x, w, padding=1)
+    failures = []
+
+    def work():
+        for _ in range(10):
+            try:
+                assert_close(ops.conv2d(x, w, padding=1), expected, 144)
+            except AssertionError as error:
+                failures.append(error)
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures

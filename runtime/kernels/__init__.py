@@ -8,17 +8,18 @@ import llvmlite.ir as ir
 from convc.ir import Node
 from convc.types import TensorType
 
+from ..codegen import Kernel
 from .conv import emit_conv
 from .elementwise import SCALAR_OPS, emit_elementwise
 
-Emitter = Callable[[ir.Module, str, Node, list[TensorType]], ir.Function]
+Emitter = Callable[[ir.Module, str, Node, list[TensorType]], Kernel]
 
 
-def _conv(module: ir.Module, name: str, node: Node, in_types: list[TensorType]) -> ir.Function:
+def _conv(module: ir.Module, name: str, node: Node, in_types: list[TensorType]) -> Kernel:
     return emit_conv(module, name, node.attrs, in_types, node.type, node.op)
 
 
-def _elementwise(module: ir.Module, name: str, node: Node, in_types: list[TensorType]) -> ir.Function:
+def _elementwise(module: ir.Module, name: str, node: Node, in_types: list[TensorType]) -> Kernel:
     return emit_elementwise(module, name, in_types, node.type, SCALAR_OPS[node.op])
 
 

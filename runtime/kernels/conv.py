@@ -125,7 +125,7 @@ def choose_tiling(geo: ConvGeometry, host: HostTarget, dtype: str) -> Tiling | N
 
 
 def emit_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
-              out_type: TensorType, op: str) -> ir.Function:
+              out_type: TensorType, op: str) -> Kernel:
     geo = conv_geometry(attrs, in_types, out_type, op)
     k = Kernel(module, name, out_type.dtype, 4 if geo.has_bias else 3, ("out", "x", "w", "bias"))
     tiling = choose_tiling(geo, host_target(), out_type.dtype)
@@ -234,7 +234,7 @@ def _activate_row(k: Kernel, geo: ConvGeometry, row: ir.Value) -> None:
 def _emit_rows(k: Kernel, geo: ConvGeometry) -> None:
     start, stop = geo.w.interior()
     segments = [s for s in ((0, start, False), (start, stop, True), (stop, geo.w.out, False)) if s[0] < s[1]]
-    with k.loop(0, geo.batch * geo.c_out, "nco") as nco:
+    with k.outer_loop(geo.batch * geo.c_out, "nco") as nco:
         n, co = _divmod(k, nco, geo.c_out)
         group, _ = _divmod(k, co, geo.cout_g)
         with k.loop(0, geo.d.out, "od") as od, k.loop(0, geo.h.out, "oh") as oh:
@@ -265,27 +265,28 @@ def _emit_tiled(k: Kernel, geo: ConvGeometry, tiling: Tiling) -> None:
     lanes, vectors = tiling.lanes, tiling.vectors
     start, main_tiles, rest_vectors, edges = row_cover(geo.w, lanes, vectors)
     blocks, tail = divmod(geo.cout_g, tiling.channels)
-    with k.loop(0, geo.batch * geo.groups, "ng") as ng:
+    # the output row is outside the channel blocks: its input rows stay in cache for all blocks
+    with k.outer_loop(geo.batch * geo.groups * geo.d.out * geo.h.out, "row") as row:
+        ng_od, oh = _divmod(k, row, geo.h.out)
+        ng, od = _divmod(k, ng_od, geo.d.out)
         n, group = _divmod(k, ng, geo.groups)
-        # the output row is outside the channel blocks: its input rows stay in cache for all blocks
-        with k.loop(0, geo.d.out, "od") as od, k.loop(0, geo.h.out, "oh") as oh:
-            for channels, first, count in ((tiling.channels, 0, blocks), (tail, blocks * tiling.channels, 1)):
-                if channels == 0 or count == 0:
-                    continue
-                with k.loop(0, count, "block") as block:
-                    co0 = k.add(k.mul(group, geo.cout_g), first, k.mul(block, channels))
-                    tile = _TileContext(k, geo, n, group, co0, channels, lanes)
-                    for chunk in range(0, len(edges), vectors):
-                        tile.emit(od, oh, edges[chunk:chunk + vectors], None)
-                    with k.loop(0, main_tiles, "tile") as index:
-                        tile.emit(od, oh, [t * lanes for t in range(vectors)],
-                                  k.add(start, k.mul(index, vectors * lanes)))
-                    if rest_vectors:
-                        tile.emit(od, oh, [t * lanes for t in range(rest_vectors)],
-                                  start + main_tiles * vectors * lanes)
-                    if geo.activation:
-                        with k.loop(0, channels, "r") as r:
-                            _activate_row(k, geo, _out_row(k, geo, n, k.add(co0, r), od, oh))
+        for channels, first, count in ((tiling.channels, 0, blocks), (tail, blocks * tiling.channels, 1)):
+            if channels == 0 or count == 0:
+                continue
+            with k.loop(0, count, "block") as block:
+                co0 = k.add(k.mul(group, geo.cout_g), first, k.mul(block, channels))
+                tile = _TileContext(k, geo, n, group, co0, channels, lanes)
+                for chunk in range(0, len(edges), vectors):
+                    tile.emit(od, oh, edges[chunk:chunk + vectors], None)
+                with k.loop(0, main_tiles, "tile") as index:
+                    tile.emit(od, oh, [t * lanes for t in range(vectors)],
+                              k.add(start, k.mul(index, vectors * lanes)))
+                if rest_vectors:
+                    tile.emit(od, oh, [t * lanes for t in range(rest_vectors)],
+                              start + main_tiles * vectors * lanes)
+                if geo.activation:
+                    with k.loop(0, channels, "r") as r:
+                        _activate_row(k, geo, _out_row(k, geo, n, k.add(co0, r), od, oh))
 
 
 def map_index(index: int, size: int, mode: str) -> int | None:

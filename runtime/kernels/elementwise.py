@@ -44,7 +44,7 @@ def merge_axes(shape: tuple[int, ...], strides: list[tuple[int, ...]]) -> tuple[
 
 
 def emit_elementwise(module: ir.Module, name: str, in_types: list[TensorType], out_type: TensorType,
-                     scalar_op: ScalarOp) -> ir.Function:
+                     scalar_op: ScalarOp) -> Kernel:
     """out[i] = scalar_op(in0[i'], in1[i'], ...) over out_type's shape with broadcasting."""
     out_shape = out_type.shape
     strides = [broadcast_strides(out_shape, out_shape)] + [broadcast_strides(t.shape, out_shape) for t in in_types]
@@ -58,11 +58,16 @@ def emit_elementwise(module: ir.Module, name: str, in_types: list[TensorType], o
             values = [k.load(ptr, off) for ptr, off in zip(k.args[1:], offsets[1:])]
             k.store(scalar_op(k, values), k.args[0], offsets[0])
             return
-        with k.loop(0, dims[depth], f"i{depth}") as index:
+        loop = k.outer_loop(dims[0], "i0") if depth == 0 else k.loop(0, dims[depth], f"i{depth}")
+        with loop as index:
             nest(depth + 1, [k.add(off, k.mul(index, m[depth])) if m[depth] else off
                              for off, m in zip(offsets, merged)])
 
-    nest(0, [0] * len(strides))
+    if dims:
+        nest(0, [0] * len(strides))
+    else:
+        with k.outer_loop(1, "scalar"):
+            nest(0, [0] * len(strides))
     return k.finish()
 
 
