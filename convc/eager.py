@@ -16,10 +16,6 @@ _cache: dict[tuple, Any] = {}
 _lock = threading.Lock()
 
 
-def _key(op: str, attrs: dict[str, Any], types: list[TensorType]) -> tuple:
-    return (op, tuple(attrs.items()), tuple(types))
-
-
 def cache_size() -> int:
     return len(_cache)
 
@@ -32,15 +28,16 @@ def clear_cache() -> None:
 def run(op: str, operands: list[Any], attrs: dict[str, Any]) -> np.ndarray:
     opdef = get_op(op)
     arrays = [as_float_array(op, name, value) for value, name in zip(operands, opdef.operand_names)]
-    types = [TensorType.of_array(a) for a in arrays]
-    key = _key(op, attrs, types)
+    key = (op, tuple(attrs.items()), tuple((a.shape, a.dtype.char) for a in arrays))
     executable = _cache.get(key)
     if executable is None:
+        types = [TensorType.of_array(a) for a in arrays]
         opdef.infer(types, attrs)  # raises for invalid shapes before anything is compiled
         executable = _compile(op, opdef.operand_names, attrs, types)
         with _lock:
             _cache[key] = executable
-    return executable(*arrays)[0]
+    # the key pins every operand's shape and dtype, so the executable's own checks are skipped
+    return executable.run_unchecked(arrays)
 
 
 def _compile(op: str, names: tuple[str, ...], attrs: dict[str, Any], types: list[TensorType]) -> Any:

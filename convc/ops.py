@@ -13,6 +13,28 @@ from .tracing import Tensor, current_graph, record
 Array = Any
 
 
+_normalized: dict[tuple, dict[str, Any]] = {}
+
+
+def _plain(value: Any) -> bool:
+    """Whether a value's hash identifies it exactly (so True and 1 never share a memo entry)."""
+    return type(value) in (int, float, str, type(None)) or (
+        type(value) is tuple and all(type(v) is int for v in value))
+
+
+def normalize(op: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The op's canonical attributes, memoized for plain argument values (callers never mutate them)."""
+    key = (op, tuple(arguments.items())) if all(_plain(v) for v in arguments.values()) else None
+    attrs = _normalized.get(key) if key else None
+    if attrs is None:
+        attrs = get_op(op).normalize(**arguments)
+        if key:
+            if len(_normalized) > 4096:
+                _normalized.clear()
+            _normalized[key] = attrs
+    return attrs
+
+
 def apply(op: str, operands: Sequence[Any], **arguments: Any) -> Any:
     """Normalize the arguments by the op's definition, then trace or execute the op."""
     opdef = get_op(op)
@@ -22,7 +44,7 @@ def apply(op: str, operands: Sequence[Any], **arguments: Any) -> Any:
     for value, name in zip(operands, opdef.operand_names):
         if value is None:
             raise TypeError(f"{op}: {name} is required, got None")
-    attrs = opdef.normalize(**arguments)
+    attrs = normalize(op, arguments)
     if any(isinstance(v, Tensor) for v in operands):
         if current_graph() is None:
             raise TypeError(f"{op}: a traced convc.Tensor was used outside its convc.trace")
