@@ -90,3 +90,12 @@ def test_wide_rows_take_the_vector_tile_path(case):
     expected = conv_nd(case.x, case.w, case.bias, case.stride, case.padding, case.dilation, case.groups,
                        case.padding_mode)
     assert_close(actual, expected, case.terms)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_very_wide_kernels_use_a_runtime_tap_loop(mode):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 2, 300)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 101)).astype(np.float32)
+    actual = ops.apply("conv1d", [x, w], stride=1, padding=50, dilation=1, groups=1, padding_mode=mode)
+    assert_close(actual, conv_nd(x, w, padding=50, padding_mode=mode), 202)

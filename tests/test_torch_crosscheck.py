@@ -61,3 +61,11 @@ def test_conv2d_rejects_what_torch_rejects(case):
         F.conv2d(torch.from_numpy(x), torch.from_numpy(w), **case)
     with pytest.raises(ConvcError):
         ops.conv2d(x, w, **case)
+
+
+def test_torch_tensors_are_accepted_as_inputs():
+    x = torch.randn(1, 2, 6, 6)
+    w = torch.randn(3, 2, 3, 3)
+    out = ops.conv2d(x, w, padding=1)
+    assert isinstance(out, np.ndarray)
+    assert_close(out, F.conv2d(x, w, padding=1).numpy(), 18)

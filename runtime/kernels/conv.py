@@ -28,6 +28,9 @@ from ..jit import HostTarget, host_target
 from .elementwise import SCALAR_OPS
 
 
+MAX_UNROLLED_TAPS = 32  # wider rows of taps use a runtime kw loop instead of unrolled code
+
+
 @dataclass(frozen=True)
 class Axis:
     """One spatial axis of a convolution, all sizes known at compile time."""
@@ -116,7 +119,7 @@ def choose_tiling(geo: ConvGeometry, host: HostTarget, dtype: str) -> Tiling | N
     LLVM schedules a tap's weight broadcasts ahead of its FMAs, and a tile that fills every
     register spills (measured on znver3: 4x3 ran at 39 GFLOP/s on resnet_1x1, 4x2 at 62)."""
     lanes = host.vector_bits // (32 if dtype == "f32" else 64)
-    if geo.w.stride > 2 or geo.w.out < lanes:
+    if geo.w.stride > 2 or geo.w.out < lanes or geo.w.kernel > MAX_UNROLLED_TAPS:
         return None
     registers = 32 if host.vector_bits == 512 else 16
     channels = min(4, geo.cout_g)
@@ -192,6 +195,9 @@ def _tap_row(k: Kernel, geo: ConvGeometry, row: ir.Value, x_row: ir.Value, w_row
              segments: list[Segment]) -> None:
     """row[ow] += sum_kw w_row[kw] * x_row[ow*stride + kw*dilation - pad_lo] over the segments."""
     axis = geo.w
+    if axis.kernel > MAX_UNROLLED_TAPS:
+        _tap_row_looped(k, geo, row, x_row, w_row, segments)
+        return
     weights = [k.load(w_row, kw) for kw in range(axis.kernel)]
     for lo, hi, inside in segments:
         with k.loop(lo, hi, "ow" if inside else "owb") as ow:
@@ -207,6 +213,22 @@ def _tap_row(k: Kernel, geo: ConvGeometry, row: ir.Value, x_row: ir.Value, w_row
                         value = k.builder.select(valid, value, k.const(0.0))
                 acc = k.fma(weight, value, acc)
             k.store(acc, row, ow)
+
+
+def _tap_row_looped(k: Kernel, geo: ConvGeometry, row: ir.Value, x_row: ir.Value, w_row: ir.Value,
+                    segments: list[Segment]) -> None:
+    """_tap_row for very wide kernels: kw is a runtime loop, every read goes through border_index."""
+    axis = geo.w
+    with k.loop(0, axis.kernel, "kw") as kw:
+        weight = k.load(w_row, kw)
+        shift = k.add(k.mul(kw, axis.dilation), -axis.pad_lo)
+        for lo, hi, _ in segments:
+            with k.loop(lo, hi, "owk") as ow:
+                index, valid = k.border_index(k.add(k.mul(ow, axis.stride), shift), axis.size, geo.mode)
+                value = k.load(x_row, index)
+                if valid is not None:
+                    value = k.builder.select(valid, value, k.const(0.0))
+                k.store(k.fma(weight, value, k.load(row, ow)), row, ow)
 
 
 def _scalar_columns(k: Kernel, geo: ConvGeometry, n: ir.Value, group: ir.Value, co: ir.Value, od: ir.Value,
