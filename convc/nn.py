@@ -112,6 +112,118 @@ class Conv3d(_ConvNd):
     rank = 3
 
 
+class _ConvTransposeNd(Module):
+    rank = 0
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+                 output_padding: Any = 0, groups: int = 1, bias: bool = True, dilation: Any = 1,
+                 padding_mode: str = "zeros", dtype: Any = np.float32) -> None:
+        name = type(self).__name__
+        if padding_mode != "zeros":
+            raise ConvcError(f"{name}: padding_mode={padding_mode!r} is not supported; transposed convolutions "
+                             f"only support 'zeros'")
+        self.in_channels = as_int(name, "in_channels", in_channels)
+        self.out_channels = as_int(name, "out_channels", out_channels)
+        self.groups = as_int(name, "groups", groups)
+        if self.groups < 1:
+            raise ConvcError(f"{name}: groups={groups} must be positive")
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ConvcError(f"{name}: in_channels={in_channels} and out_channels={out_channels} must be positive")
+        if self.in_channels % self.groups:
+            raise ConvcError(f"{name}: groups={groups} must divide in_channels={in_channels}")
+        if self.out_channels % self.groups:
+            raise ConvcError(f"{name}: groups={groups} must divide out_channels={out_channels}")
+        if isinstance(padding, str):
+            raise ConvcError(f"{name}: padding={padding!r} is not supported; transposed convolutions take an int "
+                             f"or a tuple of ints")
+        self.kernel_size = int_tuple(name, "kernel_size", kernel_size, self.rank, minimum=1)
+        self.stride = int_tuple(name, "stride", stride, self.rank, minimum=1)
+        self.padding = int_tuple(name, "padding", padding, self.rank, minimum=0)
+        self.output_padding = int_tuple(name, "output_padding", output_padding, self.rank, minimum=0)
+        self.dilation = int_tuple(name, "dilation", dilation, self.rank, minimum=1)
+        self.padding_mode = padding_mode
+        fan_in = (self.out_channels // self.groups) * math.prod(self.kernel_size)  # torch: weight.shape[1] * K
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = uniform((self.in_channels, self.out_channels // self.groups, *self.kernel_size), bound, dtype)
+        self.bias = uniform((self.out_channels,), bound, dtype) if bias else None
+
+    def output_padding_for(self, input_shape: tuple[int, ...], output_size: Any) -> tuple[int, ...]:
+        """torch's conversion of a requested output size to output_padding, range-checked."""
+        name = type(self).__name__
+        if output_size is None:
+            return self.output_padding
+        try:
+            requested = [int(v) for v in output_size]
+        except TypeError:
+            raise TypeError(f"{name}: output_size={output_size!r} must be a sequence of ints") from None
+        leading = len(input_shape) - self.rank
+        if len(requested) == leading + self.rank:
+            requested = requested[leading:]
+        if len(requested) != self.rank:
+            raise ConvcError(f"{name}: for {len(input_shape)}D input, output_size must have {self.rank} or "
+                             f"{leading + self.rank} elements (got {len(list(output_size))})")
+        spatial = input_shape[leading:]
+        smallest = [(size - 1) * s - 2 * p + d * (k - 1) + 1 for size, s, p, d, k in
+                    zip(spatial, self.stride, self.padding, self.dilation, self.kernel_size)]
+        largest = [low + s - 1 for low, s in zip(smallest, self.stride)]
+        if any(not low <= size <= high for size, low, high in zip(requested, smallest, largest)):
+            raise ConvcError(f"{name}: requested an output size of {requested}, but valid sizes range from "
+                             f"{smallest} to {largest} (for an input of {list(spatial)})")
+        return tuple(size - low for size, low in zip(requested, smallest))
+
+    def forward(self, input: Any, output_size: Any = None) -> Any:
+        shape = tuple(input.shape) if hasattr(input, "shape") else np.shape(input)
+        if len(shape) not in (self.rank + 1, self.rank + 2):
+            raise ConvcError(f"{type(self).__name__}: input must be {self.rank + 1}-D (unbatched) or "
+                             f"{self.rank + 2}-D (batched), got shape {shape}")
+        return ops.apply(f"conv_transpose{self.rank}d", [input, self.weight, self.bias], stride=self.stride,
+                         padding=self.padding, output_padding=self.output_padding_for(shape, output_size),
+                         groups=self.groups, dilation=self.dilation)
+
+    def extra_repr(self) -> str:
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
+        if self.padding != (0,) * self.rank:
+            text += f", padding={self.padding}"
+        if self.output_padding != (0,) * self.rank:
+            text += f", output_padding={self.output_padding}"
+        if self.dilation != (1,) * self.rank:
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """1-D transposed convolution module, as torch.nn.ConvTranspose1d."""
+    rank = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """2-D transposed convolution module, as torch.nn.ConvTranspose2d."""
+    rank = 2
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """3-D transposed convolution module, as torch.nn.ConvTranspose3d."""
+    rank = 3
+
+
+class AdaptiveAvgPool1d(Module):
+    """Adaptive average pooling over the last axis, as torch.nn.AdaptiveAvgPool1d."""
+
+    def __init__(self, output_size: Any) -> None:
+        self.output_size = output_size
+
+    def forward(self, input: Any) -> Any:
+        return ops.adaptive_avg_pool1d(input, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
 class _Activation(Module):
     fn: Callable[[Any], Any] = staticmethod(ops.relu)
 
@@ -158,3 +270,6 @@ class Sequential(Module):
     def __repr__(self) -> str:
         inner = "".join(f"\n  ({i}): {m!r}" for i, m in enumerate(self.modules))
         return f"Sequential({inner}\n)"
+
+
+from .keras import SeparableConv2D  # noqa: E402  (Keras-style layer, re-exported here)

@@ -137,6 +137,15 @@ def normalize_conv_transpose(op: str, rank: int, stride: Any = 1, padding: Any =
             "groups": _groups(op, groups)}
 
 
+def conv_transpose_pads(attrs: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Explicit (pad_lo, pad_hi) cropped from the full transposed output: the user's padding on
+    both sides, less output_padding on the high side (a negative pad_hi extends the output)."""
+    if "pad_lo" in attrs:
+        return tuple(attrs["pad_lo"]), tuple(attrs["pad_hi"])
+    padding, extra = attrs["padding"], attrs["output_padding"]
+    return tuple(padding), tuple(p - q for p, q in zip(padding, extra))
+
+
 def infer_conv_transpose(op: str, rank: int, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
     dtype = same_dtype(op, types, ("input", "weight", "bias"))
     x, w = types[0], types[1]
@@ -149,18 +158,24 @@ def infer_conv_transpose(op: str, rank: int, types: list[TensorType], attrs: dic
         raise ConvcError(f"{op}: input has {c_in} channels but weight {w.shape} expects "
                          f"weight.shape[0] = {w.shape[0]}")
     c_out = w.shape[1] * groups
+    if c_in == 0 or c_out == 0 or 0 in w.shape[2:]:
+        raise ConvcError(f"{op}: channels and kernel sizes must be positive, got input {x.shape} and weight {w.shape}")
+    if 0 in x.shape[-rank:]:
+        raise ConvcError(f"{op}: input spatial size {x.shape[-rank:]} must be positive; only the batch may be empty")
     _check_bias(op, types, c_out)
-    stride, dilation, output_padding = attrs["stride"], attrs["dilation"], attrs["output_padding"]
-    if any(p >= s and p >= d for p, s, d in zip(output_padding, stride, dilation)):
-        raise ConvcError(f"{op}: output_padding={output_padding} must be smaller than stride={stride} "
-                         f"or dilation={dilation}")
+    stride, dilation = attrs["stride"], attrs["dilation"]
+    if "output_padding" in attrs:
+        output_padding = attrs["output_padding"]
+        if any(p >= s and p >= d for p, s, d in zip(output_padding, stride, dilation)):
+            raise ConvcError(f"{op}: output_padding={output_padding} must be smaller than stride={stride} "
+                             f"or dilation={dilation}")
+    lo, hi = conv_transpose_pads(attrs)
     out = []
-    for axis, (size, k, s, p, d, q) in enumerate(zip(x.shape[-rank:], w.shape[2:], stride, attrs["padding"],
-                                                     dilation, output_padding)):
-        length = (size - 1) * s - 2 * p + d * (k - 1) + q + 1
+    for axis, (size, k, s, a, b, d) in enumerate(zip(x.shape[-rank:], w.shape[2:], stride, lo, hi, dilation)):
+        length = (size - 1) * s + d * (k - 1) + 1 - a - b
         if length < 1:
             raise ConvcError(f"{op}: output size {length} on spatial axis {axis} is not positive "
-                             f"(input size {size}, kernel_size={k}, stride={s}, padding={p}, dilation={d})")
+                             f"(input size {size}, kernel_size={k}, stride={s}, padding={a}, dilation={d})")
         out.append(length)
     shape = ((x.shape[0],) if batched else ()) + (c_out, *out)
     return TensorType(shape, dtype)

@@ -60,9 +60,10 @@ def _infer_pad(types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         if mode == "reflect" and (a >= size or b >= size) and (a or b):
             raise ConvcError(f"pad: mode='reflect' needs each pad < input size, got ({a}, {b}) for size {size} "
                              f"on axis {axis}")
-        if mode == "circular" and (a > size or b > size):
-            raise ConvcError(f"pad: mode='circular' wraps at most once, so each pad must be <= input size, "
-                             f"got ({a}, {b}) for size {size} on axis {axis}")
+        kept = size - max(0, -a) - max(0, -b)  # circular wraps around the input left after cropping
+        if mode == "circular" and (a > kept or b > kept):
+            raise ConvcError(f"pad: mode='circular' wraps at most once, so each pad must be <= the input size "
+                             f"left after cropping, got ({a}, {b}) for size {size} on axis {axis}")
         if mode == "replicate" and size == 0 and (a > 0 or b > 0):
             raise ConvcError(f"pad: mode='replicate' cannot pad the empty axis {axis}")
         if size + a + b < 0:

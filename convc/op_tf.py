@@ -12,12 +12,21 @@ from .registry import OpDef, register, same_dtype
 from .types import TensorType
 
 
-def tf_output_size(size: int, kernel: int, stride: int, dilation: int, padding: str) -> int:
-    """TF's windowed output length for 'VALID' or 'SAME'."""
+def windowed_size(size: int, kernel: int, stride: int, dilation: int, pad_lo: int, pad_hi: int) -> int:
+    """Output length of a window sliding over a padded axis (0 if the window never fits)."""
+    return max(0, (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1)
+
+
+def check_valid_window(op: str, size: int, kernel: int, stride: int, dilation: int, padding: str) -> None:
+    """TF's rule: with 'VALID', (size - extent + stride) / stride, truncated toward zero, must not be
+    negative (a window a little larger than the input gives an empty output, a larger one an error)."""
+    if padding != "VALID":
+        return
     extent = dilation * (kernel - 1) + 1
-    if padding == "SAME":
-        return -(-size // stride)
-    return max(0, -(-(size - extent + 1) // stride))
+    numerator = size - extent + stride
+    if (numerator // stride if numerator >= 0 else -(-numerator // stride)) < 0:
+        raise ConvcError(f"{op}: with padding='VALID' the window extent {extent} (size {kernel}, rate {dilation}) "
+                         f"is too large for an input of size {size}: the output size would be negative")
 
 
 def tf_same_pads(size: int, kernel: int, stride: int, dilation: int, padding: str) -> tuple[int, int]:
@@ -27,6 +36,26 @@ def tf_same_pads(size: int, kernel: int, stride: int, dilation: int, padding: st
     out = -(-size // stride)
     total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
     return total // 2, total - total // 2
+
+
+def patch_pads(attrs: dict[str, Any], shape: tuple[int, ...]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(pad_lo, pad_hi) over (rows, cols) of extract_patches, canonical or from 'SAME'/'VALID'."""
+    if "pad_lo" in attrs:
+        return tuple(attrs["pad_lo"]), tuple(attrs["pad_hi"])
+    pads = [tf_same_pads(shape[1 + i], attrs["sizes"][i], attrs["strides"][i], attrs["rates"][i], attrs["padding"])
+            for i in range(2)]
+    return (pads[0][0], pads[1][0]), (pads[0][1], pads[1][1])
+
+
+def separable_pads(attrs: dict[str, Any], shape: tuple[int, ...],
+                   kernel: tuple[int, ...]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(pad_lo, pad_hi) over (rows, cols) of separable_conv2d's depthwise step."""
+    if "pad_lo" in attrs:
+        return tuple(attrs["pad_lo"]), tuple(attrs["pad_hi"])
+    rows, cols = (shape[1], shape[2]) if attrs["data_format"] == "NHWC" else (shape[2], shape[3])
+    pads = [tf_same_pads(size, kernel[i], attrs["strides"][i], attrs["dilations"][i], attrs["padding"])
+            for i, size in enumerate((rows, cols))]
+    return (pads[0][0], pads[1][0]), (pads[0][1], pads[1][1])
 
 
 def _four(op: str, name: str, value: Any, layout: str = "NHWC") -> tuple[int, int]:
@@ -56,8 +85,13 @@ def _infer_extract_patches(types: list[TensorType], attrs: dict[str, Any]) -> Te
     if x.rank != 4:
         raise ConvcError(f"extract_patches: images must be 4-D [batch, rows, cols, depth], got shape {x.shape}")
     (kh, kw), (sh, sw), (rh, rw) = attrs["sizes"], attrs["strides"], attrs["rates"]
-    oh = tf_output_size(x.shape[1], kh, sh, rh, attrs["padding"])
-    ow = tf_output_size(x.shape[2], kw, sw, rw, attrs["padding"])
+    if "padding" in attrs:
+        for axis in range(2):
+            check_valid_window("extract_patches", x.shape[1 + axis], attrs["sizes"][axis], attrs["strides"][axis],
+                               attrs["rates"][axis], attrs["padding"])
+    lo, hi = patch_pads(attrs, x.shape)
+    oh = windowed_size(x.shape[1], kh, sh, rh, lo[0], hi[0])
+    ow = windowed_size(x.shape[2], kw, sw, rw, lo[1], hi[1])
     return TensorType((x.shape[0], oh, ow, kh * kw * x.shape[3]), x.dtype)
 
 
@@ -80,6 +114,9 @@ def _normalize_separable(strides: Any, padding: Any, data_format: str = "NHWC",
         raise ConvcError(f"{op}: dilations={dilations!r} must be None, an int or a list of 2 ints")
     if any(d < 1 for d in dilation):
         raise ConvcError(f"{op}: dilations={list(dilation)} must be positive")
+    if stride[0] != stride[1]:
+        raise ConvcError(f"{op}: strides={list(strides)} must be equal along rows and columns "
+                         f"(TF's depthwise convolution supports only equal strides)")
     if max(stride) > 1 and max(dilation) > 1:
         raise ConvcError(f"{op}: strides={list(stride)} > 1 cannot be combined with dilations={list(dilation)} > 1")
     return {"strides": stride, "padding": one_of(op, "padding", padding, ("VALID", "SAME")),
@@ -103,8 +140,12 @@ def _infer_separable(types: list[TensorType], attrs: dict[str, Any]) -> TensorTy
     if 0 in (kh, kw, mult, pw.shape[3]):
         raise ConvcError(f"{op}: filter sizes must be positive, got {dw.shape} and {pw.shape}")
     (sh, sw), (rh, rw) = attrs["strides"], attrs["dilations"]
-    oh = tf_output_size(h, kh, sh, rh, attrs["padding"])
-    ow = tf_output_size(w, kw, sw, rw, attrs["padding"])
+    if "padding" in attrs:
+        for size, k, s_, d in zip((h, w), (kh, kw), attrs["strides"], attrs["dilations"]):
+            check_valid_window(op, size, k, s_, d, attrs["padding"])
+    lo, hi = separable_pads(attrs, x.shape, (kh, kw))
+    oh = windowed_size(h, kh, sh, rh, lo[0], hi[0])
+    ow = windowed_size(w, kw, sw, rw, lo[1], hi[1])
     f = pw.shape[3]
     return TensorType((n, oh, ow, f) if nhwc else (n, f, oh, ow), dtype)
 

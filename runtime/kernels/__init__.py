@@ -10,7 +10,12 @@ from convc.types import TensorType
 
 from ..codegen import Kernel
 from .conv import emit_conv
+from .conv_transpose import emit_conv_transpose
 from .elementwise import SCALAR_OPS, emit_elementwise
+from .pad import emit_pad
+from .patches import emit_extract_patches
+from .pool import emit_adaptive_avg_pool1d
+from .separable import emit_separable_conv2d
 
 Emitter = Callable[[ir.Module, str, Node, list[TensorType]], Kernel]
 
@@ -23,8 +28,20 @@ def _elementwise(module: ir.Module, name: str, node: Node, in_types: list[Tensor
     return emit_elementwise(module, name, in_types, node.type, SCALAR_OPS[node.op])
 
 
-EMITTERS: dict[str, Emitter] = {"conv1d": _conv, "conv2d": _conv, "conv3d": _conv}
+def _conv_transpose(module: ir.Module, name: str, node: Node, in_types: list[TensorType]) -> Kernel:
+    return emit_conv_transpose(module, name, node.attrs, in_types, node.type, node.op)
+
+
+EMITTERS: dict[str, Emitter] = {"conv1d": _conv, "conv2d": _conv, "conv3d": _conv,
+                                "conv_transpose1d": _conv_transpose, "conv_transpose2d": _conv_transpose,
+                                "conv_transpose3d": _conv_transpose}
 EMITTERS.update({op: _elementwise for op in SCALAR_OPS})
+EMITTERS["broadcast_to"] = lambda module, name, node, in_types: emit_elementwise(
+    module, name, in_types, node.type, lambda k, values: values[0])
+for _op, _emit in (("pad", emit_pad), ("adaptive_avg_pool1d", emit_adaptive_avg_pool1d),
+                   ("extract_patches", emit_extract_patches), ("separable_conv2d", emit_separable_conv2d)):
+    EMITTERS[_op] = (lambda emit: lambda module, name, node, in_types: emit(
+        module, name, node.attrs, in_types, node.type))(_emit)
 
 
 def emitter_for(op: str) -> Emitter:

@@ -1,0 +1,40 @@
+"""Kernel emitter for adaptive_avg_pool1d: torch's bins as compile-time tables, one row per (n, c)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import llvmlite.ir as ir
+
+from convc.op_pad_pool import pool_bins
+from convc.types import TensorType
+
+from ..codegen import I64, Kernel, i64
+
+
+def emit_adaptive_avg_pool1d(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
+                             out_type: TensorType) -> Kernel:
+    x = in_types[0]
+    k = Kernel(module, name, out_type.dtype, 2, ("out", "x"))
+    if out_type.size == 0:
+        return k.finish()
+    length, size = x.shape[-1], attrs["output_size"]
+    bins = pool_bins(length, size)
+    array = ir.ArrayType(I64, 2 * size)
+    table = ir.GlobalVariable(module, array, f"{name}.bins")
+    table.initializer = ir.Constant(array, [v for pair in bins for v in pair])
+    table.global_constant, table.linkage = True, "internal"
+    b = k.builder
+    with k.outer_loop(math.prod(x.shape[:-1]), "row") as row:
+        x_row = k.offset(k.args[1], k.mul(row, length))
+        out_row = k.offset(k.args[0], k.mul(row, size))
+        with k.loop(0, size, "bin") as index:
+            start = b.load(b.gep(table, [i64(0), b.mul(index, i64(2))], inbounds=True))
+            end = b.load(b.gep(table, [i64(0), b.add(b.mul(index, i64(2)), i64(1))], inbounds=True))
+            total = k.alloca(k.ftype, "total")
+            b.store(k.const(0.0), total)
+            with k.loop(start, end, "i") as i:
+                b.store(b.fadd(b.load(total), k.load(x_row, i)), total)
+            count = b.sitofp(b.sub(end, start), k.ftype)
+            k.store(b.fdiv(b.load(total), count), out_row, index)
+    return k.finish()
