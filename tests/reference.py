@@ -85,3 +85,113 @@ def assert_close(actual, expected, terms=1):
     eps = float(np.finfo(actual.dtype).eps)
     scale = 16 * eps * max(1.0, float(np.sqrt(terms)))
     np.testing.assert_allclose(actual, expected, rtol=scale, atol=scale * max(1.0, np.sqrt(terms)))
+
+
+def conv_transpose_nd(x, w, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """torch conv_transposeNd by its definition: every input element scatters x * w into
+    out[i*stride - padding + k*dilation] (kept where that lies inside the output)."""
+    rank = w.ndim - 2
+    unbatched = x.ndim == rank + 1
+    if unbatched:
+        x = x[None]
+    stride, padding = _tuple(stride, rank), _tuple(padding, rank)
+    output_padding, dilation = _tuple(output_padding, rank), _tuple(dilation, rank)
+    n, c_in = x.shape[:2]
+    cin_g, cout_g = c_in // groups, w.shape[1]
+    kernel = w.shape[2:]
+    out_sizes = [(l - 1) * s - 2 * p + d * (k - 1) + q + 1 for l, s, p, d, k, q in
+                 zip(x.shape[2:], stride, padding, dilation, kernel, output_padding)]
+    full = [(l - 1) * s + d * (k - 1) + 1 + q for l, s, d, k, q in zip(x.shape[2:], stride, dilation, kernel,
+                                                                         output_padding)]
+    out = np.zeros((n, cout_g * groups, *[f + p for f, p in zip(full, padding)]))
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    for g in range(groups):
+        xg = x64[:, g * cin_g:(g + 1) * cin_g]
+        wg = w64[g * cin_g:(g + 1) * cin_g]
+        for taps in itertools.product(*[range(k) for k in kernel]):
+            window = tuple(slice(t * d, t * d + (l - 1) * s + 1, s)
+                           for t, d, s, l in zip(taps, dilation, stride, x.shape[2:]))
+            contribution = np.einsum("nc...,co->no...", xg, wg[(slice(None), slice(None)) + taps])
+            out[(slice(None), slice(g * cout_g, (g + 1) * cout_g)) + window] += contribution
+    crop = tuple(slice(p, p + size) for p, size in zip(padding, out_sizes))
+    out = out[(slice(None), slice(None)) + crop]
+    if bias is not None:
+        out = out + bias.astype(np.float64).reshape((1, -1) + (1,) * rank)
+    out = out.astype(x.dtype)
+    return out[0] if unbatched else out
+
+
+def pad(x, amounts, mode="constant", value=0.0):
+    """torch F.pad: (lo, hi) pairs from the last axis; negative amounts crop first (circular wraps
+    around what the crop leaves)."""
+    pairs = [(0, 0)] * x.ndim
+    for i in range(len(amounts) // 2):
+        pairs[x.ndim - 1 - i] = (amounts[2 * i], amounts[2 * i + 1])
+    crop = tuple(slice(max(0, -lo), x.shape[a] - max(0, -hi)) for a, (lo, hi) in enumerate(pairs))
+    widths = [(max(0, lo), max(0, hi)) for lo, hi in pairs]
+    if mode == "constant":
+        return np.pad(x[crop], widths, mode="constant", constant_values=value).astype(x.dtype)
+    if mode == "circular":
+        return np.pad(x[crop], widths, mode="wrap")
+    # reflect and replicate mirror around the original edges; a crop never meets a pad on one side
+    padded = np.pad(x, widths, mode=NP_PAD_MODE[mode])
+    return padded[tuple(slice(max(0, -lo), padded.shape[a] - max(0, -hi)) for a, (lo, hi) in enumerate(pairs))]
+
+
+def adaptive_avg_pool1d(x, output_size):
+    """Bin i covers [floor(i*L/O), ceil((i+1)*L/O)) of the last axis."""
+    length = x.shape[-1]
+    out = np.empty(x.shape[:-1] + (output_size,), x.dtype)
+    for i in range(output_size):
+        start, end = (i * length) // output_size, -((-(i + 1) * length) // output_size)
+        out[..., i] = x[..., start:end].astype(np.float64).mean(axis=-1)
+    return out
+
+
+def _tf_pads(size, kernel, stride, rate, padding):
+    extent = rate * (kernel - 1) + 1
+    if padding == "VALID":
+        return max(0, -(-(size - extent + 1) // stride)), 0
+    out = -(-size // stride)
+    return out, max((out - 1) * stride + extent - size, 0) // 2
+
+
+def extract_patches(images, sizes, strides, rates, padding):
+    """tf.image.extract_patches from its formula, with plain loops."""
+    batch, rows, cols, depth = images.shape
+    kh, kw, sh, sw, rh, rw = sizes[1], sizes[2], strides[1], strides[2], rates[1], rates[2]
+    out_h, top = _tf_pads(rows, kh, sh, rh, padding)
+    out_w, left = _tf_pads(cols, kw, sw, rw, padding)
+    out = np.zeros((batch, out_h, out_w, kh * kw * depth), images.dtype)
+    for i in range(out_h):
+        for j in range(out_w):
+            for a in range(kh):
+                for c in range(kw):
+                    y, x = i * sh + a * rh - top, j * sw + c * rw - left
+                    if 0 <= y < rows and 0 <= x < cols:
+                        out[:, i, j, (a * kw + c) * depth:(a * kw + c + 1) * depth] = images[:, y, x, :]
+    return out
+
+
+def separable_conv2d(x, depthwise, pointwise, strides, padding, data_format="NHWC", dilations=None):
+    """tf.nn.separable_conv2d: a depthwise conv (channel c -> outputs c*M + m) then a 1x1 conv."""
+    if data_format == "NCHW":
+        x = x.transpose(0, 2, 3, 1)
+        strides = [1, strides[2], strides[3], 1]
+    rh, rw = dilations or (1, 1)
+    kh, kw, channels, mult = depthwise.shape
+    batch, rows, cols, _ = x.shape
+    out_h, top = _tf_pads(rows, kh, strides[1], rh, padding)
+    out_w, left = _tf_pads(cols, kw, strides[2], rw, padding)
+    middle = np.zeros((batch, out_h, out_w, channels, mult))
+    x64 = x.astype(np.float64)
+    for i in range(out_h):
+        for j in range(out_w):
+            for a in range(kh):
+                for c in range(kw):
+                    y, z = i * strides[1] + a * rh - top, j * strides[2] + c * rw - left
+                    if 0 <= y < rows and 0 <= z < cols:
+                        middle[:, i, j] += x64[:, y, z, :, None] * depthwise[a, c].astype(np.float64)
+    out = np.einsum("nhwk,kf->nhwf", middle.reshape(batch, out_h, out_w, channels * mult),
+                    pointwise[0, 0].astype(np.float64)).astype(x.dtype)
+    return out.transpose(0, 3, 1, 2) if data_format == "NCHW" else out

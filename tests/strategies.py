@@ -70,3 +70,68 @@ def conv_cases(draw, ranks=(1, 2, 3), modes=("zeros",), min_width=1):
     w = rng.uniform(-1, 1, (groups * cout_g, cin_g, *kernel)).astype(dtype)
     bias = rng.uniform(-1, 1, groups * cout_g).astype(dtype) if draw(st.booleans()) else None
     return ConvCase(rank, x, w, bias, stride, padding, dilation, groups, mode)
+
+
+@dataclass
+class TransposeCase:
+    rank: int
+    x: np.ndarray
+    w: np.ndarray
+    bias: np.ndarray | None
+    stride: tuple
+    padding: tuple
+    output_padding: tuple
+    dilation: tuple
+    groups: int
+
+    @property
+    def terms(self) -> int:
+        return int(np.prod(self.w.shape[2:])) * self.w.shape[0] // self.groups
+
+
+@st.composite
+def conv_transpose_cases(draw, ranks=(1, 2, 3)):
+    rank = draw(st.sampled_from(ranks))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    groups = draw(st.integers(1, 3))
+    cin_g, cout_g = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kernel = tuple(draw(st.integers(1, {1: 5, 2: 3, 3: 2}[rank])) for _ in range(rank))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(rank))
+    sizes = tuple(draw(st.integers(1, {1: 12, 2: 6, 3: 4}[rank])) for _ in range(rank))
+    output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+    # padding small enough that the output stays non-empty
+    padding = []
+    for size, k, s, d, q in zip(sizes, kernel, stride, dilation, output_padding):
+        full = (size - 1) * s + d * (k - 1) + q + 1
+        padding.append(draw(st.integers(0, min(3, (full - 1) // 2))))
+    batched = draw(st.booleans())
+    shape = ((draw(st.integers(1, 2)),) if batched else ()) + (groups * cin_g, *sizes)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.uniform(-1, 1, shape).astype(dtype)
+    w = rng.uniform(-1, 1, (groups * cin_g, cout_g, *kernel)).astype(dtype)
+    bias = rng.uniform(-1, 1, groups * cout_g).astype(dtype) if draw(st.booleans()) else None
+    return TransposeCase(rank, x, w, bias, stride, tuple(padding), output_padding, dilation, groups)
+
+
+window = st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 2))  # size, stride, rate
+
+
+@st.composite
+def separable_cases(draw):
+    data_format = draw(st.sampled_from(["NHWC", "NCHW"]))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    channels, mult, filters = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    stride = draw(st.integers(1, 3))
+    dilations = [1, 1] if stride > 1 else [draw(st.integers(1, 2)), draw(st.integers(1, 2))]
+    padding = draw(st.sampled_from(["SAME", "VALID"]))
+    rows = draw(st.integers(dilations[0] * (kh - 1) + 1, 9))
+    cols = draw(st.integers(dilations[1] * (kw - 1) + 1, 9))
+    batch = draw(st.integers(1, 2))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = (batch, rows, cols, channels) if data_format == "NHWC" else (batch, channels, rows, cols)
+    strides = [1, stride, stride, 1] if data_format == "NHWC" else [1, 1, stride, stride]
+    return (rng.standard_normal(shape).astype(dtype), rng.standard_normal((kh, kw, channels, mult)).astype(dtype),
+            rng.standard_normal((1, 1, channels * mult, filters)).astype(dtype), strides, padding, data_format,
+            dilations)
