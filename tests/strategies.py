@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from hypothesis import assume
 from hypothesis import strategies as st
 
 
@@ -135,3 +136,30 @@ def separable_cases(draw):
     return (rng.standard_normal(shape).astype(dtype), rng.standard_normal((kh, kw, channels, mult)).astype(dtype),
             rng.standard_normal((1, 1, channels * mult, filters)).astype(dtype), strides, padding, data_format,
             dilations)
+
+
+@st.composite
+def pad_cases(draw):
+    mode = draw(st.sampled_from(["constant", "circular", "reflect", "replicate"]))
+    if mode == "constant":
+        rank = draw(st.integers(1, 5))
+        pairs = draw(st.integers(0, rank))
+    else:
+        pairs = draw(st.integers(1, 3))
+        rank = pairs + draw(st.integers(1, 2))
+    shape = tuple(draw(st.integers(1, 5)) for _ in range(rank))
+    amounts = []
+    for i in range(pairs):
+        size = shape[rank - 1 - i]
+        limit = {"reflect": size - 1, "circular": size, "replicate": 4, "constant": 4}[mode]
+        lo, hi = draw(st.integers(-size, limit)), draw(st.integers(-size, limit))
+        assume(size + min(lo, 0) + min(hi, 0) >= 0)
+        if mode == "circular":
+            kept = size - max(0, -lo) - max(0, -hi)
+            assume(kept > 0 and max(lo, hi) <= kept)
+        if mode == "reflect":
+            assume(size + min(lo, 0) + min(hi, 0) > 0)
+        amounts += [lo, hi]
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    x = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape).astype(dtype)
+    return x, tuple(amounts), mode, draw(st.sampled_from([0.0, -2.5]))

@@ -1,38 +1,12 @@
 """pad, adaptive_avg_pool1d and broadcast_to against the NumPy reference, with their rules."""
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from convc import ConvcError, nn, ops
 import reference
-
-
-@st.composite
-def pad_cases(draw):
-    mode = draw(st.sampled_from(["constant", "circular", "reflect", "replicate"]))
-    if mode == "constant":
-        rank = draw(st.integers(1, 5))
-        pairs = draw(st.integers(0, rank))
-    else:
-        pairs = draw(st.integers(1, 3))
-        rank = pairs + draw(st.integers(1, 2))
-    shape = tuple(draw(st.integers(1, 5)) for _ in range(rank))
-    amounts = []
-    for i in range(pairs):
-        size = shape[rank - 1 - i]
-        limit = {"reflect": size - 1, "circular": size, "replicate": 4, "constant": 4}[mode]
-        lo, hi = draw(st.integers(-size, limit)), draw(st.integers(-size, limit))
-        assume(size + min(lo, 0) + min(hi, 0) >= 0)
-        if mode == "circular":
-            kept = size - max(0, -lo) - max(0, -hi)
-            assume(kept > 0 and max(lo, hi) <= kept)
-        if mode == "reflect":
-            assume(size + min(lo, 0) + min(hi, 0) > 0)
-        amounts += [lo, hi]
-    dtype = draw(st.sampled_from([np.float32, np.float64]))
-    x = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape).astype(dtype)
-    return x, tuple(amounts), mode, draw(st.sampled_from([0.0, -2.5]))
+from strategies import pad_cases
 
 
 @given(pad_cases())

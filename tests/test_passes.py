@@ -123,3 +123,58 @@ def test_dump_directory_gets_numbered_files_that_parse(tmp_path, monkeypatch):
     assert names == ["000_input.txt", "001_shape_inference.txt", "002_canonicalize_padding.txt", "003_dead_code.txt"]
     assert "pad_lo" in (tmp_path / "by_env" / "002_canonicalize_padding.txt").read_text()
     parse((tmp_path / "by_env" / "003_dead_code.txt").read_text())
+
+
+def test_transposed_conv_padding_becomes_a_crop_of_the_full_output():
+    before = """
+graph @g(%x: f32[1,2,5], %w: f32[2,3,4]) {
+  %0 = conv_transpose1d(%x, %w) {stride=[2], padding=[2], output_padding=[1], dilation=[1], groups=1}
+  return %0
+}"""
+    after = """
+graph @g(%x: f32[1,2,5], %w: f32[2,3,4]) {
+  %0 = conv_transpose1d(%x, %w) {stride=[2], pad_lo=[2], pad_hi=[1], dilation=[1], groups=1} : f32[1,3,9]
+  return %0
+}"""
+    assert run_passes(before, CanonicalizePadding()) == parse(after)
+
+
+def test_pad_list_becomes_per_axis_amounts():
+    before = """
+graph @g(%x: f32[2,3,4]) {
+  %0 = pad(%x) {pad=[1,-1,0,2], mode="constant", value=0.5}
+  return %0
+}"""
+    after = """
+graph @g(%x: f32[2,3,4]) {
+  %0 = pad(%x) {pad_lo=[0,0,1], pad_hi=[0,2,-1], mode="constant", value=0.5} : f32[2,5,4]
+  return %0
+}"""
+    assert run_passes(before, CanonicalizePadding()) == parse(after)
+
+
+def test_tf_same_padding_with_strides_puts_the_extra_on_the_high_side():
+    before = """
+graph @g(%x: f32[1,10,9,2]) {
+  %0 = extract_patches(%x) {sizes=[4,3], strides=[3,2], rates=[1,2], padding="SAME"}
+  return %0
+}"""
+    after = """
+graph @g(%x: f32[1,10,9,2]) {
+  %0 = extract_patches(%x) {sizes=[4,3], strides=[3,2], rates=[1,2], pad_lo=[1,2], pad_hi=[2,2]} : f32[1,4,5,24]
+  return %0
+}"""
+    # rows: out 4, total (4-1)*3 + 4 - 10 = 3 -> (1, 2); cols: out 5, total (5-1)*2 + 5 - 9 = 4 -> (2, 2)
+    assert run_passes(before, CanonicalizePadding()) == parse(after)
+
+
+def test_separable_padding_is_canonical_and_computes_the_same():
+    x = np.random.default_rng(0).standard_normal((1, 7, 8, 3)).astype(np.float32)
+    dw = np.random.default_rng(1).standard_normal((3, 2, 3, 2)).astype(np.float32)
+    pw = np.random.default_rng(2).standard_normal((1, 1, 6, 4)).astype(np.float32)
+    fn = lambda a: ops.separable_conv2d(a, dw, pw, [1, 2, 2, 1], "SAME")  # noqa: E731
+    compiled = convc.compile(fn, x)
+    node = compiled.graph.op_nodes()[0]
+    # rows: out 4, total (4-1)*2 + 3 - 7 = 2 -> (1, 1); cols: out 4, total (4-1)*2 + 2 - 8 = 0
+    assert node.attrs["pad_lo"] == (1, 0) and node.attrs["pad_hi"] == (1, 0) and "padding" not in node.attrs
+    assert_close(compiled(x), convc.compile(fn, x, opt_level=0)(x), 24)
