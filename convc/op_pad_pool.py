@@ -66,6 +66,9 @@ def _infer_pad(types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
                              f"left after cropping, got ({a}, {b}) for size {size} on axis {axis}")
         if mode == "replicate" and size == 0 and (a > 0 or b > 0):
             raise ConvcError(f"pad: mode='replicate' cannot pad the empty axis {axis}")
+        if mode in ("reflect", "replicate") and size + a + b < 1 and (a or b):
+            raise ConvcError(f"pad: mode={mode!r} needs a non-empty result, but pad ({a}, {b}) crops axis {axis} "
+                             f"of size {size} to {size + a + b}")
         if size + a + b < 0:
             raise ConvcError(f"pad: pad ({a}, {b}) crops axis {axis} of size {size} to a negative size")
         shape.append(size + a + b)

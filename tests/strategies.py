@@ -157,8 +157,8 @@ def pad_cases(draw):
         if mode == "circular":
             kept = size - max(0, -lo) - max(0, -hi)
             assume(kept > 0 and max(lo, hi) <= kept)
-        if mode == "reflect":
-            assume(size + min(lo, 0) + min(hi, 0) > 0)
+        if mode in ("reflect", "replicate"):
+            assume(size + lo + hi > 0)
         amounts += [lo, hi]
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     x = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape).astype(dtype)

@@ -33,6 +33,7 @@ def test_pad_by_hand():
     ((2, 3, 4, 5), (1, 1), "reflect", "does not accept a pad of length 2 for a 4-D input"),
     ((4,), (1, 1), "replicate", "does not accept a pad of length 2 for a 1-D input"),
     ((2, 3), (-2, -2), "constant", "crops axis 1 of size 3 to a negative size"),
+    ((2, 1), (0, -1), "replicate", r"mode='replicate' needs a non-empty result, but pad \(0, -1\) crops axis 1"),
     ((2, 3), (1, 1), "mirror", "mode='mirror' is not supported"),
 ])
 def test_pad_rejections(shape, amounts, mode, pattern):
