@@ -41,12 +41,13 @@ class Module:
         return f"{type(self).__name__}({self.extra_repr()})"
 
 
-class _ConvNd(Module):
-    rank = 0
+class _ConvBase(Module):
+    """What convolution modules share: channel and group checks, kernel/stride/dilation, repr."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
-                 dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 dtype: Any = np.float32) -> None:
+    rank = 0
+    defaults: dict[str, Any] = {}
+
+    def _channels(self, in_channels: Any, out_channels: Any, groups: Any) -> None:
         name = type(self).__name__
         self.in_channels = as_int(name, "in_channels", in_channels)
         self.out_channels = as_int(name, "out_channels", out_channels)
@@ -59,9 +60,37 @@ class _ConvNd(Module):
             raise ConvcError(f"{name}: groups={groups} must divide in_channels={in_channels}")
         if self.out_channels % self.groups:
             raise ConvcError(f"{name}: groups={groups} must divide out_channels={out_channels}")
+
+    def _window(self, kernel_size: Any, stride: Any, dilation: Any) -> None:
+        name = type(self).__name__
         self.kernel_size = int_tuple(name, "kernel_size", kernel_size, self.rank, minimum=1)
         self.stride = int_tuple(name, "stride", stride, self.rank, minimum=1)
         self.dilation = int_tuple(name, "dilation", dilation, self.rank, minimum=1)
+
+    def _parameters(self, weight_shape: tuple[int, ...], fan_in: int, bias: bool, dtype: Any) -> None:
+        """torch's default: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = uniform(weight_shape, bound, dtype)
+        self.bias = uniform((self.out_channels,), bound, dtype) if bias else None
+
+    def extra_repr(self) -> str:
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        for field, default in self.defaults.items():
+            value = getattr(self, field)
+            if value != (default * self.rank if isinstance(default, tuple) else default):
+                text += f", {field}={value!r}"
+        return text + (", bias=False" if self.bias is None else "")
+
+
+class _ConvNd(_ConvBase):
+    defaults = {"padding": (0,), "dilation": (1,), "groups": 1, "padding_mode": "zeros"}
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+                 dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 dtype: Any = np.float32) -> None:
+        name = type(self).__name__
+        self._channels(in_channels, out_channels, groups)
+        self._window(kernel_size, stride, dilation)
         self.padding_mode = one_of(name, "padding_mode", padding_mode, PADDING_MODES)
         if isinstance(padding, str):
             padding = one_of(name, "padding", padding, ("same", "valid"))
@@ -71,30 +100,13 @@ class _ConvNd(Module):
             self.padding = padding
         else:
             self.padding = int_tuple(name, "padding", padding, self.rank, minimum=0)
-        fan_in = (self.in_channels // self.groups) * math.prod(self.kernel_size)
-        bound = 1.0 / math.sqrt(fan_in)
-        self.weight = uniform((self.out_channels, self.in_channels // self.groups, *self.kernel_size), bound, dtype)
-        self.bias = uniform((self.out_channels,), bound, dtype) if bias else None
+        self._parameters((self.out_channels, self.in_channels // self.groups, *self.kernel_size),
+                         (self.in_channels // self.groups) * math.prod(self.kernel_size), bias, dtype)
 
     def forward(self, input: Any) -> Any:
         return ops.apply(f"conv{self.rank}d", [input, self.weight, self.bias], stride=self.stride,
                          padding=self.padding, dilation=self.dilation, groups=self.groups,
                          padding_mode=self.padding_mode)
-
-    def extra_repr(self) -> str:
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}")
-        if self.padding != (0,) * self.rank:
-            text += f", padding={self.padding!r}"
-        if self.dilation != (1,) * self.rank:
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        if self.padding_mode != "zeros":
-            text += f", padding_mode={self.padding_mode!r}"
-        return text
 
 
 class Conv1d(_ConvNd):
@@ -112,8 +124,8 @@ class Conv3d(_ConvNd):
     rank = 3
 
 
-class _ConvTransposeNd(Module):
-    rank = 0
+class _ConvTransposeNd(_ConvBase):
+    defaults = {"padding": (0,), "output_padding": (0,), "dilation": (1,), "groups": 1}
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
                  output_padding: Any = 0, groups: int = 1, bias: bool = True, dilation: Any = 1,
@@ -122,30 +134,17 @@ class _ConvTransposeNd(Module):
         if padding_mode != "zeros":
             raise ConvcError(f"{name}: padding_mode={padding_mode!r} is not supported; transposed convolutions "
                              f"only support 'zeros'")
-        self.in_channels = as_int(name, "in_channels", in_channels)
-        self.out_channels = as_int(name, "out_channels", out_channels)
-        self.groups = as_int(name, "groups", groups)
-        if self.groups < 1:
-            raise ConvcError(f"{name}: groups={groups} must be positive")
-        if self.in_channels < 1 or self.out_channels < 1:
-            raise ConvcError(f"{name}: in_channels={in_channels} and out_channels={out_channels} must be positive")
-        if self.in_channels % self.groups:
-            raise ConvcError(f"{name}: groups={groups} must divide in_channels={in_channels}")
-        if self.out_channels % self.groups:
-            raise ConvcError(f"{name}: groups={groups} must divide out_channels={out_channels}")
+        self._channels(in_channels, out_channels, groups)
         if isinstance(padding, str):
             raise ConvcError(f"{name}: padding={padding!r} is not supported; transposed convolutions take an int "
                              f"or a tuple of ints")
-        self.kernel_size = int_tuple(name, "kernel_size", kernel_size, self.rank, minimum=1)
-        self.stride = int_tuple(name, "stride", stride, self.rank, minimum=1)
+        self._window(kernel_size, stride, dilation)
         self.padding = int_tuple(name, "padding", padding, self.rank, minimum=0)
         self.output_padding = int_tuple(name, "output_padding", output_padding, self.rank, minimum=0)
-        self.dilation = int_tuple(name, "dilation", dilation, self.rank, minimum=1)
         self.padding_mode = padding_mode
-        fan_in = (self.out_channels // self.groups) * math.prod(self.kernel_size)  # torch: weight.shape[1] * K
-        bound = 1.0 / math.sqrt(fan_in)
-        self.weight = uniform((self.in_channels, self.out_channels // self.groups, *self.kernel_size), bound, dtype)
-        self.bias = uniform((self.out_channels,), bound, dtype) if bias else None
+        # torch computes fan_in from the weight's second axis: out_channels / groups
+        self._parameters((self.in_channels, self.out_channels // self.groups, *self.kernel_size),
+                         (self.out_channels // self.groups) * math.prod(self.kernel_size), bias, dtype)
 
     def output_padding_for(self, input_shape: tuple[int, ...], output_size: Any) -> tuple[int, ...]:
         """torch's conversion of a requested output size to output_padding, range-checked."""
@@ -179,21 +178,6 @@ class _ConvTransposeNd(Module):
         return ops.apply(f"conv_transpose{self.rank}d", [input, self.weight, self.bias], stride=self.stride,
                          padding=self.padding, output_padding=self.output_padding_for(shape, output_size),
                          groups=self.groups, dilation=self.dilation)
-
-    def extra_repr(self) -> str:
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}")
-        if self.padding != (0,) * self.rank:
-            text += f", padding={self.padding}"
-        if self.output_padding != (0,) * self.rank:
-            text += f", output_padding={self.output_padding}"
-        if self.dilation != (1,) * self.rank:
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
 
 
 class ConvTranspose1d(_ConvTransposeNd):
