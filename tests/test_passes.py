@@ -178,3 +178,12 @@ def test_separable_padding_is_canonical_and_computes_the_same():
     # rows: out 4, total (4-1)*2 + 3 - 7 = 2 -> (1, 1); cols: out 4, total (4-1)*2 + 2 - 8 = 0
     assert node.attrs["pad_lo"] == (1, 0) and node.attrs["pad_hi"] == (1, 0) and "padding" not in node.attrs
     assert_close(compiled(x), convc.compile(fn, x, opt_level=0)(x), 24)
+
+
+def test_timing_instrument_records_every_pass():
+    from convc.passes import default_pipeline
+    from convc.passes.pipeline import Timing
+    timing = Timing()
+    default_pipeline(2, [timing]).run(parse(CONV_RELU))
+    assert set(timing.seconds) == {"shape_inference", "canonicalize_padding", "dead_code", "fuse_epilogue"}
+    assert all(seconds >= 0 for seconds in timing.seconds.values())
