@@ -324,6 +324,30 @@ def map_index(index: int, size: int, mode: str) -> int | None:
     return 0 if index < 0 else size - 1
 
 
+def gather_vector(k: Kernel, x_row: ir.Value, sources: list[int | None], size: int) -> ir.Value | None:
+    """A vector of x_row[sources[lane]] (zero where None) from compile-time indices into a row of
+    `size`: one load and a constant shuffle where the sources fit one in-bounds window, else one
+    scalar load per lane; None if every lane is zero."""
+    lanes = len(sources)
+    valid = [s for s in sources if s is not None]
+    if not valid:
+        return None
+    zero = ir.Constant(k.vector_type(lanes), None)
+    if size >= lanes:
+        window = min(max(min(valid), 0), size - lanes)
+        if all(window <= s < window + lanes for s in valid):
+            loaded = k.vload(x_row, window, lanes)
+            if sources == list(range(window, window + lanes)):
+                return loaded
+            mask = [lanes if s is None else s - window for s in sources]
+            return k.builder.shuffle_vector(loaded, zero, ir.Constant(ir.VectorType(ir.IntType(32), lanes), mask))
+    vector = zero
+    for lane, source in enumerate(sources):
+        if source is not None:
+            vector = k.builder.insert_element(vector, k.load(x_row, source), ir.Constant(ir.IntType(32), lane))
+    return vector
+
+
 class _TileContext:
     """Emits register tiles of `channels` output channels of one (batch, group, channel block)."""
 
@@ -333,29 +357,12 @@ class _TileContext:
         self.channels, self.lanes = channels, lanes
         self.w_stride = geo.cin_g * geo.k_plane  # distance between neighbouring out channels' weights
         self.x_base = k.add(k.mul(n, geo.c_in * geo.in_plane), k.mul(group, geo.cin_g * geo.in_plane))
-        self.zero = ir.Constant(k.vector_type(lanes), None)
 
     def _edge_vector(self, x_row: ir.Value, first: int) -> ir.Value | None:
-        """The input lanes first .. first+lanes-1 of a row (padding applied), or None if all zero."""
-        k, lanes, size, stride = self.k, self.lanes, self.geo.w.size, self.geo.w.stride
-        sources = [map_index(first + lane * stride, size, self.geo.mode) for lane in range(lanes)]
-        valid = [s for s in sources if s is not None]
-        if not valid:
-            return None
-        if size >= lanes:
-            window = min(max(min(valid), 0), size - lanes)
-            if stride == 1 and all(window <= s < window + lanes for s in valid):
-                loaded = k.vload(x_row, window, lanes)
-                if sources == list(range(window, window + lanes)):
-                    return loaded
-                mask = [lanes if s is None else s - window for s in sources]
-                return k.builder.shuffle_vector(loaded, self.zero,
-                                                ir.Constant(ir.VectorType(ir.IntType(32), lanes), mask))
-        vector = self.zero
-        for lane, source in enumerate(sources):
-            if source is not None:
-                vector = k.builder.insert_element(vector, k.load(x_row, source), ir.Constant(ir.IntType(32), lane))
-        return vector
+        """The input lanes first, first+stride, ... of a row (padding applied), or None if all zero."""
+        stride = self.geo.w.stride
+        sources = [map_index(first + lane * stride, self.geo.w.size, self.geo.mode) for lane in range(self.lanes)]
+        return gather_vector(self.k, x_row, sources, self.geo.w.size)
 
     def _bulk_vector(self, x_row: ir.Value, first: int) -> ir.Value:
         """Input lanes first, first+stride, ... of a row, all in bounds: one load, or for stride 2

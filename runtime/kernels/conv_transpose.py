@@ -1,13 +1,18 @@
-"""Kernel emitter for conv_transpose1d/2d/3d in gather form (no zero-inserted input copy).
+"""Kernel emitter for conv_transpose1d/2d/3d: per output phase, a register-tiled correlation.
 
-Output o of an axis receives input i through tap k when o = i*stride + k*dilation - pad_lo. Per
-(batch, out channel) and output row, every (input channel of the group, kd, kh) whose input row
-exists (od + pad_lo - kd*dilation divisible by the stride and in range) adds into the row: for
-each kw, the outputs it reaches form the progression o0 + j*stride over consecutive inputs
-i0 + j. (o0, i0, count) per kw are compile-time tables, so the inner loop has no checks.
+Output o of an axis receives input i through tap k when o = i*stride + k*dilation - pad_lo.
+Along the row, the outputs of one phase ph (o = ph + stride*q) receive, from each tap k with
+(ph + pad_lo - k*dilation) divisible by the stride, the input q + c_k with
+c_k = (ph + pad_lo - k*dilation) / stride: a stride-1 correlation over contiguous inputs. Each
+phase is computed in register tiles of R output channels x T vectors of q (as the forward conv:
+bulk tiles where every tap reads inside the input, compile-time edge vectors elsewhere),
+accumulating over (input channel, kd, kh) for the rows whose input exists; the finished lanes
+are stored to their outputs ph + stride*q. No zero-inserted copy of the input is made, and no
+FMA multiplies an inserted zero.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import llvmlite.ir as ir
@@ -15,8 +20,9 @@ import llvmlite.ir as ir
 from convc.op_conv import conv_transpose_pads, spatial_rank
 from convc.types import TensorType
 
-from ..codegen import I64, Kernel, i64
-from .conv import Axis, ConvGeometry, _activate_row, _divmod
+from ..codegen import Kernel, i64
+from ..jit import host_target
+from .conv import Axis, ConvGeometry, _activate_row, _divmod, _out_row, gather_vector
 
 
 def transpose_geometry(attrs: dict[str, Any], in_types: list[TensorType], out: TensorType, op: str) -> ConvGeometry:
@@ -30,27 +36,45 @@ def transpose_geometry(attrs: dict[str, Any], in_types: list[TensorType], out: T
                         attrs["groups"], d, h, w_axis, "zeros", len(in_types) > 2, attrs.get("activation"))
 
 
-def tap_progressions(axis: Axis) -> list[tuple[int, int, int]]:
-    """For each tap k: (first output, first input, count) of the outputs it reaches in the row."""
-    rows = []
-    for k in range(axis.kernel):
-        shift = k * axis.dilation - axis.pad_lo  # o = i*stride + shift
-        first_input = max(0, -(-(-shift) // axis.stride))
-        end_input = min(axis.size, -(-(axis.out - shift) // axis.stride))
-        rows.append((first_input * axis.stride + shift, first_input, max(0, end_input - first_input)))
-    return rows
+@dataclass(frozen=True)
+class Phase:
+    """The outputs ph + stride*q, q < count, of a row and the taps (k, c_k) that reach them."""
+
+    offset: int
+    count: int
+    taps: tuple[tuple[int, int], ...]
+
+    def interior(self, size: int) -> tuple[int, int]:
+        """[start, stop) of q whose every tap input q + c lies inside a row of `size`."""
+        if not self.taps:
+            return 0, self.count
+        start = max(0, max(-c for _, c in self.taps))
+        stop = min(self.count, min(size - c for _, c in self.taps))
+        return min(start, self.count), max(min(start, self.count), stop)
 
 
-def _table(k: Kernel, name: str, values: list[int]) -> ir.GlobalVariable:
-    array = ir.ArrayType(I64, len(values))
-    table = ir.GlobalVariable(k.module, array, f"{k.function.name}.{name}")
-    table.initializer = ir.Constant(array, values)
-    table.global_constant = True
-    table.linkage = "internal"
-    return table
+def row_phases(axis: Axis) -> list[Phase]:
+    phases = []
+    for offset in range(min(axis.stride, axis.out)):
+        taps = tuple((k, (offset + axis.pad_lo - k * axis.dilation) // axis.stride) for k in range(axis.kernel)
+                     if (offset + axis.pad_lo - k * axis.dilation) % axis.stride == 0)
+        phases.append(Phase(offset, -(-(axis.out - offset) // axis.stride), taps))
+    return phases
 
 
-def _source_index(k: Kernel, axis: Axis, out_index: ir.Value, tap: ir.Value) -> tuple[ir.Value, ir.Value | None]:
+def phase_cover(phase: Phase, size: int, lanes: int, vectors: int) -> tuple[int, int, int, list[int]]:
+    """Like conv.row_cover for one phase: (bulk start, bulk tiles, rest vectors, edge positions);
+    an edge position may leave lanes past the phase's end, which are not stored."""
+    start, stop = phase.interior(size)
+    full = (stop - start) // lanes
+    tiles, rest = divmod(full, vectors)
+    last = max(0, phase.count - lanes)
+    edges = [min(p, last) for p in range(0, start, lanes)]
+    edges += [min(p, last) for p in range(start + full * lanes, phase.count, lanes)]
+    return start, tiles, rest, sorted(set(edges))
+
+
+def _source_row(k: Kernel, axis: Axis, out_index: ir.Value, tap: ir.Value) -> tuple[ir.Value, ir.Value | None]:
     """(input index, valid) reaching output out_index through tap; valid None when always valid."""
     if axis.trivial:
         return out_index, None
@@ -65,56 +89,8 @@ def _source_index(k: Kernel, axis: Axis, out_index: ir.Value, tap: ir.Value) -> 
     return index, b.and_(valid, b.icmp_signed("<", index, i64(axis.size)))
 
 
-def emit_conv_transpose(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
-                        out_type: TensorType, op: str) -> Kernel:
-    geo = transpose_geometry(attrs, in_types, out_type, op)
-    k = Kernel(module, name, out_type.dtype, 4 if geo.has_bias else 3, ("out", "x", "w", "bias"))
-    b = k.builder
-    progressions = tap_progressions(geo.w)
-    tables = [_table(k, label, [p[i] for p in progressions]) for i, label in enumerate(("o0", "i0", "count"))]
-    cin_g, cout_g = geo.c_in // geo.groups, geo.cout_g
-    with k.outer_loop(geo.batch * geo.c_out, "nco") as nco:
-        n, co = _divmod(k, nco, geo.c_out)
-        group, co_local = _divmod(k, co, cout_g)
-        bias = k.load(k.args[3], co) if geo.has_bias else k.const(0.0)
-        with k.loop(0, geo.d.out, "od") as od, k.loop(0, geo.h.out, "oh") as oh:
-            row = k.offset(k.args[0], k.add(k.mul(nco, geo.out_plane), k.mul(k.add(k.mul(od, geo.h.out), oh), geo.w.out)))
-            with k.loop(0, geo.w.out, "fill") as ow:
-                k.store(bias, row, ow)
-            with k.loop(0, cin_g, "ci") as ci_local:
-                ci = k.add(k.mul(group, cin_g), ci_local)
-                x_channel = k.mul(k.add(k.mul(n, geo.c_in), ci), geo.in_plane)
-                w_channel = k.mul(k.add(k.mul(ci, cout_g), co_local), geo.k_plane)
-                with k.loop(0, geo.d.kernel, "kd") as kd:
-                    id_, valid_d = _source_index(k, geo.d, od, kd)
-                    with _maybe(b, valid_d):
-                        with k.loop(0, geo.h.kernel, "kh") as kh:
-                            ih, valid_h = _source_index(k, geo.h, oh, kh)
-                            with _maybe(b, valid_h):
-                                x_row = k.offset(k.args[1], k.add(x_channel, k.mul(id_, geo.h.size * geo.w.size),
-                                                                  k.mul(ih, geo.w.size)))
-                                w_tap = k.offset(k.args[2], k.add(w_channel, k.mul(k.add(k.mul(kd, geo.h.kernel), kh),
-                                                                                   geo.w.kernel)))
-                                _taps_along_row(k, geo.w, tables, row, x_row, w_tap)
-            _activate_row(k, geo, row)
-    return k.finish()
-
-
-def _taps_along_row(k: Kernel, axis: Axis, tables: list[ir.GlobalVariable], row: ir.Value, x_row: ir.Value,
-                    w_tap: ir.Value) -> None:
-    b = k.builder
-    with k.loop(0, axis.kernel, "kw") as kw:
-        o0, i0, count = (b.load(b.gep(t, [i64(0), kw], inbounds=True)) for t in tables)
-        weight = k.load(w_tap, kw)
-        out_row = k.offset(row, o0)
-        in_row = k.offset(x_row, i0)
-        with k.loop(0, count, "j") as j:
-            out_index = k.mul(j, axis.stride)
-            k.store(k.fma(weight, k.load(in_row, j), k.load(out_row, out_index)), out_row, out_index)
-
-
-class _maybe:
-    """`with _maybe(builder, flag):` runs the body under `if flag`, or always when flag is None."""
+class _When:
+    """`with _When(builder, flag):` runs the body under `if flag`, or always when flag is None."""
 
     def __init__(self, builder: ir.IRBuilder, flag: ir.Value | None) -> None:
         self.builder, self.flag, self.context = builder, flag, None
@@ -127,3 +103,117 @@ class _maybe:
     def __exit__(self, *exc: Any) -> None:
         if self.context is not None:
             self.context.__exit__(*exc)
+
+
+def emit_conv_transpose(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
+                        out_type: TensorType, op: str) -> Kernel:
+    geo = transpose_geometry(attrs, in_types, out_type, op)
+    k = Kernel(module, name, out_type.dtype, 4 if geo.has_bias else 3, ("out", "x", "w", "bias"))
+    host = host_target()
+    lanes = host.vector_bits // (32 if out_type.dtype == "f32" else 64)
+    registers = 32 if host.vector_bits == 512 else 16
+    channels = min(4, geo.cout_g)
+    vectors = max(1, min(4, registers // 2 // channels))
+    phases = row_phases(geo.w)
+    blocks, tail = divmod(geo.cout_g, channels)
+    with k.outer_loop(geo.batch * geo.groups * geo.d.out * geo.h.out, "row") as row:
+        ng_od, oh = _divmod(k, row, geo.h.out)
+        ng, od = _divmod(k, ng_od, geo.d.out)
+        n, group = _divmod(k, ng, geo.groups)
+        for count_r, first, count in ((channels, 0, blocks), (tail, blocks * channels, 1)):
+            if count_r == 0 or count == 0:
+                continue
+            with k.loop(0, count, "block") as block:
+                co_local = k.add(first, k.mul(block, count_r))
+                tile = _PhaseTiles(k, geo, n, group, co_local, count_r, lanes, od, oh)
+                for phase in phases:
+                    start, main_tiles, rest, edges = phase_cover(phase, geo.w.size, lanes, vectors)
+                    for chunk in range(0, len(edges), vectors):
+                        tile.emit(phase, edges[chunk:chunk + vectors], None)
+                    with k.loop(0, main_tiles, "tile") as index:
+                        tile.emit(phase, [t * lanes for t in range(vectors)],
+                                  k.add(start, k.mul(index, vectors * lanes)))
+                    if rest:
+                        tile.emit(phase, [t * lanes for t in range(rest)], start + main_tiles * vectors * lanes)
+                if geo.activation:
+                    co0 = k.add(k.mul(group, geo.cout_g), co_local)
+                    with k.loop(0, count_r, "r") as r:
+                        _activate_row(k, geo, _out_row(k, geo, n, k.add(co0, r), od, oh))
+    return k.finish()
+
+
+class _PhaseTiles:
+    """Register tiles of `channels` output channels for one output row of a transposed conv."""
+
+    def __init__(self, k: Kernel, geo: ConvGeometry, n: ir.Value, group: ir.Value, co_local: ir.Value,
+                 channels: int, lanes: int, od: ir.Value, oh: ir.Value) -> None:
+        self.k, self.geo, self.channels, self.lanes = k, geo, channels, lanes
+        self.cin_g = geo.c_in // geo.groups
+        self.co0 = k.add(k.mul(group, geo.cout_g), co_local)
+        self.rows = [_out_row(k, geo, n, k.add(self.co0, r), od, oh) for r in range(channels)]
+        self.x_base = k.mul(k.add(k.mul(n, geo.c_in), k.mul(group, self.cin_g)), geo.in_plane)
+        # weight (ci, co_local, kd, kh, kw): neighbouring out channels are one kernel apart
+        self.w_base = k.add(k.mul(k.mul(group, self.cin_g), geo.cout_g * geo.k_plane), k.mul(co_local, geo.k_plane))
+        self.od, self.oh = od, oh
+
+    def emit(self, phase: Phase, offsets: list[int], q0: ir.Value | int | None) -> None:
+        """One tile of the phase: vectors at q0 + offsets (bulk), or at the compile-time positions
+        `offsets` (edges: lanes outside the input are zero, lanes past the phase are not stored)."""
+        k, geo, lanes, channels = self.k, self.geo, self.lanes, self.channels
+        b = k.builder
+        vectors = len(offsets)
+        slots = [[k.alloca(k.vector_type(lanes), f"tacc{r}_{t}") for t in range(vectors)] for r in range(channels)]
+        for r in range(channels):
+            bias = k.splat(k.load(k.args[3], k.add(self.co0, r)) if geo.has_bias else k.const(0.0), lanes)
+            for t in range(vectors):
+                b.store(bias, slots[r][t])
+        if phase.taps:
+            self._accumulate(phase, offsets, q0, slots)
+        stride = geo.w.stride
+        for r in range(channels):
+            for t, offset in enumerate(offsets):
+                value = b.load(slots[r][t])
+                if q0 is not None and stride == 1:
+                    k.vstore(value, self.rows[r], k.add(q0, offset + phase.offset))
+                    continue
+                for lane in range(lanes):
+                    if q0 is None and offset + lane >= phase.count:
+                        break
+                    q = k.add(offset + lane) if q0 is None else k.add(q0, offset + lane)
+                    element = b.extract_element(value, ir.Constant(ir.IntType(32), lane))
+                    k.store(element, self.rows[r], k.add(k.mul(q, stride), phase.offset))
+
+    def _accumulate(self, phase: Phase, offsets: list[int], q0: ir.Value | int | None,
+                    slots: list[list[ir.Value]]) -> None:
+        k, geo, lanes, channels = self.k, self.geo, self.lanes, self.channels
+        b = k.builder
+        with k.loop(0, self.cin_g, "ci") as ci:
+            x_c = k.add(self.x_base, k.mul(ci, geo.in_plane))
+            w_c = k.add(self.w_base, k.mul(ci, geo.cout_g * geo.k_plane))
+            with k.loop(0, geo.d.kernel, "kd") as kd:
+                id_, valid_d = _source_row(k, geo.d, self.od, kd)
+                with _When(b, valid_d), k.loop(0, geo.h.kernel, "kh") as kh:
+                    ih, valid_h = _source_row(k, geo.h, self.oh, kh)
+                    with _When(b, valid_h):
+                        x_off = k.add(x_c, k.mul(id_, geo.h.size * geo.w.size), k.mul(ih, geo.w.size))
+                        x_row = k.offset(k.args[1], x_off if q0 is None else k.add(x_off, q0))
+                        w_tap = k.offset(k.args[2], k.add(w_c, k.mul(k.add(k.mul(kd, geo.h.kernel), kh),
+                                                                     geo.w.kernel)))
+                        acc = [[b.load(slots[r][t]) for t in range(len(offsets))] for r in range(channels)]
+                        for tap, shift in phase.taps:
+                            if q0 is None:
+                                inputs = [gather_vector(k, x_row, [o + lane + shift if 0 <= o + lane + shift < geo.w.size
+                                                                   else None for lane in range(lanes)], geo.w.size)
+                                          for o in offsets]
+                            else:
+                                inputs = [k.vload(x_row, o + shift, lanes) for o in offsets]
+                            if all(v is None for v in inputs):
+                                continue
+                            for r in range(channels):
+                                weight = k.splat(k.load(w_tap, r * geo.k_plane + tap), lanes)
+                                for t, value in enumerate(inputs):
+                                    if value is not None:
+                                        acc[r][t] = k.vfma(weight, value, acc[r][t])
+                        for r in range(channels):
+                            for t in range(len(offsets)):
+                                b.store(acc[r][t], slots[r][t])
