@@ -100,10 +100,5 @@ def _infer_pool(types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
     return TensorType(x.shape[:-1] + (attrs["output_size"],), x.dtype)
 
 
-def pool_bins(length: int, output_size: int) -> list[tuple[int, int]]:
-    """torch's adaptive bins: [floor(i*L/O), ceil((i+1)*L/O)) for each output i."""
-    return [((i * length) // output_size, -(-(i + 1) * length // output_size)) for i in range(output_size)]
-
-
 register(OpDef("adaptive_avg_pool1d", ("input",), normalize=_normalize_pool, infer=_infer_pool,
                traits=frozenset({"pool"})))

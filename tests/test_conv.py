@@ -99,3 +99,10 @@ def test_very_wide_kernels_use_a_runtime_tap_loop(mode):
     w = rng.standard_normal((3, 2, 101)).astype(np.float32)
     actual = ops.apply("conv1d", [x, w], stride=1, padding=50, dilation=1, groups=1, padding_mode=mode)
     assert_close(actual, conv_nd(x, w, padding=50, padding_mode=mode), 202)
+
+
+def test_huge_padding_and_dilation_compile_quickly():
+    # borders far wider than a vector take the row path instead of compile-time edge vectors
+    x = np.random.default_rng(5).standard_normal((1, 2, 9)).astype(np.float32)
+    w = np.random.default_rng(6).standard_normal((2, 2, 3)).astype(np.float32)
+    assert_close(ops.conv1d(x, w, padding=300, dilation=250), conv_nd(x, w, padding=300, dilation=250), 6)

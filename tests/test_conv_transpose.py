@@ -84,3 +84,13 @@ def test_module_output_size_out_of_range_states_the_range():
 def test_module_rejects_padding_modes_other_than_zeros():
     with pytest.raises(ConvcError, match="padding_mode='reflect' is not supported"):
         nn.ConvTranspose2d(2, 2, 3, padding_mode="reflect")
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, padding", [(40, 3, 1, 5), (3, 2, 200, 0), (5, 1, 50, 7)])
+def test_wide_kernels_and_borders_take_the_gather_kernel(kernel, stride, dilation, padding):
+    rng = np.random.default_rng(kernel)
+    x = rng.standard_normal((2, 3, 17)).astype(np.float32)
+    w = rng.standard_normal((3, 2, kernel)).astype(np.float32)
+    b = rng.standard_normal(2).astype(np.float32)
+    actual = ops.conv_transpose1d(x, w, b, stride=stride, padding=padding, dilation=dilation)
+    assert_close(actual, conv_transpose_nd(x, w, b, stride, padding, 0, 1, dilation), 3 * kernel)

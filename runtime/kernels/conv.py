@@ -29,6 +29,7 @@ from .elementwise import SCALAR_OPS
 
 
 MAX_UNROLLED_TAPS = 32  # wider rows of taps use a runtime kw loop instead of unrolled code
+MAX_EDGE_VECTORS = 8  # compile-time edge vectors per row side; wider borders take the row path
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,9 @@ def choose_tiling(geo: ConvGeometry, host: HostTarget, dtype: str) -> Tiling | N
     register spills (measured on znver3: 4x3 ran at 39 GFLOP/s on resnet_1x1, 4x2 at 62)."""
     lanes = host.vector_bits // (32 if dtype == "f32" else 64)
     if geo.w.stride > 2 or geo.w.out < lanes or geo.w.kernel > MAX_UNROLLED_TAPS:
+        return None
+    start, stop = geo.w.interior()
+    if max(start, geo.w.out - stop) > MAX_EDGE_VECTORS * lanes:
         return None
     registers = 32 if host.vector_bits == 512 else 16
     channels = min(4, geo.cout_g)

@@ -9,6 +9,10 @@ bulk tiles where every tap reads inside the input, compile-time edge vectors els
 accumulating over (input channel, kd, kh) for the rows whose input exists; the finished lanes
 are stored to their outputs ph + stride*q. No zero-inserted copy of the input is made, and no
 FMA multiplies an inserted zero.
+
+Where those compile-time structures would grow with the sizes (more than MAX_UNROLLED_TAPS
+taps or phases, or borders wider than MAX_EDGE_VECTORS vectors), a gather kernel runs instead: each
+input row adds w * x into the outputs i*stride + shift, a progression computed at run time.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from convc.types import TensorType
 
 from ..codegen import Kernel, i64
 from ..jit import host_target
-from .conv import Axis, ConvGeometry, _activate_row, _divmod, _out_row, gather_vector
+from .conv import (MAX_EDGE_VECTORS, MAX_UNROLLED_TAPS, Axis, ConvGeometry, _activate_row, _divmod, _out_row,
+                   gather_vector)
 
 
 def transpose_geometry(attrs: dict[str, Any], in_types: list[TensorType], out: TensorType, op: str) -> ConvGeometry:
@@ -62,11 +67,14 @@ def row_phases(axis: Axis) -> list[Phase]:
     return phases
 
 
-def phase_cover(phase: Phase, size: int, lanes: int, vectors: int) -> tuple[int, int, int, list[int]]:
-    """Like conv.row_cover for one phase: (bulk start, bulk tiles, rest vectors, edge positions);
-    an edge position may leave lanes past the phase's end, which are not stored."""
+def phase_cover(phase: Phase, size: int, lanes: int, vectors: int) -> tuple[int, int, int, list[int]] | None:
+    """Like conv.row_cover for one phase: (bulk start, bulk tiles, rest vectors, edge positions),
+    or None where the borders would need more than MAX_EDGE_VECTORS edge vectors a side; an edge
+    position may leave lanes past the phase's end, which are not stored."""
     start, stop = phase.interior(size)
     full = (stop - start) // lanes
+    if max(start, phase.count - start - full * lanes) > MAX_EDGE_VECTORS * lanes:
+        return None
     tiles, rest = divmod(full, vectors)
     last = max(0, phase.count - lanes)
     edges = [min(p, last) for p in range(0, start, lanes)]
@@ -114,7 +122,14 @@ def emit_conv_transpose(module: ir.Module, name: str, attrs: dict[str, Any], in_
     registers = 32 if host.vector_bits == 512 else 16
     channels = min(4, geo.cout_g)
     vectors = max(1, min(4, registers // 2 // channels))
+    if max(geo.w.kernel, geo.w.stride) > MAX_UNROLLED_TAPS:
+        _emit_gather(k, geo)
+        return k.finish()
     phases = row_phases(geo.w)
+    covers = [phase_cover(phase, geo.w.size, lanes, vectors) for phase in phases]
+    if any(cover is None for cover in covers):
+        _emit_gather(k, geo)
+        return k.finish()
     blocks, tail = divmod(geo.cout_g, channels)
     with k.outer_loop(geo.batch * geo.groups * geo.d.out * geo.h.out, "row") as row:
         ng_od, oh = _divmod(k, row, geo.h.out)
@@ -126,8 +141,7 @@ def emit_conv_transpose(module: ir.Module, name: str, attrs: dict[str, Any], in_
             with k.loop(0, count, "block") as block:
                 co_local = k.add(first, k.mul(block, count_r))
                 tile = _PhaseTiles(k, geo, n, group, co_local, count_r, lanes, od, oh)
-                for phase in phases:
-                    start, main_tiles, rest, edges = phase_cover(phase, geo.w.size, lanes, vectors)
+                for phase, (start, main_tiles, rest, edges) in zip(phases, covers):
                     for chunk in range(0, len(edges), vectors):
                         tile.emit(phase, edges[chunk:chunk + vectors], None)
                     with k.loop(0, main_tiles, "tile") as index:
@@ -217,3 +231,55 @@ class _PhaseTiles:
                         for r in range(channels):
                             for t in range(len(offsets)):
                                 b.store(acc[r][t], slots[r][t])
+
+
+def _ceil_div(k: Kernel, numerator: ir.Value, divisor: int) -> ir.Value:
+    """ceil(numerator / divisor) for a signed numerator and a positive divisor."""
+    b = k.builder
+    quotient = b.sdiv(numerator, i64(divisor))
+    return b.add(quotient, b.zext(b.icmp_signed(">", b.srem(numerator, i64(divisor)), i64(0)), quotient.type))
+
+
+def _emit_gather(k: Kernel, geo: ConvGeometry) -> None:
+    """Per (batch, out channel) output row: every (input channel, kd, kh) input row whose taps
+    reach it adds w[kw] * x[i] into out[i*stride + kw*dilation - pad_lo], all loops at run time."""
+    b = k.builder
+    axis, cin_g = geo.w, geo.c_in // geo.groups
+    with k.outer_loop(geo.batch * geo.c_out, "nco") as nco:
+        n, co = _divmod(k, nco, geo.c_out)
+        group, co_local = _divmod(k, co, geo.cout_g)
+        bias = k.load(k.args[3], co) if geo.has_bias else k.const(0.0)
+        with k.loop(0, geo.d.out, "od") as od, k.loop(0, geo.h.out, "oh") as oh:
+            row = _out_row(k, geo, n, co, od, oh)
+            with k.loop(0, axis.out, "fill") as o:
+                k.store(bias, row, o)
+            with k.loop(0, cin_g, "ci") as ci_local:
+                ci = k.add(k.mul(group, cin_g), ci_local)
+                x_channel = k.mul(k.add(k.mul(n, geo.c_in), ci), geo.in_plane)
+                w_channel = k.mul(k.add(k.mul(ci, geo.cout_g), co_local), geo.k_plane)
+                with k.loop(0, geo.d.kernel, "kd") as kd:
+                    id_, valid_d = _source_row(k, geo.d, od, kd)
+                    with _When(b, valid_d), k.loop(0, geo.h.kernel, "kh") as kh:
+                        ih, valid_h = _source_row(k, geo.h, oh, kh)
+                        with _When(b, valid_h):
+                            x_row = k.offset(k.args[1], k.add(x_channel, k.mul(id_, geo.h.size * axis.size),
+                                                              k.mul(ih, axis.size)))
+                            w_row = k.offset(k.args[2], k.add(w_channel, k.mul(k.add(k.mul(kd, geo.h.kernel), kh),
+                                                                               axis.kernel)))
+                            with k.loop(0, axis.kernel, "kw") as kw:
+                                shift = k.add(k.mul(kw, axis.dilation), -axis.pad_lo)
+                                first = _max(k, _ceil_div(k, b.neg(shift), axis.stride), i64(0))
+                                end = _min(k, _ceil_div(k, b.sub(i64(axis.out), shift), axis.stride), i64(axis.size))
+                                weight = k.load(w_row, kw)
+                                with k.loop(first, end, "i") as i:
+                                    o = k.add(k.mul(i, axis.stride), shift)
+                                    k.store(k.fma(weight, k.load(x_row, i), k.load(row, o)), row, o)
+            _activate_row(k, geo, row)
+
+
+def _max(k: Kernel, a: ir.Value, b: ir.Value) -> ir.Value:
+    return k.builder.select(k.builder.icmp_signed(">", a, b), a, b)
+
+
+def _min(k: Kernel, a: ir.Value, b: ir.Value) -> ir.Value:
+    return k.builder.select(k.builder.icmp_signed("<", a, b), a, b)

@@ -1,4 +1,5 @@
-"""Kernel emitter for adaptive_avg_pool1d: torch's bins as compile-time tables, one row per (n, c)."""
+"""Kernel emitter for adaptive_avg_pool1d: torch's bins [floor(i*L/O), ceil((i+1)*L/O)) computed
+in integer arithmetic, one row per (n, c)."""
 from __future__ import annotations
 
 import math
@@ -6,10 +7,9 @@ from typing import Any
 
 import llvmlite.ir as ir
 
-from convc.op_pad_pool import pool_bins
 from convc.types import TensorType
 
-from ..codegen import I64, Kernel, i64
+from ..codegen import Kernel, i64
 
 
 def emit_adaptive_avg_pool1d(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
@@ -19,18 +19,13 @@ def emit_adaptive_avg_pool1d(module: ir.Module, name: str, attrs: dict[str, Any]
     if out_type.size == 0:
         return k.finish()
     length, size = x.shape[-1], attrs["output_size"]
-    bins = pool_bins(length, size)
-    array = ir.ArrayType(I64, 2 * size)
-    table = ir.GlobalVariable(module, array, f"{name}.bins")
-    table.initializer = ir.Constant(array, [v for pair in bins for v in pair])
-    table.global_constant, table.linkage = True, "internal"
     b = k.builder
     with k.outer_loop(math.prod(x.shape[:-1]), "row") as row:
         x_row = k.offset(k.args[1], k.mul(row, length))
         out_row = k.offset(k.args[0], k.mul(row, size))
         with k.loop(0, size, "bin") as index:
-            start = b.load(b.gep(table, [i64(0), b.mul(index, i64(2))], inbounds=True))
-            end = b.load(b.gep(table, [i64(0), b.add(b.mul(index, i64(2)), i64(1))], inbounds=True))
+            start = b.udiv(b.mul(index, i64(length)), i64(size))
+            end = b.udiv(b.add(b.mul(b.add(index, i64(1)), i64(length)), i64(size - 1)), i64(size))
             total = k.alloca(k.ftype, "total")
             b.store(k.const(0.0), total)
             with k.loop(start, end, "i") as i:
