@@ -80,7 +80,8 @@ def record(op: str, operands: list[Any], attrs: dict[str, Any]) -> Tensor:
                 raise ConvcError(f"{op}: {arg_name} is a Tensor of another trace")
             names.append(operand.name)
         else:
-            names.append(graph.add_const(as_float_array(op, arg_name, operand)))
+            # a snapshot: changing the array later does not change the traced graph
+            names.append(graph.add_const(np.array(as_float_array(op, arg_name, operand), copy=True)))
     node_type = opdef.infer([graph.type_of(n) for n in names], attrs)
     return Tensor(graph, graph.add_node(op, names, attrs, node_type))
 

@@ -114,3 +114,13 @@ def test_concurrent_python_threads_share_the_native_pool_safely():
     for thread in threads:
         thread.join()
     assert not failures
+
+
+def test_compiled_graphs_keep_the_weights_they_were_traced_with():
+    m = nn.Conv1d(1, 1, 1, bias=False)
+    m.weight[...] = 2.0
+    x = np.ones((1, 1, 3), np.float32)
+    compiled = convc.compile(m, x)
+    m.weight[...] = 5.0
+    np.testing.assert_array_equal(compiled(x), np.full((1, 1, 3), 2.0, np.float32))
+    np.testing.assert_array_equal(m(x), np.full((1, 1, 3), 5.0, np.float32))
