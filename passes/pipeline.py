@@ -105,12 +105,13 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = ())
     2: plus the fusions."""
     from .canonicalize_padding import CanonicalizePadding
     from .dead_code import DeadCodeElimination
-    from .shape_inference import ShapeInference
+    from .fuse_broadcast import FuseBroadcast
     from .fuse_epilogue import FuseEpilogue
+    from .shape_inference import ShapeInference
 
     passes: list[Pass] = [ShapeInference(), CanonicalizePadding()]
     if opt_level >= 1:
         passes.append(DeadCodeElimination())
     if opt_level >= 2:
-        passes += [FuseEpilogue(), DeadCodeElimination()]
+        passes += [FuseBroadcast(), FuseEpilogue(), DeadCodeElimination()]
     return Pipeline(passes, instruments)

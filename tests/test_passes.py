@@ -111,7 +111,7 @@ def test_dump_all_prints_the_ir_after_each_pass(capsys):
     fn, _, _ = _model()
     convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), dump="all")
     printed = capsys.readouterr().out
-    for name in ("shape_inference", "canonicalize_padding", "dead_code", "fuse_epilogue"):
+    for name in ("shape_inference", "canonicalize_padding", "dead_code", "fuse_broadcast", "fuse_epilogue"):
         assert f"// ----- IR after {name} -----" in printed
 
 
@@ -185,5 +185,38 @@ def test_timing_instrument_records_every_pass():
     from convc.passes.pipeline import Timing
     timing = Timing()
     default_pipeline(2, [timing]).run(parse(CONV_RELU))
-    assert set(timing.seconds) == {"shape_inference", "canonicalize_padding", "dead_code", "fuse_epilogue"}
+    assert set(timing.seconds) == {"shape_inference", "canonicalize_padding", "dead_code", "fuse_broadcast",
+                                   "fuse_epilogue"}
     assert all(seconds >= 0 for seconds in timing.seconds.values())
+
+
+def test_broadcast_to_feeding_elementwise_ops_is_read_in_place():
+    from convc.passes.fuse_broadcast import FuseBroadcast
+    before = """
+graph @g(%x: f32[2,3,4], %b: f32[3,1]) {
+  %0 = broadcast_to(%b) {shape=[2,3,4]}
+  %1 = add(%x, %0)
+  %2 = mul(%0, %0)
+  %3 = broadcast_to(%b) {shape=[3,4]}
+  return %1, %2, %3
+}"""
+    after = """
+graph @g(%x: f32[2,3,4], %b: f32[3,1]) {
+  %0 = broadcast_to(%b) {shape=[2,3,4]} : f32[2,3,4]
+  %1 = add(%x, %b) : f32[2,3,4]
+  %2 = mul(%b, %0) : f32[2,3,4]
+  %3 = broadcast_to(%b) {shape=[3,4]} : f32[3,4]
+  return %1, %2, %3
+}"""
+    # in mul one operand can read b in place, not both (mul(b, b) would be [3,1]);
+    # a broadcast_to that is a graph output stays
+    assert run_passes(before, FuseBroadcast(), DeadCodeElimination()) == parse(after)
+
+
+def test_broadcast_fusion_computes_the_same():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((3, 1)).astype(np.float32)
+    fn = lambda x, b: ops.sub(ops.broadcast_to(b, (2, 3, 4)), x)  # noqa: E731
+    compiled = convc.compile(fn, x, b)
+    assert [n.op for n in compiled.graph.op_nodes()] == ["sub"]
+    np.testing.assert_array_equal(compiled(x, b), np.broadcast_to(b, (2, 3, 4)) - x)
