@@ -112,6 +112,27 @@ class Tiling:
     lanes: int
 
 
+@dataclass(frozen=True)
+class TileOperands:
+    """Where register tiles read and write: base pointers, the output row of (co, od, oh), and the
+    weight layout as element strides between out channels, in-group channels and taps (taps are
+    (kd, kh, kw) flattened). The conv kernel's own: out/x/w/bias arguments, torch's layout."""
+
+    x: ir.Value
+    w: ir.Value
+    bias: ir.Value | None
+    out_row: Callable[[ir.Value, ir.Value, ir.Value], ir.Value]
+    co_stride: int
+    ci_stride: int
+    tap_stride: int
+
+
+def conv_operands(k: Kernel, geo: ConvGeometry, n: ir.Value) -> TileOperands:
+    return TileOperands(k.args[1], k.args[2], k.args[3] if geo.has_bias else None,
+                        lambda co, od, oh: _out_row(k, geo, n, co, od, oh),
+                        geo.cin_g * geo.k_plane, geo.k_plane, 1)
+
+
 def choose_tiling(geo: ConvGeometry, host: HostTarget, dtype: str) -> Tiling | None:
     """The register tile for this conv on this host, or None where the row code is the better fit
     (strides above 2 along the row, or rows narrower than one vector).
@@ -176,13 +197,13 @@ def _tap_plane(k: Kernel, mode: str, axis: Axis, index: ir.Value, body: Callable
 
 
 def _for_taps(k: Kernel, geo: ConvGeometry, x_base: ir.Value, w_base: ir.Value, od: ir.Value, oh: ir.Value,
-              body: Callable[[ir.Value, ir.Value], None]) -> None:
+              body: Callable[[ir.Value, ir.Value], None], ci_stride: int, tap_stride: int) -> None:
     """For every input channel of the group and (kd, kh) tap whose input row exists, call
     body(x_row_offset, w_tap_offset) with offsets of the input row and of the kw=0 weight."""
     d, h = geo.d, geo.h
     with k.loop(0, geo.cin_g, "ci") as ci:
         x_c = k.add(x_base, k.mul(ci, geo.in_plane))
-        w_c = k.add(w_base, k.mul(ci, geo.k_plane))
+        w_c = k.add(w_base, k.mul(ci, ci_stride))
         with k.loop(0, d.kernel, "kd") as kd:
             id_ = k.add(k.mul(od, d.stride), k.mul(kd, d.dilation), -d.pad_lo)
 
@@ -191,7 +212,7 @@ def _for_taps(k: Kernel, geo: ConvGeometry, x_base: ir.Value, w_base: ir.Value, 
                     ih = k.add(k.mul(oh, h.stride), k.mul(kh, h.dilation), -h.pad_lo)
                     _tap_plane(k, geo.mode, h, ih, lambda ih_m: body(
                         k.add(x_c, k.mul(id_m, h.size * geo.w.size), k.mul(ih_m, geo.w.size)),
-                        k.add(w_c, k.mul(k.add(k.mul(kd, h.kernel), kh), geo.w.kernel))))
+                        k.add(w_c, k.mul(k.add(k.mul(kd, h.kernel), kh), geo.w.kernel * tap_stride))))
             _tap_plane(k, geo.mode, d, id_, plane)
 
 
@@ -246,7 +267,7 @@ def _scalar_columns(k: Kernel, geo: ConvGeometry, n: ir.Value, group: ir.Value, 
     x_base = k.add(k.mul(n, geo.c_in * geo.in_plane), k.mul(group, geo.cin_g * geo.in_plane))
     _for_taps(k, geo, x_base, k.mul(co, geo.cin_g * geo.k_plane), od, oh,
               lambda x_off, w_off: _tap_row(k, geo, row, k.offset(k.args[1], x_off), k.offset(k.args[2], w_off),
-                                            segments))
+                                            segments), geo.k_plane, 1)
 
 
 def _activate_row(k: Kernel, geo: ConvGeometry, row: ir.Value) -> None:
@@ -288,31 +309,36 @@ def row_cover(axis: Axis, lanes: int, vectors: int) -> tuple[int, int, int, list
 
 
 def _emit_tiled(k: Kernel, geo: ConvGeometry, tiling: Tiling) -> None:
-    lanes, vectors = tiling.lanes, tiling.vectors
-    start, main_tiles, rest_vectors, edges = row_cover(geo.w, lanes, vectors)
-    blocks, tail = divmod(geo.cout_g, tiling.channels)
     # the output row is outside the channel blocks: its input rows stay in cache for all blocks
     with k.outer_loop(geo.batch * geo.groups * geo.d.out * geo.h.out, "row") as row:
         ng_od, oh = _divmod(k, row, geo.h.out)
         ng, od = _divmod(k, ng_od, geo.d.out)
         n, group = _divmod(k, ng, geo.groups)
-        for channels, first, count in ((tiling.channels, 0, blocks), (tail, blocks * tiling.channels, 1)):
-            if channels == 0 or count == 0:
-                continue
-            with k.loop(0, count, "block") as block:
-                co0 = k.add(k.mul(group, geo.cout_g), first, k.mul(block, channels))
-                tile = _TileContext(k, geo, n, group, co0, channels, lanes)
-                for chunk in range(0, len(edges), vectors):
-                    tile.emit(od, oh, edges[chunk:chunk + vectors], None)
-                with k.loop(0, main_tiles, "tile") as index:
-                    tile.emit(od, oh, [t * lanes for t in range(vectors)],
-                              k.add(start, k.mul(index, vectors * lanes)))
-                if rest_vectors:
-                    tile.emit(od, oh, [t * lanes for t in range(rest_vectors)],
-                              start + main_tiles * vectors * lanes)
-                if geo.activation:
-                    with k.loop(0, channels, "r") as r:
-                        _activate_row(k, geo, _out_row(k, geo, n, k.add(co0, r), od, oh))
+        tile_row(k, geo, tiling, n, group, od, oh, conv_operands(k, geo, n))
+
+
+def tile_row(k: Kernel, geo: ConvGeometry, tiling: Tiling, n: ir.Value, group: ir.Value, od: ir.Value,
+             oh: ir.Value, operands: TileOperands) -> None:
+    """Every output channel of `group` on output row (od, oh): register tiles over the row, then the
+    fused activation."""
+    lanes, vectors = tiling.lanes, tiling.vectors
+    start, main_tiles, rest_vectors, edges = row_cover(geo.w, lanes, vectors)
+    blocks, tail = divmod(geo.cout_g, tiling.channels)
+    for channels, first, count in ((tiling.channels, 0, blocks), (tail, blocks * tiling.channels, 1)):
+        if channels == 0 or count == 0:
+            continue
+        with k.loop(0, count, "block") as block:
+            co0 = k.add(k.mul(group, geo.cout_g), first, k.mul(block, channels))
+            tile = _TileContext(k, geo, n, group, co0, channels, lanes, operands)
+            for chunk in range(0, len(edges), vectors):
+                tile.emit(od, oh, edges[chunk:chunk + vectors], None)
+            with k.loop(0, main_tiles, "tile") as index:
+                tile.emit(od, oh, [t * lanes for t in range(vectors)], k.add(start, k.mul(index, vectors * lanes)))
+            if rest_vectors:
+                tile.emit(od, oh, [t * lanes for t in range(rest_vectors)], start + main_tiles * vectors * lanes)
+            if geo.activation:
+                with k.loop(0, channels, "r") as r:
+                    _activate_row(k, geo, operands.out_row(k.add(co0, r), od, oh))
 
 
 def map_index(index: int, size: int, mode: str) -> int | None:
@@ -356,10 +382,9 @@ class _TileContext:
     """Emits register tiles of `channels` output channels of one (batch, group, channel block)."""
 
     def __init__(self, k: Kernel, geo: ConvGeometry, n: ir.Value, group: ir.Value, co0: ir.Value,
-                 channels: int, lanes: int) -> None:
+                 channels: int, lanes: int, operands: TileOperands) -> None:
         self.k, self.geo, self.n, self.co0 = k, geo, n, co0
-        self.channels, self.lanes = channels, lanes
-        self.w_stride = geo.cin_g * geo.k_plane  # distance between neighbouring out channels' weights
+        self.channels, self.lanes, self.operands = channels, lanes, operands
         self.x_base = k.add(k.mul(n, geo.c_in * geo.in_plane), k.mul(group, geo.cin_g * geo.in_plane))
 
     def _edge_vector(self, x_row: ir.Value, first: int) -> ir.Value | None:
@@ -381,21 +406,21 @@ class _TileContext:
     def emit(self, od: ir.Value, oh: ir.Value, offsets: list[int], ow0: ir.Value | int | None) -> None:
         """One tile: vectors at ow0 + offsets (bulk: every tap in bounds), or, with ow0 None, at the
         compile-time columns `offsets` (edges: lanes outside the input padded by mode)."""
-        k, geo, lanes, channels = self.k, self.geo, self.lanes, self.channels
+        k, geo, lanes, channels, ops = self.k, self.geo, self.lanes, self.channels, self.operands
         b = k.builder
         vectors = len(offsets)
         slots = [[k.alloca(k.vector_type(lanes), f"acc{r}_{t}") for t in range(vectors)] for r in range(channels)]
         for r in range(channels):
-            bias = k.splat(_bias(k, geo, k.add(self.co0, r)), lanes)
+            bias = k.load(ops.bias, k.add(self.co0, r)) if ops.bias is not None else k.const(0.0)
             for t in range(vectors):
-                b.store(bias, slots[r][t])
+                b.store(k.splat(bias, lanes), slots[r][t])
 
         def taps(x_off: ir.Value, w_off: ir.Value) -> None:
-            w_tap = k.offset(k.args[2], w_off)
+            w_tap = k.offset(ops.w, w_off)
             if ow0 is None:
-                x_row = k.offset(k.args[1], x_off)
+                x_row = k.offset(ops.x, x_off)
             else:
-                x_row = k.offset(k.args[1], k.add(x_off, k.mul(ow0, geo.w.stride), -geo.w.pad_lo))
+                x_row = k.offset(ops.x, k.add(x_off, k.mul(ow0, geo.w.stride), -geo.w.pad_lo))
             acc = [[b.load(slots[r][t]) for t in range(vectors)] for r in range(channels)]
             for kw in range(geo.w.kernel):
                 shift = kw * geo.w.dilation
@@ -406,7 +431,7 @@ class _TileContext:
                 if all(v is None for v in inputs):
                     continue
                 for r in range(channels):
-                    weight = k.splat(k.load(w_tap, r * self.w_stride + kw), lanes)
+                    weight = k.splat(k.load(w_tap, r * ops.co_stride + kw * ops.tap_stride), lanes)
                     for t, value in enumerate(inputs):
                         if value is not None:
                             acc[r][t] = k.vfma(weight, value, acc[r][t])
@@ -414,8 +439,8 @@ class _TileContext:
                 for t in range(vectors):
                     b.store(acc[r][t], slots[r][t])
 
-        _for_taps(k, geo, self.x_base, k.mul(self.co0, self.w_stride), od, oh, taps)
+        _for_taps(k, geo, self.x_base, k.mul(self.co0, ops.co_stride), od, oh, taps, ops.ci_stride, ops.tap_stride)
         for r in range(channels):
-            row = _out_row(k, geo, self.n, k.add(self.co0, r), od, oh)
+            row = ops.out_row(k.add(self.co0, r), od, oh)
             for t, offset in enumerate(offsets):
                 k.vstore(b.load(slots[r][t]), row, offset if ow0 is None else k.add(ow0, offset))
