@@ -125,8 +125,8 @@ def _normalize_separable(strides: Any, padding: Any, data_format: str = "NHWC",
 
 def _infer_separable(types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
     op = "separable_conv2d"
-    dtype = same_dtype(op, types, ("input", "depthwise_filter", "pointwise_filter"))
-    x, dw, pw = types
+    dtype = same_dtype(op, types, ("input", "depthwise_filter", "pointwise_filter", "depthwise_bias", "bias"))
+    x, dw, pw = types[:3]
     if x.rank != 4:
         raise ConvcError(f"{op}: input must be 4-D, got shape {x.shape}")
     nhwc = attrs["data_format"] == "NHWC"
@@ -147,8 +147,16 @@ def _infer_separable(types: list[TensorType], attrs: dict[str, Any]) -> TensorTy
     oh = windowed_size(h, kh, sh, rh, lo[0], hi[0])
     ow = windowed_size(w, kw, sw, rw, lo[1], hi[1])
     f = pw.shape[3]
+    if len(types) not in (3, 5):
+        raise ConvcError(f"{op}: takes 3 operands, or 5 with depthwise_bias and bias, got {len(types)}")
+    if len(types) == 5 and (types[3].shape != (c * mult,) or types[4].shape != (f,)):
+        raise ConvcError(f"{op}: depthwise_bias must have shape ({c * mult},) and bias ({f},), got "
+                         f"{types[3].shape} and {types[4].shape}")
     return TensorType((n, oh, ow, f) if nhwc else (n, f, oh, ow), dtype)
 
 
-register(OpDef("separable_conv2d", ("input", "depthwise_filter", "pointwise_filter"),
-               normalize=_normalize_separable, infer=_infer_separable, traits=frozenset({"separable"})))
+# depthwise_bias and bias (and the attributes depthwise_activation, activation) are set only by
+# the depthwise + pointwise fusion pass; the public op takes the three tensors of TF's.
+register(OpDef("separable_conv2d", ("input", "depthwise_filter", "pointwise_filter", "depthwise_bias", "bias"),
+               normalize=_normalize_separable, infer=_infer_separable, min_operands=3,
+               traits=frozenset({"separable"})))

@@ -107,11 +107,12 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = ())
     from .dead_code import DeadCodeElimination
     from .fuse_broadcast import FuseBroadcast
     from .fuse_epilogue import FuseEpilogue
+    from .fuse_separable import FuseSeparable
     from .shape_inference import ShapeInference
 
     passes: list[Pass] = [ShapeInference(), CanonicalizePadding()]
     if opt_level >= 1:
         passes.append(DeadCodeElimination())
     if opt_level >= 2:
-        passes += [FuseBroadcast(), FuseEpilogue(), DeadCodeElimination()]
+        passes += [FuseBroadcast(), FuseEpilogue(), FuseSeparable(), DeadCodeElimination()]
     return Pipeline(passes, instruments)

@@ -111,7 +111,8 @@ def test_dump_all_prints_the_ir_after_each_pass(capsys):
     fn, _, _ = _model()
     convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), dump="all")
     printed = capsys.readouterr().out
-    for name in ("shape_inference", "canonicalize_padding", "dead_code", "fuse_broadcast", "fuse_epilogue"):
+    for name in ("shape_inference", "canonicalize_padding", "dead_code", "fuse_broadcast", "fuse_epilogue",
+                 "fuse_separable"):
         assert f"// ----- IR after {name} -----" in printed
 
 
@@ -186,7 +187,7 @@ def test_timing_instrument_records_every_pass():
     timing = Timing()
     default_pipeline(2, [timing]).run(parse(CONV_RELU))
     assert set(timing.seconds) == {"shape_inference", "canonicalize_padding", "dead_code", "fuse_broadcast",
-                                   "fuse_epilogue"}
+                                   "fuse_epilogue", "fuse_separable"}
     assert all(seconds >= 0 for seconds in timing.seconds.values())
 
 
@@ -220,3 +221,70 @@ def test_broadcast_fusion_computes_the_same():
     compiled = convc.compile(fn, x, b)
     assert [n.op for n in compiled.graph.op_nodes()] == ["sub"]
     np.testing.assert_array_equal(compiled(x, b), np.broadcast_to(b, (2, 3, 4)) - x)
+
+
+def _mobile_block(channels, filters, multiplier=1, stride=1, dilation=1, bias=True):
+    nn.manual_seed(11)
+    return nn.Sequential(nn.Conv2d(channels, channels * multiplier, 3, stride=stride, padding=dilation,
+                                   dilation=dilation, groups=channels, bias=bias),
+                         nn.ReLU6(), nn.Conv2d(channels * multiplier, filters, 1, bias=bias), nn.ReLU())
+
+
+@pytest.mark.parametrize("multiplier, stride, dilation, bias", [(1, 1, 1, True), (2, 2, 1, False), (1, 1, 2, True)])
+def test_depthwise_then_pointwise_fuses_into_one_separable_node(multiplier, stride, dilation, bias):
+    model = _mobile_block(4, 6, multiplier, stride, dilation, bias)
+    x = np.random.default_rng(0).standard_normal((2, 4, 40, 36)).astype(np.float32)
+    compiled = convc.compile(model, x)
+    (node,) = compiled.graph.op_nodes()
+    assert node.op == "separable_conv2d" and node.attrs["data_format"] == "NCHW"
+    assert node.attrs["depthwise_activation"] == "relu6" and node.attrs["activation"] == "relu"
+    assert [compiled.graph.type_of(o).shape for o in node.operands[1:]] == [
+        (3, 3, 4, multiplier), (1, 1, 4 * multiplier, 6), (4 * multiplier,), (6,)]
+    assert_close(compiled(x), convc.compile(model, x, opt_level=0)(x), 36 * multiplier)
+
+
+def test_depthwise_pointwise_fusion_as_ir_text():
+    from convc.passes.fuse_separable import FuseSeparable
+    before = """
+graph @g(%x: f32[1,2,5,20]) {
+  %wd = const f32[2,1,3,3]
+  %wp = const f32[3,2,1,1]
+  %0 = conv2d(%x, %wd) {stride=[1,1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,1], groups=2, padding_mode="zeros"}
+  %1 = conv2d(%0, %wp) {stride=[1,1], pad_lo=[0,0], pad_hi=[0,0], dilation=[1,1], groups=1, padding_mode="zeros"}
+  return %1
+}"""
+    after = """
+graph @g(%x: f32[1,2,5,20]) {
+  %c0 = const f32[3,3,2,1]
+  %c1 = const f32[1,1,2,3]
+  %c2 = const f32[2]
+  %c3 = const f32[3]
+  %2 = separable_conv2d(%x, %c0, %c1, %c2, %c3) {strides=[1,1], data_format="NCHW", dilations=[1,1], pad_lo=[1,1], pad_hi=[1,1]} : f32[1,3,5,20]
+  return %2
+}"""
+    rng = np.random.default_rng(0)
+    weights = {"wd": rng.standard_normal((2, 1, 3, 3)).astype(np.float32),
+               "wp": rng.standard_normal((3, 2, 1, 1)).astype(np.float32)}
+    result = Pipeline([ShapeInference(), FuseSeparable(), DeadCodeElimination()]).run(parse(before, weights))
+    assert result == parse(after)
+    fused = {n.type.shape: n.value for n in result.consts()}
+    np.testing.assert_array_equal(fused[(3, 3, 2, 1)][:, :, 1, 0], weights["wd"][1, 0])
+    np.testing.assert_array_equal(fused[(1, 1, 2, 3)][0, 0], weights["wp"][:, :, 0, 0].T)
+
+
+def test_no_fusion_where_it_would_not_pay_or_not_apply():
+    x = np.random.default_rng(1).standard_normal((1, 4, 12, 10)).astype(np.float32)
+    narrow = convc.compile(_mobile_block(4, 6), x)  # rows of 10 outputs: the per-pixel kernel would be slower
+    assert [n.op for n in narrow.graph.op_nodes()] == ["conv2d", "conv2d"]
+    wide = np.random.default_rng(2).standard_normal((1, 4, 12, 32)).astype(np.float32)
+    block = _mobile_block(4, 6)
+    plain = convc.compile(lambda a: block[2](block[0](a)), wide)
+    assert [n.op for n in plain.graph.op_nodes()] == ["separable_conv2d"]
+    def depthwise_also_returned(a):
+        middle = block[0](a)
+        return block[2](middle), middle
+    twice = convc.compile(depthwise_also_returned, wide)
+    assert [n.op for n in twice.graph.op_nodes()] == ["conv2d", "conv2d"]
+    weights_as_inputs = convc.compile(lambda a, w: ops.conv2d(ops.conv2d(a, w, padding=1, groups=4), block[2].weight),
+                                      wide, block[0].weight)
+    assert [n.op for n in weights_as_inputs.graph.op_nodes()] == ["conv2d", "conv2d"]

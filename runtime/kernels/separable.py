@@ -1,7 +1,15 @@
-"""Kernel emitter for separable_conv2d (TF: depthwise then pointwise), fused: per output pixel the
-depthwise result (C*M values) is computed into a stack buffer and consumed at once by the
-pointwise product, so the intermediate tensor never exists in memory. NHWC and NCHW share the
-code through compile-time element strides."""
+"""Kernel emitter for separable_conv2d (TF: depthwise then pointwise), fused so that the
+intermediate tensor never exists in memory.
+
+- NCHW with rows at least a vector wide (the form the depthwise + pointwise fusion pass makes):
+  per output row, the depthwise row of every channel is computed by the conv register tiles
+  into a stack buffer (C*M x OW values, in L1), then the pointwise product runs as register
+  tiles of a 1x1 conv over that buffer.
+- Otherwise (NHWC, narrow rows): per output pixel, the depthwise vector (C*M values) goes to a
+  stack buffer and is consumed at once by the pointwise product; NHWC and NCHW share this code
+  through compile-time element strides.
+Optional operands depthwise_bias and bias, and the attributes depthwise_activation (applied to
+the depthwise result) and activation (to the output), come from the fusion pass."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,9 +20,12 @@ from convc.op_tf import separable_pads
 from convc.types import TensorType
 
 from ..codegen import Kernel
-from .conv import _divmod
+from ..jit import host_target
+from .conv import Axis, ConvGeometry, TileOperands, _divmod, choose_tiling, tile_row
+from .elementwise import SCALAR_OPS
 
 MAX_STACK_VALUES = 1 << 16  # C*M + F scratch values per thread, on the stack
+MAX_ROW_BUFFER = 1 << 15  # C*M x OW depthwise values of one output row for the tiled path
 
 
 def _strides(shape: tuple[int, ...], nhwc: bool) -> tuple[int, int, int, int]:
@@ -28,9 +39,13 @@ def _strides(shape: tuple[int, ...], nhwc: bool) -> tuple[int, int, int, int]:
 
 def emit_separable_conv2d(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
                           out_type: TensorType) -> Kernel:
-    x, depthwise, pointwise = in_types
-    k = Kernel(module, name, out_type.dtype, 4, ("out", "x", "depthwise", "pointwise"))
+    x, depthwise, pointwise = in_types[:3]
+    has_bias = len(in_types) == 5
+    k = Kernel(module, name, out_type.dtype, 6 if has_bias else 4,
+               ("out", "x", "depthwise", "pointwise", "depthwise_bias", "bias"))
     if out_type.size == 0:
+        return k.finish()
+    if attrs["data_format"] == "NCHW" and _emit_tiled_nchw(k, attrs, in_types, out_type):
         return k.finish()
     nhwc = attrs["data_format"] == "NHWC"
     batch = x.shape[0]
@@ -45,7 +60,9 @@ def emit_separable_conv2d(module: ir.Module, name: str, attrs: dict[str, Any], i
     lo, _ = separable_pads(attrs, x.shape, (kh, kw))
     xs, os_ = _strides(x.shape, nhwc), _strides(out_type.shape, nhwc)
     b = k.builder
-    out_ptr, x_ptr, dw_ptr, pw_ptr = k.args
+    out_ptr, x_ptr, dw_ptr, pw_ptr = k.args[:4]
+    middle_activation = SCALAR_OPS.get(attrs.get("depthwise_activation"))
+    activation = SCALAR_OPS.get(attrs.get("activation"))
     middle = k.alloca(ir.ArrayType(k.ftype, channels * mult), "depthwise_pixel")
     middle = b.bitcast(middle, k.ftype.as_pointer())
     acc = b.bitcast(k.alloca(ir.ArrayType(k.ftype, filters), "pointwise_pixel"), k.ftype.as_pointer())
@@ -69,8 +86,13 @@ def emit_separable_conv2d(module: ir.Module, name: str, attrs: dict[str, Any], i
                             for m in range(mult):
                                 index = k.add(k.mul(c, mult), m)
                                 k.store(k.fma(value, k.load(taps, index), k.load(middle, index)), middle, index)
+            if has_bias or middle_activation:
+                with k.loop(0, channels * mult, "dw_epilogue") as cm:
+                    value = k.load(middle, cm)
+                    value = b.fadd(value, k.load(k.args[4], cm)) if has_bias else value
+                    k.store(middle_activation(k, [value]) if middle_activation else value, middle, cm)
             with k.loop(0, filters, "zero") as f:
-                k.store(zero, acc, f)
+                k.store(k.load(k.args[5], f) if has_bias else zero, acc, f)
             with k.loop(0, channels * mult, "cm") as cm:
                 value = k.load(middle, cm)
                 weights = k.offset(pw_ptr, k.mul(cm, filters))
@@ -78,5 +100,44 @@ def emit_separable_conv2d(module: ir.Module, name: str, attrs: dict[str, Any], i
                     k.store(k.fma(value, k.load(weights, f), k.load(acc, f)), acc, f)
             target = k.offset(out_ptr, k.add(k.mul(n, os_[0]), k.mul(oy, os_[1]), k.mul(ox, os_[2])))
             with k.loop(0, filters, "store") as f:
-                k.store(k.load(acc, f), target, k.mul(f, os_[3]))
+                value = k.load(acc, f)
+                k.store(activation(k, [value]) if activation else value, target, k.mul(f, os_[3]))
     return k.finish()
+
+
+def _emit_tiled_nchw(k: Kernel, attrs: dict[str, Any], in_types: list[TensorType], out_type: TensorType) -> bool:
+    """The register-tiled NCHW path (see the module docstring); False where it does not apply."""
+    x, depthwise, pointwise = in_types[:3]
+    has_bias = len(in_types) == 5
+    batch, channels, height, width = x.shape
+    kh, kw, _, mult = depthwise.shape
+    filters, out_h, out_w = pointwise.shape[3], out_type.shape[2], out_type.shape[3]
+    (sh, sw), (rh, rw) = attrs["strides"], attrs["dilations"]
+    lo, _ = separable_pads(attrs, x.shape, (kh, kw))
+    trivial = Axis(1, 1, 1, 1, 1, 0)
+    depthwise_geo = ConvGeometry(batch, channels, channels * mult, channels, trivial,
+                                 Axis(height, out_h, kh, sh, rh, lo[0]), Axis(width, out_w, kw, sw, rw, lo[1]),
+                                 "zeros", has_bias, attrs.get("depthwise_activation"))
+    pointwise_geo = ConvGeometry(1, channels * mult, filters, 1, trivial, trivial, Axis(out_w, out_w, 1, 1, 1, 0),
+                                 "zeros", has_bias, attrs.get("activation"))
+    host = host_target()
+    depthwise_tiles = choose_tiling(depthwise_geo, host, out_type.dtype)
+    pointwise_tiles = choose_tiling(pointwise_geo, host, out_type.dtype)
+    if depthwise_tiles is None or pointwise_tiles is None or channels * mult * out_w > MAX_ROW_BUFFER:
+        return False
+    buffer = k.builder.bitcast(k.alloca(ir.ArrayType(k.ftype, channels * mult * out_w), "depthwise_row"),
+                               k.ftype.as_pointer())
+    zero = k.add(0)
+    with k.outer_loop(batch * out_h, "row") as row:
+        n, oh = _divmod(k, row, out_h)
+        into_buffer = TileOperands(k.args[1], k.args[2], k.args[4] if has_bias else None,
+                                   lambda cm, od, oh_: k.offset(buffer, k.mul(cm, out_w)),
+                                   co_stride=1, ci_stride=0, tap_stride=channels * mult)
+        with k.loop(0, channels, "c") as c:
+            tile_row(k, depthwise_geo, depthwise_tiles, n, c, zero, oh, into_buffer)
+        out_rows = TileOperands(buffer, k.args[3], k.args[5] if has_bias else None,
+                                lambda f, od, oh_: k.offset(k.args[0], k.mul(k.add(k.mul(k.add(k.mul(n, filters), f),
+                                                                                         out_h), oh), out_w)),
+                                co_stride=1, ci_stride=filters, tap_stride=0)
+        tile_row(k, pointwise_geo, pointwise_tiles, zero, zero, zero, zero, out_rows)
+    return True
