@@ -119,15 +119,15 @@ window = st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 2))  # s
 
 
 @st.composite
-def separable_cases(draw):
-    data_format = draw(st.sampled_from(["NHWC", "NCHW"]))
+def separable_cases(draw, data_formats=("NHWC", "NCHW"), min_cols=1):
+    data_format = draw(st.sampled_from(data_formats))
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     channels, mult, filters = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 5))
     stride = draw(st.integers(1, 3))
     dilations = [1, 1] if stride > 1 else [draw(st.integers(1, 2)), draw(st.integers(1, 2))]
     padding = draw(st.sampled_from(["SAME", "VALID"]))
     rows = draw(st.integers(dilations[0] * (kh - 1) + 1, 9))
-    cols = draw(st.integers(dilations[1] * (kw - 1) + 1, 9))
+    cols = draw(st.integers(max(min_cols, dilations[1] * (kw - 1) + 1), max(9, min_cols + 12)))
     batch = draw(st.integers(1, 2))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))

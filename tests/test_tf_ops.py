@@ -58,6 +58,14 @@ def test_separable_conv2d_matches_reference(case):
     reference.assert_close(actual, expected, depthwise.size + pointwise.size)
 
 
+@given(separable_cases(data_formats=("NCHW",), min_cols=20))
+def test_wide_nchw_rows_take_the_register_tiled_separable_path(case):
+    x, depthwise, pointwise, strides, padding, data_format, dilations = case
+    actual = ops.separable_conv2d(x, depthwise, pointwise, strides, padding, data_format, dilations)
+    expected = reference.separable_conv2d(x, depthwise, pointwise, strides, padding, data_format, dilations)
+    reference.assert_close(actual, expected, depthwise.size + pointwise.size)
+
+
 @pytest.mark.parametrize("kwargs, pattern", [
     (dict(strides=[1, 2, 2, 1], dilations=[2, 2]), "cannot be combined with dilations"),
     (dict(strides=[1, 2, 1, 1]), "must be equal along rows and columns"),
