@@ -1,6 +1,7 @@
 """Reads the textual IR back into a Graph (the inverse of convc.printer)."""
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -48,8 +49,10 @@ def _value(tokens: list[str], where: str) -> Any:
         tokens.pop(0)
         return tuple(items)
     if token.startswith('"'):
-        import json
-        return json.loads(token)
+        try:
+            return json.loads(token)
+        except ValueError:
+            raise ConvcError(f"parse: {where}: malformed string {token!r}") from None
     keywords = {"true": True, "false": False, "none": None, "inf": float("inf"), "-inf": float("-inf"),
                 "nan": float("nan")}
     if token in keywords:

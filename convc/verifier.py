@@ -5,6 +5,7 @@ import networkx as nx
 
 from .errors import ConvcError
 from .ir import Graph
+from .attributes import check_attributes
 from .registry import get_op
 
 
@@ -34,6 +35,7 @@ def verify(graph: Graph) -> None:
         if not opdef.required_operands <= len(node.operands) <= len(opdef.operand_names):
             raise ConvcError(f"{where}: %{node.name} = {node.op} has {len(node.operands)} operands, expected "
                              f"{opdef.required_operands} to {len(opdef.operand_names)}")
+        check_attributes(node.op, node.attrs)
         if set(node.operands) != set(graph.dag.predecessors(node.name)):
             raise ConvcError(f"{where}: %{node.name}: operands and graph edges disagree")
         expected = opdef.infer([graph.type_of(o) for o in node.operands], node.attrs)

@@ -105,3 +105,42 @@ def test_rewrites_keep_edges_and_operands_in_step():
     verify(graph)
     with pytest.raises(ConvcError, match="still used"):
         graph.remove("0")
+
+
+@given(st.text(max_size=200))
+def test_parse_of_arbitrary_text_raises_only_convc_errors(text):
+    try:
+        parse(text)
+    except ConvcError:
+        pass
+
+
+@given(st.integers(0, len(BLOCK) - 1), st.integers(0, len(BLOCK)), st.text(max_size=12))
+def test_parse_of_damaged_ir_raises_only_convc_errors(start, end, insert):
+    damaged = BLOCK[:start] + insert + BLOCK[max(start, end):]
+    try:
+        graph = parse(damaged)
+    except ConvcError:
+        return
+    try:
+        verify(graph)
+    except ConvcError:
+        pass
+
+
+@pytest.mark.parametrize("attrs, pattern", [
+    ("stride=[0,1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,1], groups=32", r"stride=\(0, 1\) must be positive"),
+    ("stride=[1,1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,-2], groups=32", "dilation=.* must be positive"),
+    ("stride=[1,1], pad_lo=[1,1], pad_hi=[-1,1], dilation=[1,1], groups=32", r"pad_hi=\(-1, 1\) must be >= 0"),
+    ("stride=[1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,1], groups=32", "stride=.* must have 2 elements"),
+    ("stride=[1,1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,1]", r"missing attribute\(s\) \['groups'\]"),
+    ("stride=[1,1], dilation=[1,1], groups=32", "needs the attributes"),
+    ("stride=[1,1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,1], groups=32, speed=9", "unknown attribute speed=9"),
+    ("stride=[1,1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,1], groups=32, activation=\"gelu\"", "activation='gelu'"),
+])
+def test_malformed_attributes_in_ir_text_are_rejected_before_any_kernel(attrs, pattern):
+    text = BLOCK.replace('stride=[1,1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,1], groups=32, padding_mode="zeros"',
+                         attrs)
+    graph = parse(text, consts={"w0": np.zeros((32, 1, 3, 3), np.float32)})
+    with pytest.raises(ConvcError, match=pattern):
+        convc.compile(graph)
