@@ -12,11 +12,12 @@ from .errors import ConvcError
 from .ir import Graph, Node
 from .parser import parse
 from .tracing import Tensor, trace
+from .torch_import import from_torch
 from .types import TensorType
 from .verifier import verify
 from . import ops  # noqa: E402
 from . import nn  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Compiled", "ConvcError", "Graph", "Node", "Tensor", "TensorType", "compile", "nn", "ops",
-           "parse", "trace", "verify"]
+__all__ = ["Compiled", "ConvcError", "Graph", "Node", "Tensor", "TensorType", "compile", "from_torch", "nn",
+           "ops", "parse", "trace", "verify"]

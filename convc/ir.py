@@ -66,7 +66,7 @@ class Graph:
     def add_const(self, value: np.ndarray | None, type: TensorType | None = None,
                   name: str | None = None) -> str:
         if value is not None:
-            value = np.ascontiguousarray(value)
+            value = np.asarray(value, order="C")
             type = TensorType.of_array(value)
         return self._insert(Node(name or self._unique("c"), "const", type=type, value=value))
 

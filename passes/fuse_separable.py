@@ -71,7 +71,7 @@ class FuseSeparable(Pass):
         dtype = dw_weight.dtype
         dw_bias = _const(graph, depthwise.operands[2]) if len(depthwise.operands) > 2 else np.zeros(middle, dtype)
         pw_bias = _const(graph, pointwise.operands[2]) if len(pointwise.operands) > 2 else np.zeros(filters, dtype)
-        operands = [x] + [graph.add_const(np.ascontiguousarray(v)) for v in (dw_filter, pw_filter, dw_bias, pw_bias)]
+        operands = [x] + [graph.add_const(v) for v in (dw_filter, pw_filter, dw_bias, pw_bias)]
         attrs = {"strides": depthwise.attrs["stride"], "data_format": "NCHW", "dilations": depthwise.attrs["dilation"],
                  "pad_lo": depthwise.attrs["pad_lo"], "pad_hi": depthwise.attrs["pad_hi"]}
         if "activation" in depthwise.attrs:

@@ -36,7 +36,7 @@ class Executable:
         self.output_types = [graph.type_of(n) for n in graph.outputs]
         self._slots = lowered.slots
         self._entry = _ENTRY_TYPE(self.jit.address(ENTRY))
-        self._consts = {n: np.ascontiguousarray(graph.node(n).value) for n in lowered.const_names}
+        self._consts = {n: np.asarray(graph.node(n).value, order="C") for n in lowered.const_names}
         self._arena = np.empty(lowered.plan.arena_bytes + 64, np.uint8)
         self._buffers = (ctypes.c_void_p * (lowered.arena_slot + 1))()
         self._buffers_address = ctypes.addressof(self._buffers)
@@ -61,12 +61,12 @@ class Executable:
                                     f"compiled for {expected.numpy_dtype}")
                 raise ConvcError(f"@{self.name}: input %{name} has shape {actual.shape}; the graph was "
                                  f"compiled for {expected.shape}")
-            checked.append(np.ascontiguousarray(array))
+            checked.append(np.asarray(array, order="C"))
         return checked
 
     def run_unchecked(self, arrays: list[np.ndarray]) -> np.ndarray:
         """The single output of a one-op graph whose inputs are known to have the compiled types."""
-        inputs = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
+        inputs = [a if a.flags.c_contiguous else np.asarray(a, order="C") for a in arrays]
         out_type = self.output_types[0]
         result = np.empty(out_type.shape, out_type.numpy_dtype)
         buffers, slots = self._buffers, self._slots

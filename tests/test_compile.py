@@ -124,3 +124,11 @@ def test_compiled_graphs_keep_the_weights_they_were_traced_with():
     m.weight[...] = 5.0
     np.testing.assert_array_equal(compiled(x), np.full((1, 1, 3), 2.0, np.float32))
     np.testing.assert_array_equal(m(x), np.full((1, 1, 3), 5.0, np.float32))
+
+
+def test_zero_dimensional_values_keep_their_shape():
+    compiled = convc.compile(lambda a: (ops.mul(a, 3.0), a), np.float64(2.0))
+    product, same = compiled(np.float64(2.0))
+    assert product.shape == () and same.shape == () and product == 6.0
+    graph = convc.trace(lambda a: ops.add(a, np.float32(1.0)), np.zeros(3, np.float32))
+    assert graph.consts()[0].type.shape == ()
