@@ -45,7 +45,12 @@ class Executable:
         base = self._arena.ctypes.data
         self._buffers[lowered.arena_slot] = base + (-base % 64)
         self._computed = {n for n in graph.outputs if graph.node(n).op not in ("input", "const")}
-        self._lock = threads.lock if lowered.parallel else threading.Lock()
+        self._parallel = lowered.parallel
+        self._own_lock = threading.Lock()
+
+    def _lock(self) -> threading.Lock:
+        """The pool's lock (looked up per call: a forked child replaces it) or this graph's own."""
+        return threads.lock if self._parallel else self._own_lock
 
     def check_inputs(self, arrays: tuple[Any, ...]) -> list[np.ndarray]:
         if len(arrays) != len(self.input_types):
@@ -70,7 +75,7 @@ class Executable:
         out_type = self.output_types[0]
         result = np.empty(out_type.shape, out_type.numpy_dtype)
         buffers, slots = self._buffers, self._slots
-        with self._lock:
+        with self._lock():
             for name, array in zip(self.input_names, inputs):
                 buffers[slots[name]] = array.ctypes.data
             buffers[slots[self.output_names[0]]] = result.ctypes.data
@@ -81,7 +86,7 @@ class Executable:
         inputs = self.check_inputs(arrays)
         results = {n: np.empty(t.shape, t.numpy_dtype) for n, t in zip(self.output_names, self.output_types)
                    if n in self._computed}
-        with self._lock:
+        with self._lock():
             for name, array in zip(self.input_names, inputs):
                 self._buffers[self._slots[name]] = array.ctypes.data
             for name, array in results.items():

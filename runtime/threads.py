@@ -5,7 +5,8 @@ generation counter; workers, which spin on that counter for a while after each j
 sleep on a futex, run task(args, tid, n) for their tid and count themselves done; the caller
 runs tid 0 itself and spins until every worker has finished. Workers are POSIX threads running
 native code only, so they never touch the GIL; one Python lock serializes whole parallel
-executions, since there is one job slot.
+executions, since there is one job slot. A forked child has the pool's memory but none of its
+threads, so the workers are started again there, from the current generation.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def _pool_module(workers: int) -> ir.Module:
         return variable
 
     generation, done = global_("generation", I32), global_("done", I64)
+    start_generation = global_("start_generation", I32)  # what new workers take as already seen
     job_task, job_args, job_threads = global_("job_task", task_ptr), global_("job_args", BYTE_PTR), global_("job_threads", I64)
     syscall = ir.Function(module, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
     pause = (ir.Function(module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
@@ -62,7 +64,7 @@ def _pool_module(workers: int) -> ir.Module:
     tid = b.ptrtoint(worker.args[0], I64)
     seen_slot = b.alloca(I32)
     spins = b.alloca(I64)
-    b.store(ir.Constant(I32, 0), seen_slot)  # the pool starts before any job: generation is still 0
+    b.store(b.load_atomic(start_generation, "acquire", 4), seen_slot)
     wait = worker.append_basic_block("wait")
     spin = worker.append_basic_block("spin")
     sleep = worker.append_basic_block("sleep")
@@ -95,6 +97,12 @@ def _pool_module(workers: int) -> ir.Module:
     b.atomic_rmw("add", done, i64(1), "release")
     b.branch(wait)
 
+    # reset(): new workers wait for the job after the current one (used before starting them)
+    reset = ir.Function(module, ir.FunctionType(ir.VoidType(), []), "convc_pool_reset")
+    b = ir.IRBuilder(reset.append_basic_block("entry"))
+    b.store_atomic(b.load_atomic(generation, "acquire", 4), start_generation, "release", 4)
+    b.ret_void()
+
     # run(task, args, n): publish, wake, do tid 0, wait for all workers
     runner = ir.Function(module, ir.FunctionType(ir.VoidType(), [task_ptr, BYTE_PTR, I64]), RUN_SYMBOL)
     b = ir.IRBuilder(runner.append_basic_block("entry"))
@@ -124,17 +132,32 @@ class _Pool:
         self.threads = threads
         self.jit = JitModule(_pool_module(threads - 1))
         llvm.add_symbol(RUN_SYMBOL, self.jit.address(RUN_SYMBOL))
+        self.start_workers()
+
+    def start_workers(self) -> None:
+        ctypes.CFUNCTYPE(None)(self.jit.address("convc_pool_reset"))()
         libc = ctypes.CDLL(None, use_errno=True)
         worker = self.jit.address("convc_pool_worker")
-        for tid in range(1, threads):
+        for tid in range(1, self.threads):
             handle = ctypes.c_ulong()
             if libc.pthread_create(ctypes.byref(handle), None, ctypes.c_void_p(worker), ctypes.c_void_p(tid)):
                 raise OSError(ctypes.get_errno(), "pthread_create failed for a convc worker")
             libc.pthread_detach(handle)
 
 
+def _after_fork_in_child() -> None:
+    global lock
+    lock = threading.Lock()
+    if _pool is not None:
+        _pool.start_workers()
+
+
 _pool: _Pool | None = None
 _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def ensure_pool() -> int:

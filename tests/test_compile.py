@@ -132,3 +132,14 @@ def test_zero_dimensional_values_keep_their_shape():
     assert product.shape == () and same.shape == () and product == 6.0
     graph = convc.trace(lambda a: ops.add(a, np.float32(1.0)), np.zeros(3, np.float32))
     assert graph.consts()[0].type.shape == ()
+
+
+def test_a_forked_child_can_run_parallel_kernels():
+    import multiprocessing
+    x = np.random.default_rng(0).standard_normal((1, 16, 40, 40)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((16, 16, 3, 3)).astype(np.float32)
+    expected = ops.conv2d(x, w, padding=1)  # starts the thread pool in the parent
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        result = pool.apply_async(ops.conv2d, (x, w, None, 1, 1))
+        np.testing.assert_array_equal(result.get(timeout=60), expected)
