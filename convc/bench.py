@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 
-def best_seconds(fn: Callable[[], Any], min_time: float = 0.2, repeats: int = 3) -> float:
+def best_seconds(fn: Callable[[], Any], min_time: float = 0.2, repeats: int = 5) -> float:
     """Best per-call time of `fn` over `repeats` rounds of at least `min_time` seconds each."""
     fn()
     calls, elapsed = 1, 0.0

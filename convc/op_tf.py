@@ -159,4 +159,4 @@ def _infer_separable(types: list[TensorType], attrs: dict[str, Any]) -> TensorTy
 # the depthwise + pointwise fusion pass; the public op takes the three tensors of TF's.
 register(OpDef("separable_conv2d", ("input", "depthwise_filter", "pointwise_filter", "depthwise_bias", "bias"),
                normalize=_normalize_separable, infer=_infer_separable, min_operands=3,
-               traits=frozenset({"separable"})))
+               traits=frozenset({"separable", "has_epilogue"})))

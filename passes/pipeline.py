@@ -105,6 +105,7 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = ())
     2: plus the fusions."""
     from .canonicalize_padding import CanonicalizePadding
     from .dead_code import DeadCodeElimination
+    from .fold_bias import FoldBias
     from .fuse_broadcast import FuseBroadcast
     from .fuse_epilogue import FuseEpilogue
     from .fuse_separable import FuseSeparable
@@ -114,5 +115,5 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = ())
     if opt_level >= 1:
         passes.append(DeadCodeElimination())
     if opt_level >= 2:
-        passes += [FuseBroadcast(), FuseEpilogue(), FuseSeparable(), DeadCodeElimination()]
+        passes += [FuseBroadcast(), FoldBias(), FuseEpilogue(), FuseSeparable(), DeadCodeElimination()]
     return Pipeline(passes, instruments)

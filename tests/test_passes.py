@@ -111,8 +111,8 @@ def test_dump_all_prints_the_ir_after_each_pass(capsys):
     fn, _, _ = _model()
     convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), dump="all")
     printed = capsys.readouterr().out
-    for name in ("shape_inference", "canonicalize_padding", "dead_code", "fuse_broadcast", "fuse_epilogue",
-                 "fuse_separable"):
+    for name in ("shape_inference", "canonicalize_padding", "dead_code", "fuse_broadcast", "fold_bias",
+                 "fuse_epilogue", "fuse_separable"):
         assert f"// ----- IR after {name} -----" in printed
 
 
@@ -187,7 +187,7 @@ def test_timing_instrument_records_every_pass():
     timing = Timing()
     default_pipeline(2, [timing]).run(parse(CONV_RELU))
     assert set(timing.seconds) == {"shape_inference", "canonicalize_padding", "dead_code", "fuse_broadcast",
-                                   "fuse_epilogue", "fuse_separable"}
+                                   "fold_bias", "fuse_epilogue", "fuse_separable"}
     assert all(seconds >= 0 for seconds in timing.seconds.values())
 
 
@@ -288,3 +288,51 @@ def test_no_fusion_where_it_would_not_pay_or_not_apply():
     weights_as_inputs = convc.compile(lambda a, w: ops.conv2d(ops.conv2d(a, w, padding=1, groups=4), block[2].weight),
                                       wide, block[0].weight)
     assert [n.op for n in weights_as_inputs.graph.op_nodes()] == ["conv2d", "conv2d"]
+
+
+def test_constant_per_channel_add_folds_into_the_conv_bias():
+    from convc.passes.fold_bias import FoldBias
+    before = """
+graph @g(%x: f32[1,2,6,6]) {
+  %w = const f32[3,2,3,3]
+  %b = const f32[3]
+  %c = const f32[3,1,1]
+  %0 = conv2d(%x, %w, %b) {stride=[1,1], pad_lo=[0,0], pad_hi=[0,0], dilation=[1,1], groups=1, padding_mode="zeros"}
+  %1 = add(%c, %0)
+  %2 = relu(%1)
+  return %2
+}"""
+    values = {"w": np.ones((3, 2, 3, 3), np.float32), "b": np.array([1, 2, 3], np.float32),
+              "c": np.array([10, 20, 30], np.float32).reshape(3, 1, 1)}
+    result = Pipeline([ShapeInference(), FoldBias(), FuseEpilogue(), DeadCodeElimination()]).run(parse(before, values))
+    (conv,) = result.op_nodes()
+    assert conv.op == "conv2d" and conv.attrs["activation"] == "relu"
+    np.testing.assert_array_equal(result.node(conv.operands[2]).value, [11, 22, 33])
+
+
+@pytest.mark.parametrize("constant", [np.ones((1, 1, 6), np.float32), np.ones((2, 3, 1, 1), np.float32)])
+def test_adds_that_vary_along_other_axes_do_not_fold(constant):
+    w = np.ones((3, 2, 3, 3), np.float32)
+    fn = lambda x: ops.add(ops.conv2d(x, w), constant)  # noqa: E731
+    x = np.random.default_rng(0).standard_normal((2, 2, 8, 8)).astype(np.float32)
+    compiled = convc.compile(fn, x)
+    assert [n.op for n in compiled.graph.op_nodes()] == ["conv2d", "add"]
+    assert_close(compiled(x), convc.compile(fn, x, opt_level=0)(x), 18)
+
+
+def test_keras_layer_bias_and_activation_fold_into_the_separable_kernel():
+    nn.manual_seed(0)
+    layer = nn.SeparableConv2D(5, 3, padding="same", activation="relu6", bias_initializer="ones")
+    x = np.random.default_rng(0).standard_normal((1, 9, 10, 3)).astype(np.float32)
+    layer(x)
+    compiled = convc.compile(layer, x)
+    (node,) = compiled.graph.op_nodes()
+    assert node.op == "separable_conv2d" and node.attrs["activation"] == "relu6" and len(node.operands) == 5
+    assert_close(compiled(x), convc.compile(layer, x, opt_level=0)(x), 32)
+
+
+def test_a_bias_that_is_a_graph_input_is_left_alone():
+    w = np.ones((3, 2, 1, 1), np.float32)
+    fn = lambda x, b: ops.add(ops.conv2d(x, w, b), np.ones((3, 1, 1), np.float32))  # noqa: E731
+    compiled = convc.compile(fn, np.zeros((1, 2, 4, 4), np.float32), np.zeros(3, np.float32))
+    assert [n.op for n in compiled.graph.op_nodes()] == ["conv2d", "add"]
