@@ -1,8 +1,11 @@
 """Eager op calls: a one-op graph compiled once per (op, attributes, operand types), then cached,
-so a repeated call costs a dictionary lookup, the input checks and one native call."""
+so a repeated call costs a dictionary lookup, the input checks and one native call. The cache
+keeps the CACHE_SIZE most recently used kernels (CONVC_EAGER_CACHE_SIZE overrides it)."""
 from __future__ import annotations
 
+import os
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -12,7 +15,8 @@ from .ir import Graph
 from .registry import get_op
 from .types import TensorType
 
-_cache: dict[tuple, Any] = {}
+CACHE_SIZE = int(os.environ.get("CONVC_EAGER_CACHE_SIZE", "512"))
+_cache: OrderedDict[tuple, Any] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -36,6 +40,12 @@ def run(op: str, operands: list[Any], attrs: dict[str, Any]) -> np.ndarray:
         executable = _compile(op, opdef.operand_names, attrs, types)
         with _lock:
             _cache[key] = executable
+            while len(_cache) > max(1, CACHE_SIZE):
+                _cache.popitem(last=False)
+    else:
+        with _lock:
+            if key in _cache:
+                _cache.move_to_end(key)
     # the key pins every operand's shape and dtype, so the executable's own checks are skipped
     return executable.run_unchecked(arrays)
 

@@ -143,3 +143,16 @@ def test_a_forked_child_can_run_parallel_kernels():
     with context.Pool(1) as pool:
         result = pool.apply_async(ops.conv2d, (x, w, None, 1, 1))
         np.testing.assert_array_equal(result.get(timeout=60), expected)
+
+
+def test_the_eager_cache_keeps_only_the_most_recent_kernels(monkeypatch):
+    monkeypatch.setattr(eager, "CACHE_SIZE", 3)
+    eager.clear_cache()
+    arrays = [np.zeros(n, np.float32) for n in range(1, 6)]
+    for a in arrays:
+        ops.relu(a)
+    assert eager.cache_size() == 3
+    ops.relu(arrays[2])  # still cached: no growth, and it becomes the most recent
+    ops.relu(np.zeros(9, np.float32))
+    assert eager.cache_size() == 3
+    np.testing.assert_array_equal(ops.relu(np.array([-1.0, 2.0])), [0.0, 2.0])
