@@ -19,8 +19,9 @@ class Compiled:
         self._executable = executable
 
     def __call__(self, *arrays: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """The outputs: one array, or a tuple where the traced function returned a tuple."""
         outputs = self._executable(*arrays)
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+        return tuple(outputs) if self.graph.tuple_result or len(outputs) != 1 else outputs[0]
 
     @property
     def llvm_ir(self) -> str:
@@ -42,7 +43,13 @@ def optimize(graph: Graph, opt_level: int = 2, dump: str | os.PathLike | None = 
     from .passes.pipeline import instruments_for
     if opt_level not in (0, 1, 2):
         raise ConvcError(f"compile: opt_level={opt_level!r} must be 0, 1 or 2")
-    return default_pipeline(opt_level, instruments_for(dump)).run(graph.copy())
+    return default_pipeline(opt_level, instruments_for(dump), evaluate=_evaluate).run(graph.copy())
+
+
+def _evaluate(op: str, values: list[np.ndarray], attrs: dict[str, Any]) -> np.ndarray:
+    """Run one op on constant values with the eager kernels (for constant folding)."""
+    from . import eager
+    return eager.run(op, values, attrs)
 
 
 def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, opt_level: int = 2,

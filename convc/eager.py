@@ -51,9 +51,9 @@ def run(op: str, operands: list[Any], attrs: dict[str, Any]) -> np.ndarray:
 
 
 def _compile(op: str, names: tuple[str, ...], attrs: dict[str, Any], types: list[TensorType]) -> Any:
-    from .compiler import optimize
+    from .passes import default_pipeline
     from .runtime.executor import Executable
     graph = Graph(op)
     operands = [graph.add_input(t, n) for t, n in zip(types, names)]
     graph.outputs = [graph.add_node(op, operands, dict(attrs))]
-    return Executable(optimize(graph, opt_level=2))
+    return Executable(default_pipeline(2).run(graph))

@@ -37,6 +37,7 @@ class Graph:
         self.dag = nx.DiGraph()
         self.inputs: list[str] = []
         self.outputs: list[str] = []
+        self.tuple_result = False  # a traced function returned a tuple, even of one value
         self._order = itertools.count()
         self._fresh: dict[str, itertools.count] = {}
 
@@ -126,6 +127,7 @@ class Graph:
             other._insert(Node(node.name, node.op, list(node.operands), dict(node.attrs), node.type, node.value))
         other.inputs = list(self.inputs)
         other.outputs = list(self.outputs)
+        other.tuple_result = self.tuple_result
         return other
 
     # text ---------------------------------------------------------------------------------

@@ -120,4 +120,5 @@ def trace(fn: Callable, *example_inputs: Any) -> Graph:
         raise ConvcError(f"trace: {name} must return a traced convc.Tensor or a tuple of them, "
                          f"got {type(result).__name__}")
     graph.outputs = [r.name for r in results]
+    graph.tuple_result = isinstance(result, (tuple, list))
     return graph

@@ -6,10 +6,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO
+
+import numpy as np
 
 from convc.ir import Graph
 from convc.verifier import verify
+
+
+Evaluate = Callable[[str, list[np.ndarray], dict[str, Any]], np.ndarray]
 
 
 class Pass:
@@ -100,12 +105,15 @@ class Pipeline:
         return graph
 
 
-def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = ()) -> Pipeline:
-    """opt_level 0: shape inference and padding canonicalization; 1: plus dead-code elimination;
+def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
+                     evaluate: Evaluate | None = None) -> Pipeline:
+    """opt_level 0: shape inference and padding canonicalization; 1: plus constant folding (when
+    the caller supplies `evaluate`, which runs one op on constants) and dead-code elimination;
     2: plus the fusions."""
     from .canonicalize_padding import CanonicalizePadding
     from .dead_code import DeadCodeElimination
     from .fold_bias import FoldBias
+    from .fold_constants import FoldConstants
     from .fuse_broadcast import FuseBroadcast
     from .fuse_epilogue import FuseEpilogue
     from .fuse_separable import FuseSeparable
@@ -113,6 +121,8 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = ())
 
     passes: list[Pass] = [ShapeInference(), CanonicalizePadding()]
     if opt_level >= 1:
+        if evaluate is not None:
+            passes.append(FoldConstants(evaluate))
         passes.append(DeadCodeElimination())
     if opt_level >= 2:
         passes += [FuseBroadcast(), FoldBias(), FuseEpilogue(), FuseSeparable(), DeadCodeElimination()]

@@ -156,3 +156,10 @@ def test_the_eager_cache_keeps_only_the_most_recent_kernels(monkeypatch):
     ops.relu(np.zeros(9, np.float32))
     assert eager.cache_size() == 3
     np.testing.assert_array_equal(ops.relu(np.array([-1.0, 2.0])), [0.0, 2.0])
+
+
+def test_compiled_returns_what_the_function_returns():
+    x = np.arange(3.0)
+    assert isinstance(convc.compile(lambda a: (ops.relu(a),), x)(x), tuple)
+    assert isinstance(convc.compile(lambda a: ops.relu(a), x)(x), np.ndarray)
+    assert len(convc.compile(lambda a: [ops.relu(a), a], x)(x)) == 2

@@ -111,8 +111,8 @@ def test_dump_all_prints_the_ir_after_each_pass(capsys):
     fn, _, _ = _model()
     convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), dump="all")
     printed = capsys.readouterr().out
-    for name in ("shape_inference", "canonicalize_padding", "dead_code", "fuse_broadcast", "fold_bias",
-                 "fuse_epilogue", "fuse_separable"):
+    for name in ("shape_inference", "canonicalize_padding", "fold_constants", "dead_code", "fuse_broadcast",
+                 "fold_bias", "fuse_epilogue", "fuse_separable"):
         assert f"// ----- IR after {name} -----" in printed
 
 
@@ -121,9 +121,10 @@ def test_dump_directory_gets_numbered_files_that_parse(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVC_DUMP", str(tmp_path / "by_env"))
     convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), opt_level=1)
     names = sorted(p.name for p in (tmp_path / "by_env").iterdir())
-    assert names == ["000_input.txt", "001_shape_inference.txt", "002_canonicalize_padding.txt", "003_dead_code.txt"]
+    assert names == ["000_input.txt", "001_shape_inference.txt", "002_canonicalize_padding.txt",
+                     "003_fold_constants.txt", "004_dead_code.txt"]
     assert "pad_lo" in (tmp_path / "by_env" / "002_canonicalize_padding.txt").read_text()
-    parse((tmp_path / "by_env" / "003_dead_code.txt").read_text())
+    parse((tmp_path / "by_env" / "004_dead_code.txt").read_text())
 
 
 def test_transposed_conv_padding_becomes_a_crop_of_the_full_output():
@@ -187,7 +188,7 @@ def test_timing_instrument_records_every_pass():
     timing = Timing()
     default_pipeline(2, [timing]).run(parse(CONV_RELU))
     assert set(timing.seconds) == {"shape_inference", "canonicalize_padding", "dead_code", "fuse_broadcast",
-                                   "fold_bias", "fuse_epilogue", "fuse_separable"}
+                                   "fold_bias", "fuse_epilogue", "fuse_separable"}  # no evaluate: no folding
     assert all(seconds >= 0 for seconds in timing.seconds.values())
 
 
@@ -336,3 +337,31 @@ def test_a_bias_that_is_a_graph_input_is_left_alone():
     fn = lambda x, b: ops.add(ops.conv2d(x, w, b), np.ones((3, 1, 1), np.float32))  # noqa: E731
     compiled = convc.compile(fn, np.zeros((1, 2, 4, 4), np.float32), np.zeros(3, np.float32))
     assert [n.op for n in compiled.graph.op_nodes()] == ["conv2d", "add"]
+
+
+def test_constant_subgraphs_fold_at_opt_level_1():
+    w = np.random.default_rng(0).standard_normal((2, 3, 3)).astype(np.float32)
+    scale = np.array([0.5, 2.0], np.float32).reshape(2, 1, 1)
+    fn = lambda x: ops.conv1d(x, ops.mul(ops.tanh(w), scale), padding=1)  # noqa: E731
+    x = np.random.default_rng(1).standard_normal((1, 3, 9)).astype(np.float32)
+    folded = convc.compile(fn, x, opt_level=1)
+    assert [n.op for n in folded.graph.op_nodes()] == ["conv1d"]
+    weight = folded.graph.node(folded.graph.op_nodes()[0].operands[1]).value
+    np.testing.assert_allclose(weight, np.tanh(w) * scale, rtol=1e-6)
+    assert_close(folded(x), convc.compile(fn, x, opt_level=0)(x), 9)
+
+
+def test_large_constant_results_are_not_folded():
+    from convc.passes.fold_constants import FOLD_LIMIT, FoldConstants
+
+    def evaluate(op, values, attrs):
+        raise AssertionError(f"{op} should not be folded")
+    text = f"""
+graph @g(%x: f32[{FOLD_LIMIT + 1}]) {{
+  %c = const f32[1]
+  %0 = broadcast_to(%c) {{shape=[{FOLD_LIMIT + 1}]}}
+  %1 = add(%x, %0)
+  return %1
+}}"""
+    result = Pipeline([ShapeInference(), FoldConstants(evaluate)]).run(parse(text, {"c": np.ones(1, np.float32)}))
+    assert [n.op for n in result.op_nodes()] == ["broadcast_to", "add"]

@@ -1,0 +1,29 @@
+"""Constant folding: an op whose operands are all constants is computed at compile time and
+replaced by a constant. The computation is the caller's `evaluate` (the compile driver passes
+the eager kernels), so passes never depend on the runtime. Results above FOLD_LIMIT elements are
+left to run, rather than stored in the graph (a broadcast of a constant, say)."""
+from __future__ import annotations
+
+from convc.ir import Graph
+
+from .pipeline import Evaluate, Pass
+
+FOLD_LIMIT = 1 << 20
+
+
+class FoldConstants(Pass):
+    name = "fold_constants"
+
+    def __init__(self, evaluate: Evaluate) -> None:
+        self.evaluate = evaluate
+
+    def run(self, graph: Graph) -> Graph:
+        for node in graph.op_nodes():
+            operands = [graph.node(o) for o in node.operands]
+            if not all(o.op == "const" and o.value is not None for o in operands) or node.type.size > FOLD_LIMIT:
+                continue
+            value = self.evaluate(node.op, [o.value for o in operands], dict(node.attrs))
+            folded = graph.add_const(value)
+            graph.replace_all_uses(node.name, folded)
+            graph.remove(node.name)
+        return graph
