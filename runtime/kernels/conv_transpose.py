@@ -26,8 +26,9 @@ from convc.types import TensorType
 
 from ..codegen import Kernel, i64
 from ..jit import host_target
-from .conv import (MAX_EDGE_VECTORS, MAX_UNROLLED_TAPS, Axis, ConvGeometry, _activate_row, _divmod, _out_row,
-                   gather_vector)
+from .conv_geometry import (MAX_EDGE_VECTORS, MAX_UNROLLED_TAPS, Axis, ConvGeometry, activate_row, divmod_index,
+                            out_row)
+from .conv_tiles import gather_vector
 
 
 def transpose_geometry(attrs: dict[str, Any], in_types: list[TensorType], out: TensorType, op: str) -> ConvGeometry:
@@ -132,9 +133,9 @@ def emit_conv_transpose(module: ir.Module, name: str, attrs: dict[str, Any], in_
         return k.finish()
     blocks, tail = divmod(geo.cout_g, channels)
     with k.outer_loop(geo.batch * geo.groups * geo.d.out * geo.h.out, "row") as row:
-        ng_od, oh = _divmod(k, row, geo.h.out)
-        ng, od = _divmod(k, ng_od, geo.d.out)
-        n, group = _divmod(k, ng, geo.groups)
+        ng_od, oh = divmod_index(k, row, geo.h.out)
+        ng, od = divmod_index(k, ng_od, geo.d.out)
+        n, group = divmod_index(k, ng, geo.groups)
         for count_r, first, count in ((channels, 0, blocks), (tail, blocks * channels, 1)):
             if count_r == 0 or count == 0:
                 continue
@@ -152,7 +153,7 @@ def emit_conv_transpose(module: ir.Module, name: str, attrs: dict[str, Any], in_
                 if geo.activation:
                     co0 = k.add(k.mul(group, geo.cout_g), co_local)
                     with k.loop(0, count_r, "r") as r:
-                        _activate_row(k, geo, _out_row(k, geo, n, k.add(co0, r), od, oh))
+                        activate_row(k, geo, out_row(k, geo, n, k.add(co0, r), od, oh))
     return k.finish()
 
 
@@ -164,7 +165,7 @@ class _PhaseTiles:
         self.k, self.geo, self.channels, self.lanes = k, geo, channels, lanes
         self.cin_g = geo.c_in // geo.groups
         self.co0 = k.add(k.mul(group, geo.cout_g), co_local)
-        self.rows = [_out_row(k, geo, n, k.add(self.co0, r), od, oh) for r in range(channels)]
+        self.rows = [out_row(k, geo, n, k.add(self.co0, r), od, oh) for r in range(channels)]
         self.x_base = k.mul(k.add(k.mul(n, geo.c_in), k.mul(group, self.cin_g)), geo.in_plane)
         # weight (ci, co_local, kd, kh, kw): neighbouring out channels are one kernel apart
         self.w_base = k.add(k.mul(k.mul(group, self.cin_g), geo.cout_g * geo.k_plane), k.mul(co_local, geo.k_plane))
@@ -246,11 +247,11 @@ def _emit_gather(k: Kernel, geo: ConvGeometry) -> None:
     b = k.builder
     axis, cin_g = geo.w, geo.c_in // geo.groups
     with k.outer_loop(geo.batch * geo.c_out, "nco") as nco:
-        n, co = _divmod(k, nco, geo.c_out)
-        group, co_local = _divmod(k, co, geo.cout_g)
+        n, co = divmod_index(k, nco, geo.c_out)
+        group, co_local = divmod_index(k, co, geo.cout_g)
         bias = k.load(k.args[3], co) if geo.has_bias else k.const(0.0)
         with k.loop(0, geo.d.out, "od") as od, k.loop(0, geo.h.out, "oh") as oh:
-            row = _out_row(k, geo, n, co, od, oh)
+            row = out_row(k, geo, n, co, od, oh)
             with k.loop(0, axis.out, "fill") as o:
                 k.store(bias, row, o)
             with k.loop(0, cin_g, "ci") as ci_local:
@@ -274,7 +275,7 @@ def _emit_gather(k: Kernel, geo: ConvGeometry) -> None:
                                 with k.loop(first, end, "i") as i:
                                     o = k.add(k.mul(i, axis.stride), shift)
                                     k.store(k.fma(weight, k.load(x_row, i), k.load(row, o)), row, o)
-            _activate_row(k, geo, row)
+            activate_row(k, geo, row)
 
 
 def _max(k: Kernel, a: ir.Value, b: ir.Value) -> ir.Value:

@@ -15,7 +15,7 @@ from convc.op_pad_pool import pad_amounts
 from convc.types import TensorType
 
 from ..codegen import Kernel
-from .conv import _divmod
+from .conv_geometry import divmod_index
 
 BORDER_MODE = {"constant": "zeros", "circular": "circular", "reflect": "reflect", "replicate": "replicate"}
 
@@ -50,7 +50,7 @@ def emit_pad(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list
         rest, source_row, valid_all = row, None, None
         sources = []
         for axis in reversed(range(x.rank - 1)):
-            rest, index = _divmod(k, rest, out_type.shape[axis])
+            rest, index = divmod_index(k, rest, out_type.shape[axis])
             mapped, valid = _source(k, index, lo[axis], hi[axis], x.shape[axis], mode)
             sources.append(mapped)
             if valid is not None:

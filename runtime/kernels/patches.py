@@ -10,7 +10,7 @@ from convc.op_tf import patch_pads
 from convc.types import TensorType
 
 from ..codegen import Kernel
-from .conv import _divmod
+from .conv_geometry import divmod_index
 
 
 def emit_extract_patches(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
@@ -26,7 +26,7 @@ def emit_extract_patches(module: ir.Module, name: str, attrs: dict[str, Any], in
     b = k.builder
     zero = k.const(0.0)
     with k.outer_loop(batch * out_h, "row") as row:
-        n, i = _divmod(k, row, out_h)
+        n, i = divmod_index(k, row, out_h)
         with k.loop(0, out_w, "j") as j, k.loop(0, kh, "a") as a, k.loop(0, kw, "c") as c:
             y = k.add(k.mul(i, sh), k.mul(a, rh), -lo[0])
             x_ = k.add(k.mul(j, sw), k.mul(c, rw), -lo[1])

@@ -21,7 +21,8 @@ from convc.types import TensorType
 
 from ..codegen import Kernel
 from ..jit import host_target
-from .conv import Axis, ConvGeometry, TileOperands, _divmod, choose_tiling, tile_row
+from .conv_geometry import Axis, ConvGeometry, divmod_index
+from .conv_tiles import TileOperands, choose_tiling, tile_row
 from .elementwise import SCALAR_OPS
 
 MAX_STACK_VALUES = 1 << 16  # C*M + F scratch values per thread, on the stack
@@ -68,7 +69,7 @@ def emit_separable_conv2d(module: ir.Module, name: str, attrs: dict[str, Any], i
     acc = b.bitcast(k.alloca(ir.ArrayType(k.ftype, filters), "pointwise_pixel"), k.ftype.as_pointer())
     zero = k.const(0.0)
     with k.outer_loop(batch * out_h, "row") as row:
-        n, oy = _divmod(k, row, out_h)
+        n, oy = divmod_index(k, row, out_h)
         with k.loop(0, out_w, "ox") as ox:
             with k.loop(0, channels * mult, "clear") as cm:
                 k.store(zero, middle, cm)
@@ -129,7 +130,7 @@ def _emit_tiled_nchw(k: Kernel, attrs: dict[str, Any], in_types: list[TensorType
                                k.ftype.as_pointer())
     zero = k.add(0)
     with k.outer_loop(batch * out_h, "row") as row:
-        n, oh = _divmod(k, row, out_h)
+        n, oh = divmod_index(k, row, out_h)
         into_buffer = TileOperands(k.args[1], k.args[2], k.args[4] if has_bias else None,
                                    lambda cm, od, oh_: k.offset(buffer, k.mul(cm, out_w)),
                                    co_stride=1, ci_stride=0, tap_stride=channels * mult)
