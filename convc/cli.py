@@ -46,6 +46,12 @@ def load_model(path: str) -> tuple[Any, tuple[Any, ...], Any]:
     return model, tuple(inputs), namespace.get("reference")
 
 
+def _announce(graph: Any) -> None:
+    """A progress line on stderr before the (possibly long) passes, codegen and JIT."""
+    print(f"convc: compiling {len(graph.op_nodes())} ops of @{graph.name} "
+          f"(passes, LLVM codegen, JIT)...", file=sys.stderr, flush=True)
+
+
 def _dump(args: argparse.Namespace) -> None:
     import convc
     model, inputs, _ = load_model(args.file)
@@ -53,6 +59,7 @@ def _dump(args: argparse.Namespace) -> None:
     if args.stage == "traced":
         sys.stdout.write(graph.dump())
         return
+    _announce(graph)
     compiled = convc.compile(graph, opt_level=args.opt_level)
     text = {"optimized": compiled.graph.dump(), "llvm": compiled.llvm_ir, "asm": compiled.asm}[args.stage]
     sys.stdout.write(text)
@@ -62,7 +69,9 @@ def _run(args: argparse.Namespace) -> None:
     import convc
     model, inputs, reference = load_model(args.file)
     start = time.perf_counter()
-    compiled = convc.compile(model, *inputs, opt_level=args.opt_level)
+    graph = convc.trace(model, *inputs)
+    _announce(graph)
+    compiled = convc.compile(graph, opt_level=args.opt_level)
     print(f"compiled {len(compiled.graph.op_nodes())} ops in {time.perf_counter() - start:.3f} s")
     outputs = compiled(*inputs)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
