@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import eager
 from .registry import get_op
 from .tracing import Tensor, current_graph, record
 
@@ -49,7 +50,6 @@ def apply(op: str, operands: Sequence[Any], **arguments: Any) -> Any:
         if current_graph() is None:
             raise TypeError(f"{op}: a traced convc.Tensor was used outside its convc.trace")
         return record(op, operands, attrs)
-    from . import eager
     return eager.run(op, operands, attrs)
 
 
