@@ -155,6 +155,15 @@ class Kernel:
         builder.branch(header)
         builder.position_at_end(exit_block)
 
+    @contextmanager
+    def when(self, flag: ir.Value | None) -> Iterator[None]:
+        """Emit the body under `if flag`, or unconditionally when flag is None."""
+        if flag is None:
+            yield
+        else:
+            with self.builder.if_then(flag):
+                yield
+
     def border_index(self, index: ir.Value, size: int, mode: str) -> tuple[ir.Value, ir.Value | None]:
         """Map a padded-axis index to the source index; returns (index, valid).
 

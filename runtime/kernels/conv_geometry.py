@@ -107,11 +107,8 @@ def tap_plane(k: Kernel, mode: str, axis: Axis, index: ir.Value, body: Callable[
         body(index)
         return
     mapped, valid = k.border_index(index, axis.size, mode)
-    if valid is None:
+    with k.when(valid):
         body(mapped)
-    else:
-        with k.builder.if_then(valid):
-            body(mapped)
 
 
 def for_taps(k: Kernel, geo: ConvGeometry, x_base: ir.Value, w_base: ir.Value, od: ir.Value, oh: ir.Value,

@@ -47,42 +47,49 @@ def conv_operands(k: Kernel, geo: ConvGeometry, n: ir.Value) -> TileOperands:
                         geo.cin_g * geo.k_plane, geo.k_plane, 1)
 
 
-def choose_tiling(geo: ConvGeometry, host: HostTarget, dtype: str) -> Tiling | None:
-    """The register tile for this conv on this host, or None where the row code is the better fit
-    (strides above 2 along the row, or rows narrower than one vector).
+def tile_shape(host: HostTarget, dtype: str, out_channels: int) -> Tiling:
+    """The register tile on this host for `out_channels` output channels per group.
 
     Accumulators take half the vector registers (AVX2: R=4 x T=2 of 16; AVX-512: 4 x 4 of 32):
     LLVM schedules a tap's weight broadcasts ahead of its FMAs, and a tile that fills every
     register spills (measured on znver3: 4x3 ran at 39 GFLOP/s on resnet_1x1, 4x2 at 62)."""
     lanes = host.vector_bits // (32 if dtype == "f32" else 64)
-    if geo.w.stride > 2 or geo.w.out < lanes or geo.w.kernel > MAX_UNROLLED_TAPS:
+    registers = 32 if host.vector_bits == 512 else 16
+    channels = min(4, out_channels)
+    return Tiling(channels, max(1, min(4, registers // 2 // channels)), lanes)
+
+
+def choose_tiling(geo: ConvGeometry, host: HostTarget, dtype: str) -> Tiling | None:
+    """The register tile for this conv on this host, or None where the row code is the better fit
+    (strides above 2 along the row, rows narrower than one vector, very wide borders)."""
+    tiling = tile_shape(host, dtype, geo.cout_g)
+    if geo.w.stride > 2 or geo.w.out < tiling.lanes or geo.w.kernel > MAX_UNROLLED_TAPS:
         return None
     start, stop = geo.w.interior()
-    if max(start, geo.w.out - stop) > MAX_EDGE_VECTORS * lanes:
+    if max(start, geo.w.out - stop) > MAX_EDGE_VECTORS * tiling.lanes:
         return None
-    registers = 32 if host.vector_bits == 512 else 16
-    channels = min(4, geo.cout_g)
-    vectors = max(1, min(4, registers // 2 // channels))
-    return Tiling(channels, vectors, lanes)
+    return tiling
+
+
+def cover(start: int, stop: int, count: int, lanes: int, vectors: int) -> tuple[int, int, int, list[int]]:
+    """How vectors cover outputs [0, count) whose taps all read inside the input on [start, stop):
+    (bulk start, bulk tiles, rest vectors, edge positions). The bulk runs from `start` in tiles of
+    `vectors` vectors (then `rest` single vectors); edge vectors at compile-time positions cover
+    what is left on both sides, overlapping the bulk where needed (overlapping outputs are
+    computed twice, identically); an edge vector never starts past count - lanes."""
+    full = (stop - start) // lanes
+    tiles, rest = divmod(full, vectors)
+    last = max(0, count - lanes)
+    edges = [min(p, last) for p in range(0, start, lanes)]
+    edges += [min(p, last) for p in range(start + full * lanes, count, lanes)]
+    return start, tiles, rest, sorted(set(edges))
 
 
 def row_cover(axis: Axis, lanes: int, vectors: int) -> tuple[int, int, int, list[int]]:
-    """How vectors cover an output row: (bulk start, bulk tiles, rest vectors, edge positions).
-
-    The bulk runs from the interior's start in tiles of `vectors` vectors (then `rest` single
-    vectors) while every tap reads inside the input; edge vectors at compile-time positions cover
-    the columns left over on both sides, overlapping the bulk where needed (overlapping columns
-    are computed twice, identically). With stride 2 a bulk vector's second load reads one element
-    past its last lane, so the bulk keeps one element away from the end of the input row."""
+    """`cover` of an output row. With stride 2 a bulk vector's second load reads one element past
+    its last lane, so the bulk keeps one element away from the end of the input row."""
     start, stop = (axis if axis.stride == 1 else replace(axis, size=axis.size - 1)).interior()
-    full = (stop - start) // lanes
-    tiles, rest = divmod(full, vectors)
-    bulk_stop = start + full * lanes
-    edges = [min(p, axis.out - lanes) for p in range(0, start, lanes)]
-    edges += [min(p, axis.out - lanes) for p in range(bulk_stop, axis.out, lanes)]
-    if full == 0:
-        edges = sorted(set(edges + [min(p, axis.out - lanes) for p in range(0, axis.out, lanes)]))
-    return start, tiles, rest, sorted(set(edges))
+    return cover(start, stop, axis.out, lanes, vectors)
 
 
 def tile_row(k: Kernel, geo: ConvGeometry, tiling: Tiling, n: ir.Value, group: ir.Value, od: ir.Value,

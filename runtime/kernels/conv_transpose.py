@@ -16,8 +16,8 @@ input row adds w * x into the outputs i*stride + shift, a progression computed a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import astuple, dataclass
+from typing import Any, Callable
 
 import llvmlite.ir as ir
 
@@ -28,7 +28,7 @@ from ..codegen import Kernel, i64
 from ..jit import host_target
 from .conv_geometry import (MAX_EDGE_VECTORS, MAX_UNROLLED_TAPS, Axis, ConvGeometry, activate_row, divmod_index,
                             out_row)
-from .conv_tiles import gather_vector
+from .conv_tiles import cover, gather_vector, tile_shape
 
 
 def transpose_geometry(attrs: dict[str, Any], in_types: list[TensorType], out: TensorType, op: str) -> ConvGeometry:
@@ -69,18 +69,14 @@ def row_phases(axis: Axis) -> list[Phase]:
 
 
 def phase_cover(phase: Phase, size: int, lanes: int, vectors: int) -> tuple[int, int, int, list[int]] | None:
-    """Like conv.row_cover for one phase: (bulk start, bulk tiles, rest vectors, edge positions),
-    or None where the borders would need more than MAX_EDGE_VECTORS edge vectors a side; an edge
-    position may leave lanes past the phase's end, which are not stored."""
+    """conv_tiles.cover of one phase, or None where the borders would need more than
+    MAX_EDGE_VECTORS edge vectors a side; an edge position may leave lanes past the phase's end,
+    which are not stored."""
     start, stop = phase.interior(size)
     full = (stop - start) // lanes
     if max(start, phase.count - start - full * lanes) > MAX_EDGE_VECTORS * lanes:
         return None
-    tiles, rest = divmod(full, vectors)
-    last = max(0, phase.count - lanes)
-    edges = [min(p, last) for p in range(0, start, lanes)]
-    edges += [min(p, last) for p in range(start + full * lanes, phase.count, lanes)]
-    return start, tiles, rest, sorted(set(edges))
+    return cover(start, stop, phase.count, lanes, vectors)
 
 
 def _source_row(k: Kernel, axis: Axis, out_index: ir.Value, tap: ir.Value) -> tuple[ir.Value, ir.Value | None]:
@@ -98,31 +94,22 @@ def _source_row(k: Kernel, axis: Axis, out_index: ir.Value, tap: ir.Value) -> tu
     return index, b.and_(valid, b.icmp_signed("<", index, i64(axis.size)))
 
 
-class _When:
-    """`with _When(builder, flag):` runs the body under `if flag`, or always when flag is None."""
-
-    def __init__(self, builder: ir.IRBuilder, flag: ir.Value | None) -> None:
-        self.builder, self.flag, self.context = builder, flag, None
-
-    def __enter__(self) -> None:
-        if self.flag is not None:
-            self.context = self.builder.if_then(self.flag)
-            self.context.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.context is not None:
-            self.context.__exit__(*exc)
+def _for_input_rows(k: Kernel, geo: ConvGeometry, od: ir.Value, oh: ir.Value,
+                    body: Callable[[ir.Value, ir.Value, ir.Value, ir.Value], None]) -> None:
+    """body(kd, kh, id, ih) for every (kd, kh) tap whose input row (id, ih) reaches output row (od, oh)."""
+    with k.loop(0, geo.d.kernel, "kd") as kd:
+        id_, valid_d = _source_row(k, geo.d, od, kd)
+        with k.when(valid_d), k.loop(0, geo.h.kernel, "kh") as kh:
+            ih, valid_h = _source_row(k, geo.h, oh, kh)
+            with k.when(valid_h):
+                body(kd, kh, id_, ih)
 
 
 def emit_conv_transpose(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
                         out_type: TensorType, op: str) -> Kernel:
     geo = transpose_geometry(attrs, in_types, out_type, op)
     k = Kernel(module, name, out_type.dtype, 4 if geo.has_bias else 3, ("out", "x", "w", "bias"))
-    host = host_target()
-    lanes = host.vector_bits // (32 if out_type.dtype == "f32" else 64)
-    registers = 32 if host.vector_bits == 512 else 16
-    channels = min(4, geo.cout_g)
-    vectors = max(1, min(4, registers // 2 // channels))
+    channels, vectors, lanes = astuple(tile_shape(host_target(), out_type.dtype, geo.cout_g))
     if max(geo.w.kernel, geo.w.stride) > MAX_UNROLLED_TAPS:
         _emit_gather(k, geo)
         return k.finish()
@@ -205,33 +192,32 @@ class _PhaseTiles:
         with k.loop(0, self.cin_g, "ci") as ci:
             x_c = k.add(self.x_base, k.mul(ci, geo.in_plane))
             w_c = k.add(self.w_base, k.mul(ci, geo.cout_g * geo.k_plane))
-            with k.loop(0, geo.d.kernel, "kd") as kd:
-                id_, valid_d = _source_row(k, geo.d, self.od, kd)
-                with _When(b, valid_d), k.loop(0, geo.h.kernel, "kh") as kh:
-                    ih, valid_h = _source_row(k, geo.h, self.oh, kh)
-                    with _When(b, valid_h):
-                        x_off = k.add(x_c, k.mul(id_, geo.h.size * geo.w.size), k.mul(ih, geo.w.size))
-                        x_row = k.offset(k.args[1], x_off if q0 is None else k.add(x_off, q0))
-                        w_tap = k.offset(k.args[2], k.add(w_c, k.mul(k.add(k.mul(kd, geo.h.kernel), kh),
-                                                                     geo.w.kernel)))
-                        acc = [[b.load(slots[r][t]) for t in range(len(offsets))] for r in range(channels)]
-                        for tap, shift in phase.taps:
-                            if q0 is None:
-                                inputs = [gather_vector(k, x_row, [o + lane + shift if 0 <= o + lane + shift < geo.w.size
-                                                                   else None for lane in range(lanes)], geo.w.size)
-                                          for o in offsets]
-                            else:
-                                inputs = [k.vload(x_row, o + shift, lanes) for o in offsets]
-                            if all(v is None for v in inputs):
-                                continue
-                            for r in range(channels):
-                                weight = k.splat(k.load(w_tap, r * geo.k_plane + tap), lanes)
-                                for t, value in enumerate(inputs):
-                                    if value is not None:
-                                        acc[r][t] = k.vfma(weight, value, acc[r][t])
-                        for r in range(channels):
-                            for t in range(len(offsets)):
-                                b.store(acc[r][t], slots[r][t])
+
+            def row_taps(kd: ir.Value, kh: ir.Value, id_: ir.Value, ih: ir.Value) -> None:
+                x_off = k.add(x_c, k.mul(id_, geo.h.size * geo.w.size), k.mul(ih, geo.w.size))
+                x_row = k.offset(k.args[1], x_off if q0 is None else k.add(x_off, q0))
+                w_tap = k.offset(k.args[2], k.add(w_c, k.mul(k.add(k.mul(kd, geo.h.kernel), kh),
+                                                             geo.w.kernel)))
+                acc = [[b.load(slots[r][t]) for t in range(len(offsets))] for r in range(channels)]
+                for tap, shift in phase.taps:
+                    if q0 is None:
+                        inputs = [gather_vector(k, x_row, [o + lane + shift if 0 <= o + lane + shift < geo.w.size
+                                                           else None for lane in range(lanes)], geo.w.size)
+                                  for o in offsets]
+                    else:
+                        inputs = [k.vload(x_row, o + shift, lanes) for o in offsets]
+                    if all(v is None for v in inputs):
+                        continue
+                    for r in range(channels):
+                        weight = k.splat(k.load(w_tap, r * geo.k_plane + tap), lanes)
+                        for t, value in enumerate(inputs):
+                            if value is not None:
+                                acc[r][t] = k.vfma(weight, value, acc[r][t])
+                for r in range(channels):
+                    for t in range(len(offsets)):
+                        b.store(acc[r][t], slots[r][t])
+
+            _for_input_rows(k, geo, self.od, self.oh, row_taps)
 
 
 def _ceil_div(k: Kernel, numerator: ir.Value, divisor: int) -> ir.Value:
@@ -258,23 +244,22 @@ def _emit_gather(k: Kernel, geo: ConvGeometry) -> None:
                 ci = k.add(k.mul(group, cin_g), ci_local)
                 x_channel = k.mul(k.add(k.mul(n, geo.c_in), ci), geo.in_plane)
                 w_channel = k.mul(k.add(k.mul(ci, geo.cout_g), co_local), geo.k_plane)
-                with k.loop(0, geo.d.kernel, "kd") as kd:
-                    id_, valid_d = _source_row(k, geo.d, od, kd)
-                    with _When(b, valid_d), k.loop(0, geo.h.kernel, "kh") as kh:
-                        ih, valid_h = _source_row(k, geo.h, oh, kh)
-                        with _When(b, valid_h):
-                            x_row = k.offset(k.args[1], k.add(x_channel, k.mul(id_, geo.h.size * axis.size),
-                                                              k.mul(ih, axis.size)))
-                            w_row = k.offset(k.args[2], k.add(w_channel, k.mul(k.add(k.mul(kd, geo.h.kernel), kh),
-                                                                               axis.kernel)))
-                            with k.loop(0, axis.kernel, "kw") as kw:
-                                shift = k.add(k.mul(kw, axis.dilation), -axis.pad_lo)
-                                first = _max(k, _ceil_div(k, b.neg(shift), axis.stride), i64(0))
-                                end = _min(k, _ceil_div(k, b.sub(i64(axis.out), shift), axis.stride), i64(axis.size))
-                                weight = k.load(w_row, kw)
-                                with k.loop(first, end, "i") as i:
-                                    o = k.add(k.mul(i, axis.stride), shift)
-                                    k.store(k.fma(weight, k.load(x_row, i), k.load(row, o)), row, o)
+
+                def row_taps(kd: ir.Value, kh: ir.Value, id_: ir.Value, ih: ir.Value) -> None:
+                    x_row = k.offset(k.args[1], k.add(x_channel, k.mul(id_, geo.h.size * axis.size),
+                                                      k.mul(ih, axis.size)))
+                    w_row = k.offset(k.args[2], k.add(w_channel, k.mul(k.add(k.mul(kd, geo.h.kernel), kh),
+                                                                       axis.kernel)))
+                    with k.loop(0, axis.kernel, "kw") as kw:
+                        shift = k.add(k.mul(kw, axis.dilation), -axis.pad_lo)
+                        first = _max(k, _ceil_div(k, b.neg(shift), axis.stride), i64(0))
+                        end = _min(k, _ceil_div(k, b.sub(i64(axis.out), shift), axis.stride), i64(axis.size))
+                        weight = k.load(w_row, kw)
+                        with k.loop(first, end, "i") as i:
+                            o = k.add(k.mul(i, axis.stride), shift)
+                            k.store(k.fma(weight, k.load(x_row, i), k.load(row, o)), row, o)
+
+                _for_input_rows(k, geo, od, oh, row_taps)
             activate_row(k, geo, row)
 
 
