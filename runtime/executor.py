@@ -44,7 +44,7 @@ class Executable:
             self._buffers[lowered.slots[name]] = value.ctypes.data
         base = self._arena.ctypes.data
         self._buffers[lowered.arena_slot] = base + (-base % 64)
-        self._computed = {n for n in graph.outputs if graph.node(n).op not in ("input", "const")}
+        self._computed = set(lowered.computed_outputs)
         self._parallel = lowered.parallel
         self._own_lock = threading.Lock()
 
@@ -74,24 +74,23 @@ class Executable:
         inputs = [a if a.flags.c_contiguous else np.asarray(a, order="C") for a in arrays]
         out_type = self.output_types[0]
         result = np.empty(out_type.shape, out_type.numpy_dtype)
-        buffers, slots = self._buffers, self._slots
-        with self._lock():
-            for name, array in zip(self.input_names, inputs):
-                buffers[slots[name]] = array.ctypes.data
-            buffers[slots[self.output_names[0]]] = result.ctypes.data
-            self._entry(self._buffers_address)
+        self._execute(inputs, {self.output_names[0]: result})
         return result
 
-    def __call__(self, *arrays: Any) -> list[np.ndarray]:
-        inputs = self.check_inputs(arrays)
-        results = {n: np.empty(t.shape, t.numpy_dtype) for n, t in zip(self.output_names, self.output_types)
-                   if n in self._computed}
+    def _execute(self, inputs: list[np.ndarray], results: dict[str, np.ndarray]) -> None:
+        """Point the buffer table at this call's inputs and outputs and run the entry."""
         with self._lock():
             for name, array in zip(self.input_names, inputs):
                 self._buffers[self._slots[name]] = array.ctypes.data
             for name, array in results.items():
                 self._buffers[self._slots[name]] = array.ctypes.data
             self._entry(self._buffers_address)
+
+    def __call__(self, *arrays: Any) -> list[np.ndarray]:
+        inputs = self.check_inputs(arrays)
+        results = {n: np.empty(t.shape, t.numpy_dtype) for n, t in zip(self.output_names, self.output_types)
+                   if n in self._computed}
+        self._execute(inputs, results)
         outputs, seen = [], set()
         host = {**self._consts, **dict(zip(self.input_names, inputs))}
         for name in self.output_names:

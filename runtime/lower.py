@@ -11,9 +11,7 @@ from dataclasses import dataclass
 
 import llvmlite.ir as ir
 
-from convc.ir import Graph
-
-from convc.ir import Node
+from convc.ir import Graph, Node
 from convc.types import TensorType
 
 from .codegen import FLOAT_TYPES, I64, i64
@@ -53,6 +51,7 @@ class Lowered:
     module: ir.Module
     plan: Plan
     slots: dict[str, int]      # value name -> index in the buffer array (inputs, outputs, consts)
+    computed_outputs: list[str]  # outputs that kernels write (not graph inputs or constants)
     arena_slot: int
     const_names: list[str]
     parallel: bool             # whether any kernel runs on the thread pool
@@ -70,8 +69,7 @@ def lower(graph: Graph) -> Lowered:
         slots[name] = len(slots)
     arena_slot = len(slots)
 
-    byte_ptr = ir.IntType(8).as_pointer()
-    entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [byte_ptr.as_pointer()]), ENTRY)
+    entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [BYTE_PTR.as_pointer()]), ENTRY)
     builder = ir.IRBuilder(entry.append_basic_block("entry"))
     buffers = entry.args[0]
     arena = builder.load(builder.gep(buffers, [i64(arena_slot)]), name="arena")
@@ -102,4 +100,4 @@ def lower(graph: Graph) -> Lowered:
         else:
             builder.call(kernel, pointers + [i64(0), i64(extent)])
     builder.ret_void()
-    return Lowered(module, plan, slots, arena_slot, const_names, parallel)
+    return Lowered(module, plan, slots, computed_outputs, arena_slot, const_names, parallel)
