@@ -10,10 +10,9 @@ from typing import Any, Callable
 
 from .args import is_int
 from .errors import ConvcError
-from .op_conv import PADDING_MODES
+from .op_conv import PADDING_MODES, spatial_rank
+from .op_elementwise import UNARY_OPS
 from .op_pad_pool import PAD_MODES
-
-ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh")
 
 
 def _ints(minimum: int | None, length: Callable[[str], int | None]) -> Callable[[str, Any], str | None]:
@@ -34,7 +33,7 @@ def _choice(choices: tuple) -> Callable[[str, Any], str | None]:
 
 
 def _spatial(op: str) -> int | None:
-    return int(op[-2]) if op.startswith("conv") else 2 if op in ("extract_patches", "separable_conv2d") else None
+    return spatial_rank(op) if op.startswith("conv") else 2 if op in ("extract_patches", "separable_conv2d") else None
 
 
 def _padding(op: str, value: Any) -> str | None:
@@ -64,8 +63,8 @@ RULES: dict[str, Callable[[str, Any], str | None]] = {
     "padding": _padding, "pad_lo": _pad_lo, "pad_hi": _pad_hi, "pad": _ints(None, lambda op: None),
     "shape": _ints(0, lambda op: None), "padding_mode": _choice(PADDING_MODES), "mode": _choice(PAD_MODES),
     "value": lambda op, v: None if isinstance(v, (int, float)) and not isinstance(v, bool) else "must be a number",
-    "data_format": _choice(("NHWC", "NCHW")), "activation": _choice(ACTIVATIONS),
-    "depthwise_activation": _choice(ACTIVATIONS),
+    "data_format": _choice(("NHWC", "NCHW")), "activation": _choice(UNARY_OPS),
+    "depthwise_activation": _choice(UNARY_OPS),
 }
 PADS = ({"padding"}, {"pad_lo", "pad_hi"})
 REQUIRED: dict[str, tuple[set[str], tuple[set[str], ...]]] = {

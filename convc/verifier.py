@@ -6,7 +6,19 @@ import networkx as nx
 from .errors import ConvcError
 from .ir import Graph
 from .attributes import check_attributes
-from .registry import get_op
+from .ir import Node
+from .registry import OpDef, get_op
+
+
+def check_node(node: Node) -> OpDef:
+    """The op definition of an op node, after checking its operand count and attributes (what a
+    shape rule needs before it can run); ConvcError otherwise."""
+    opdef = get_op(node.op)
+    if not opdef.required_operands <= len(node.operands) <= len(opdef.operand_names):
+        raise ConvcError(f"{node.op} has {len(node.operands)} operands, expected {opdef.required_operands} "
+                         f"to {len(opdef.operand_names)}")
+    check_attributes(node.op, node.attrs)
+    return opdef
 
 
 def verify(graph: Graph) -> None:
@@ -31,11 +43,10 @@ def verify(graph: Graph) -> None:
             continue
         if node.op == "const":
             continue
-        opdef = get_op(node.op)
-        if not opdef.required_operands <= len(node.operands) <= len(opdef.operand_names):
-            raise ConvcError(f"{where}: %{node.name} = {node.op} has {len(node.operands)} operands, expected "
-                             f"{opdef.required_operands} to {len(opdef.operand_names)}")
-        check_attributes(node.op, node.attrs)
+        try:
+            opdef = check_node(node)
+        except ConvcError as error:
+            raise ConvcError(f"{where}: %{node.name}: {error}") from None
         if set(node.operands) != set(graph.dag.predecessors(node.name)):
             raise ConvcError(f"{where}: %{node.name}: operands and graph edges disagree")
         expected = opdef.infer([graph.type_of(o) for o in node.operands], node.attrs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from convc.ir import Graph, Node
+from convc.op_conv import spatial_rank
 from convc.registry import has_trait
 
 from .pipeline import Pass
@@ -19,7 +20,7 @@ def channel_axis(graph: Graph, node: Node) -> int | None:
     if node.op == "separable_conv2d":
         return rank - 1 if node.attrs["data_format"] == "NHWC" else 1
     if has_trait(node.op, "conv") or has_trait(node.op, "conv_transpose"):
-        return rank - int(node.op[-2]) - 1
+        return rank - spatial_rank(node.op) - 1
     return None
 
 

@@ -1,11 +1,10 @@
 """Shape inference: types every value from its op's shape rule; errors name the node."""
 from __future__ import annotations
 
-from convc.attributes import check_attributes
 from convc.errors import ConvcError
 from convc.ir import Graph
-from convc.registry import get_op
 from convc.types import TensorType
+from convc.verifier import check_node
 
 from .pipeline import Pass
 
@@ -25,12 +24,7 @@ class ShapeInference(Pass):
                 continue
             operand_types = [graph.type_of(o) for o in node.operands]
             try:
-                opdef = get_op(node.op)
-                if not opdef.required_operands <= len(node.operands) <= len(opdef.operand_names):
-                    raise ConvcError(f"takes {opdef.required_operands} to {len(opdef.operand_names)} operands, "
-                                     f"got {len(node.operands)}")
-                check_attributes(node.op, node.attrs)
-                node.type = opdef.infer(operand_types, node.attrs)
+                node.type = check_node(node).infer(operand_types, node.attrs)
             except ConvcError as error:
                 raise ConvcError(f"shape_inference: %{node.name} = {node.op}: {error}") from None
         return graph
