@@ -155,6 +155,11 @@ class Kernel:
         builder.branch(header)
         builder.position_at_end(exit_block)
 
+    def inside(self, index: ir.Value, size: int) -> ir.Value:
+        """The i1 test 0 <= index < size."""
+        b = self.builder
+        return b.and_(b.icmp_signed(">=", index, i64(0)), b.icmp_signed("<", index, i64(size)))
+
     @contextmanager
     def when(self, flag: ir.Value | None) -> Iterator[None]:
         """Emit the body under `if flag`, or unconditionally when flag is None."""

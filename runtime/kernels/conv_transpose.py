@@ -85,13 +85,11 @@ def _source_row(k: Kernel, axis: Axis, out_index: ir.Value, tap: ir.Value) -> tu
         return out_index, None
     b = k.builder
     numerator = k.add(out_index, axis.pad_lo, b.neg(k.mul(tap, axis.dilation)))
-    valid = b.icmp_signed(">=", numerator, i64(0))
-    if axis.stride > 1:
-        valid = b.and_(valid, b.icmp_signed("==", b.srem(numerator, i64(axis.stride)), i64(0)))
-        index = b.sdiv(numerator, i64(axis.stride))
-    else:
-        index = numerator
-    return index, b.and_(valid, b.icmp_signed("<", index, i64(axis.size)))
+    if axis.stride == 1:
+        return numerator, k.inside(numerator, axis.size)
+    index = b.sdiv(numerator, i64(axis.stride))
+    divisible = b.icmp_signed("==", b.srem(numerator, i64(axis.stride)), i64(0))
+    return index, b.and_(divisible, k.inside(index, axis.size))
 
 
 def _for_input_rows(k: Kernel, geo: ConvGeometry, od: ir.Value, oh: ir.Value,

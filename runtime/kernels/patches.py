@@ -30,8 +30,7 @@ def emit_extract_patches(module: ir.Module, name: str, attrs: dict[str, Any], in
         with k.loop(0, out_w, "j") as j, k.loop(0, kh, "a") as a, k.loop(0, kw, "c") as c:
             y = k.add(k.mul(i, sh), k.mul(a, rh), -lo[0])
             x_ = k.add(k.mul(j, sw), k.mul(c, rw), -lo[1])
-            inside = b.and_(b.and_(b.icmp_signed(">=", y, k.add(0)), b.icmp_signed("<", y, k.add(height))),
-                            b.and_(b.icmp_signed(">=", x_, k.add(0)), b.icmp_signed("<", x_, k.add(width))))
+            inside = b.and_(k.inside(y, height), k.inside(x_, width))
             target = k.offset(k.args[0], k.add(k.mul(k.add(k.mul(row, out_w), j), out_depth),
                                                k.mul(k.add(k.mul(a, kw), c), depth)))
             with b.if_else(inside) as (copy, fill):

@@ -75,11 +75,9 @@ def emit_separable_conv2d(module: ir.Module, name: str, attrs: dict[str, Any], i
                 k.store(zero, middle, cm)
             with k.loop(0, kh, "ky") as ky:
                 iy = k.add(k.mul(oy, sh), k.mul(ky, rh), -lo[0])
-                row_ok = b.and_(b.icmp_signed(">=", iy, k.add(0)), b.icmp_signed("<", iy, k.add(height)))
-                with b.if_then(row_ok), k.loop(0, kw, "kx") as kx:
+                with b.if_then(k.inside(iy, height)), k.loop(0, kw, "kx") as kx:
                     ix = k.add(k.mul(ox, sw), k.mul(kx, rw), -lo[1])
-                    col_ok = b.and_(b.icmp_signed(">=", ix, k.add(0)), b.icmp_signed("<", ix, k.add(width)))
-                    with b.if_then(col_ok):
+                    with b.if_then(k.inside(ix, width)):
                         pixel = k.offset(x_ptr, k.add(k.mul(n, xs[0]), k.mul(iy, xs[1]), k.mul(ix, xs[2])))
                         taps = k.offset(dw_ptr, k.mul(k.add(k.mul(ky, kw), kx), channels * mult))
                         with k.loop(0, channels, "c") as c:
