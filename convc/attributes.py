@@ -13,6 +13,7 @@ from .errors import ConvcError
 from .op_conv import PADDING_MODES, spatial_rank
 from .op_elementwise import UNARY_OPS
 from .op_pad_pool import PAD_MODES
+from .registry import has_trait
 
 
 def _ints(minimum: int | None, length: Callable[[str], int | None]) -> Callable[[str, Any], str | None]:
@@ -79,6 +80,15 @@ REQUIRED: dict[str, tuple[set[str], tuple[set[str], ...]]] = {
 }
 
 
+OPTIONAL_BY_TRAIT = {"has_epilogue": {"activation"}, "conv": {"padding_mode"}, "separable": {"depthwise_activation"}}
+
+
+def optional_attributes(op: str) -> set[str]:
+    """The attributes an op may carry beyond its required ones, from its traits (a fused
+    activation only where the kernel has an epilogue, and so on)."""
+    return set().union(*(names for trait, names in OPTIONAL_BY_TRAIT.items() if has_trait(op, trait)))
+
+
 def check_attributes(op: str, attrs: dict[str, Any]) -> None:
     """ConvcError unless `attrs` has the attributes `op` needs, each well-formed, and no others."""
     required, alternatives = REQUIRED.get(op, (set(), (set(),)))
@@ -86,12 +96,15 @@ def check_attributes(op: str, attrs: dict[str, Any]) -> None:
     missing = required - present
     if missing:
         raise ConvcError(f"{op}: missing attribute(s) {sorted(missing)}")
-    if not any(choice <= present for choice in alternatives):
+    chosen = next((choice for choice in alternatives if choice <= present), None)
+    if chosen is None:
         raise ConvcError(f"{op}: needs the attributes {' or '.join(str(sorted(c)) for c in alternatives)}")
+    allowed = required | chosen | optional_attributes(op)
     for name, value in attrs.items():
         rule = RULES.get(name)
-        if rule is None or (op not in REQUIRED and name not in ("activation",)):
-            raise ConvcError(f"{op}: unknown attribute {name}={value!r}")
+        if rule is None or name not in allowed:
+            raise ConvcError(f"{op}: unknown attribute {name}={value!r}; {op} takes "
+                             f"{', '.join(sorted(allowed)) or 'no attributes'}")
         problem = rule(op, value)
         if problem:
             raise ConvcError(f"{op}: attribute {name}={value!r} {problem}")

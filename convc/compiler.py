@@ -6,9 +6,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .arrays import as_float_array
 from .errors import ConvcError
 from .ir import Graph
 from .tracing import trace
+from .types import TensorType
 
 
 class Compiled:
@@ -37,7 +39,7 @@ class Compiled:
         return f"<convc.Compiled @{self.graph.name}: {len(self.graph.op_nodes())} ops>"
 
 
-def optimize(graph: Graph, opt_level: int = 2, dump: str | os.PathLike | None = None) -> Graph:
+def optimize(graph: Graph, opt_level: int = 2, dump: str | os.PathLike | bool | None = None) -> Graph:
     """Run the pass pipeline of `opt_level` on a copy of `graph`."""
     from .passes import default_pipeline
     from .passes.pipeline import instruments_for
@@ -49,18 +51,31 @@ def optimize(graph: Graph, opt_level: int = 2, dump: str | os.PathLike | None = 
 def _evaluate(op: str, values: list[np.ndarray], attrs: dict[str, Any]) -> np.ndarray:
     """Run one op on constant values with the eager kernels (for constant folding)."""
     from . import eager
-    return eager.run(op, values, attrs)
+    return eager.run(op, values, attrs, dump=False)
+
+
+def check_example_inputs(graph: Graph, example_inputs: tuple[Any, ...]) -> None:
+    """Example inputs given with a Graph must match its input types; ConvcError naming the input."""
+    if len(example_inputs) != len(graph.inputs):
+        raise ConvcError(f"compile: graph @{graph.name} takes {len(graph.inputs)} inputs "
+                         f"({', '.join('%' + n for n in graph.inputs)}), got {len(example_inputs)} example inputs")
+    for name, value in zip(graph.inputs, example_inputs):
+        expected = graph.type_of(name)
+        actual = TensorType.of_array(as_float_array("compile", f"example input %{name}", value))
+        if actual != expected:
+            raise ConvcError(f"compile: example input %{name} of graph @{graph.name} is {actual}, "
+                             f"but the graph's input %{name} is {expected}")
 
 
 def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, opt_level: int = 2,
-            dump: str | os.PathLike | None = None) -> Compiled:
+            dump: str | os.PathLike | bool | None = None) -> Compiled:
     """Trace `fn_or_graph` on the example inputs (unless it is a Graph already), optimize it and
     JIT-compile its kernels for the host CPU."""
     from .runtime.executor import Executable
     if isinstance(fn_or_graph, Graph):
         graph = fn_or_graph
         if example_inputs:
-            raise ConvcError("compile: a Graph already fixes its input types; pass no example inputs")
+            check_example_inputs(graph, example_inputs)
     else:
         graph = trace(fn_or_graph, *example_inputs)
     optimized = optimize(graph, opt_level, dump)

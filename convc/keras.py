@@ -62,9 +62,6 @@ class SeparableConv2D:
         self.kernel_size = _pair(layer, "kernel_size", kernel_size)
         self.strides = _pair(layer, "strides", strides)
         self.dilation_rate = _pair(layer, "dilation_rate", dilation_rate)
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ConvcError(f"{layer}: strides={self.strides} > 1 is not supported in conjunction with "
-                             f"dilation_rate={self.dilation_rate} > 1")
         if not isinstance(padding, str):
             raise TypeError(f"{layer}: padding={padding!r} must be 'valid' or 'same'")
         self.padding = one_of(layer, "padding", padding.lower(), ("valid", "same"))
@@ -110,8 +107,9 @@ class SeparableConv2D:
             self.build(tuple(inputs.shape), getattr(inputs, "dtype", np.float32))
         nhwc = self.data_format == "channels_last"
         strides = [1, *self.strides, 1] if nhwc else [1, 1, *self.strides]
-        outputs = ops.separable_conv2d(inputs, self.depthwise_kernel, self.pointwise_kernel, strides,
-                                       self.padding.upper(), "NHWC" if nhwc else "NCHW", list(self.dilation_rate))
+        outputs = ops.apply("separable_conv2d", [inputs, self.depthwise_kernel, self.pointwise_kernel],
+                            strides=strides, padding=self.padding.upper(), data_format="NHWC" if nhwc else "NCHW",
+                            dilations=list(self.dilation_rate), strided_dilation=True)
         if self.bias is not None:
             outputs = ops.add(outputs, self.bias if nhwc else self.bias.reshape(-1, 1, 1))
         return self.activation(outputs) if self.activation else outputs

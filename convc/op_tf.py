@@ -99,8 +99,10 @@ register(OpDef("extract_patches", ("images",), normalize=_normalize_extract_patc
                infer=_infer_extract_patches, traits=frozenset({"patches"})))
 
 
-def _normalize_separable(strides: Any, padding: Any, data_format: str = "NHWC",
-                         dilations: Any = None) -> dict[str, Any]:
+def _normalize_separable(strides: Any, padding: Any, data_format: str = "NHWC", dilations: Any = None,
+                         strided_dilation: bool = False) -> dict[str, Any]:
+    """TF's arguments -> attributes. `strided_dilation` (set by the Keras layer only, which computes
+    the definition as Keras 3 does) lifts the functional op's ban on strides > 1 with dilations > 1."""
     op = "separable_conv2d"
     data_format = one_of(op, "data_format", data_format, ("NHWC", "NCHW"))
     stride = _four(op, "strides", strides, data_format)
@@ -114,10 +116,7 @@ def _normalize_separable(strides: Any, padding: Any, data_format: str = "NHWC",
         raise ConvcError(f"{op}: dilations={dilations!r} must be None, an int or a list of 2 ints")
     if any(d < 1 for d in dilation):
         raise ConvcError(f"{op}: dilations={list(dilation)} must be positive")
-    if stride[0] != stride[1]:
-        raise ConvcError(f"{op}: strides={list(strides)} must be equal along rows and columns "
-                         f"(TF's depthwise convolution supports only equal strides)")
-    if max(stride) > 1 and max(dilation) > 1:
+    if max(stride) > 1 and max(dilation) > 1 and not strided_dilation:
         raise ConvcError(f"{op}: strides={list(stride)} > 1 cannot be combined with dilations={list(dilation)} > 1")
     return {"strides": stride, "padding": one_of(op, "padding", padding, ("VALID", "SAME")),
             "data_format": data_format, "dilations": dilation}

@@ -18,14 +18,17 @@ _normalized: dict[tuple, dict[str, Any]] = {}
 
 
 def _plain(value: Any) -> bool:
-    """Whether a value's hash identifies it exactly (so True and 1 never share a memo entry)."""
+    """Whether a value's repr identifies it exactly: ints, floats, strings, None and tuples of ints.
+    The memo keys on the repr, since 1, 1.0 and True (and 0.0 and -0.0) hash and compare alike."""
     return type(value) in (int, float, str, type(None)) or (
         type(value) is tuple and all(type(v) is int for v in value))
 
 
 def normalize(op: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """The op's canonical attributes, memoized for plain argument values (callers never mutate them)."""
-    key = (op, tuple(arguments.items())) if all(_plain(v) for v in arguments.values()) else None
+    """The op's canonical attributes, memoized for plain argument values (callers never mutate them),
+    so that no earlier call changes how a later one is validated."""
+    plain = all(_plain(v) for v in arguments.values())
+    key = (op, tuple((k, repr(v)) for k, v in arguments.items())) if plain else None
     attrs = _normalized.get(key) if key else None
     if attrs is None:
         attrs = get_op(op).normalize(**arguments)
@@ -46,10 +49,10 @@ def apply(op: str, operands: Sequence[Any], **arguments: Any) -> Any:
         if value is None:
             raise TypeError(f"{op}: {name} is required, got None")
     attrs = normalize(op, arguments)
-    if any(isinstance(v, Tensor) for v in operands):
-        if current_graph() is None:
-            raise TypeError(f"{op}: a traced convc.Tensor was used outside its convc.trace")
+    if current_graph() is not None:  # inside a trace every op is recorded; constant ones fold at compile time
         return record(op, operands, attrs)
+    if any(isinstance(v, Tensor) for v in operands):
+        raise TypeError(f"{op}: a traced convc.Tensor was used outside its convc.trace")
     return eager.run(op, operands, attrs)
 
 

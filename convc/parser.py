@@ -11,7 +11,7 @@ from .errors import ConvcError
 from .ir import Graph
 from .types import TensorType
 
-_TYPE = r"(f32|f64)\[([0-9,]*)\]"
+_TYPE = r"(\w+)\[([0-9,]*)\]"
 _HEADER = re.compile(r"^graph\s+@([\w.]+)\((.*)\)\s*\{$")
 _ARG = re.compile(rf"^%([\w.]+)\s*:\s*{_TYPE}$")
 _CONST = re.compile(rf"^%([\w.]+)\s*=\s*const\s+{_TYPE}$")
@@ -20,8 +20,27 @@ _RETURN = re.compile(r"^return\s*(.*)$")
 _TOKEN = re.compile(r'\s*(-?inf|nan|true|false|none|"(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*|[\[\],={}]|\w+)')
 
 
-def _type(dtype: str, dims: str) -> TensorType:
-    return TensorType(tuple(int(d) for d in dims.split(",") if d), dtype)
+def _type(dtype: str, dims: str, where: str) -> TensorType:
+    try:
+        return TensorType(tuple(int(d) for d in dims.split(",") if d), dtype)
+    except ConvcError as error:
+        raise ConvcError(f"parse: {where}: {error}") from None
+
+
+def _check_result_types(graph: Graph, lines: dict[str, str]) -> None:
+    """A result type written in the text must be the one its op's shape rule gives."""
+    from .verifier import check_node
+    for node in graph.op_nodes():
+        operand_types = [graph.node(o).type for o in node.operands]
+        if node.type is None or any(t is None for t in operand_types):
+            continue
+        try:
+            expected = check_node(node).infer(operand_types, node.attrs)
+        except ConvcError as error:
+            raise ConvcError(f"parse: {lines[node.name]}: %{node.name} = {node.op}: {error}") from None
+        if expected != node.type:
+            raise ConvcError(f"parse: {lines[node.name]}: %{node.name} = {node.op} is typed {node.type}, "
+                             f"but its shape rule gives {expected}")
 
 
 def _tokens(text: str, where: str) -> list[str]:
@@ -97,15 +116,16 @@ def parse(text: str, consts: dict[str, np.ndarray] | None = None) -> Graph:
         match = _ARG.match("%" + arg.rstrip(", "))
         if not match:
             raise ConvcError(f"parse: line 1: cannot read argument %{arg!r}")
-        graph.add_input(_type(match.group(2), match.group(3)), match.group(1))
+        graph.add_input(_type(match.group(2), match.group(3), "line 1"), match.group(1))
     if lines[-1] != "}":
         raise ConvcError("parse: the graph must end with '}'")
+    op_lines: dict[str, str] = {}
     for number, line in enumerate(lines[1:-1], start=2):
         where = f"line {number}"
         if (match := _CONST.match(line)):
             name = match.group(1)
             value = consts.get(name)
-            ctype = _type(match.group(2), match.group(3))
+            ctype = _type(match.group(2), match.group(3), where)
             if value is not None and TensorType.of_array(np.asarray(value)) != ctype:
                 raise ConvcError(f"parse: {where}: constant %{name} is {ctype} but the value given is "
                                  f"{TensorType.of_array(np.asarray(value))}")
@@ -114,8 +134,8 @@ def parse(text: str, consts: dict[str, np.ndarray] | None = None) -> Graph:
             name, op, operands, attrs = match.group(1), match.group(2), match.group(3), match.group(4)
             get_op(op)
             operand_names = [o.strip().lstrip("%") for o in operands.split(",") if o.strip()]
-            node_type = _type(match.group(5), match.group(6)) if match.group(5) else None
-            graph.add_node(op, operand_names, _attrs(attrs, where), node_type, name)
+            node_type = _type(match.group(5), match.group(6), where) if match.group(5) else None
+            op_lines[graph.add_node(op, operand_names, _attrs(attrs, where), node_type, name)] = where
         elif (match := _RETURN.match(line)):
             graph.outputs = [o.strip().lstrip("%") for o in match.group(1).split(",") if o.strip()]
             for output in graph.outputs:
@@ -125,4 +145,5 @@ def parse(text: str, consts: dict[str, np.ndarray] | None = None) -> Graph:
             raise ConvcError(f"parse: {where}: cannot read {line!r}")
     if not graph.outputs:
         raise ConvcError("parse: the graph has no 'return' line")
+    _check_result_types(graph, op_lines)
     return graph

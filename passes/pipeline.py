@@ -76,11 +76,15 @@ class Timing(Instrument):
         self.seconds[pass_.name] = self.seconds.get(pass_.name, 0.0) + time.perf_counter() - self._start
 
 
-def instruments_for(dump: str | os.PathLike | None) -> list[Instrument]:
-    """`dump='all'` prints after each pass, any other value is a dump directory; CONVC_DUMP is the
-    same switch from the environment."""
-    dump = dump if dump is not None else os.environ.get("CONVC_DUMP") or None
+def instruments_for(dump: str | os.PathLike | bool | None) -> list[Instrument]:
+    """`dump='all'` prints after each pass, a path is a dump directory, False switches dumping off;
+    None (the default) takes the same switch from the environment variable CONVC_DUMP."""
+    if dump is not None and not isinstance(dump, (str, os.PathLike)) and dump is not False:
+        raise TypeError(f"compile: dump={dump!r} must be 'all', a directory path, False or None, "
+                        f"got {type(dump).__name__}")
     if dump is None:
+        dump = os.environ.get("CONVC_DUMP") or None
+    if dump is None or dump is False:
         return []
     return [PrintAfterAll()] if str(dump) == "all" else [DumpToDirectory(dump)]
 
@@ -107,13 +111,14 @@ class Pipeline:
 
 def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
                      evaluate: Evaluate | None = None) -> Pipeline:
-    """opt_level 0: shape inference and padding canonicalization; 1: plus constant folding (when
-    the caller supplies `evaluate`, which runs one op on constants) and dead-code elimination;
-    2: plus the fusions."""
+    """opt_level 0: shape inference and padding canonicalization; 1: plus pad folding into convs,
+    constant folding (when the caller supplies `evaluate`, which runs one op on constants) and
+    dead-code elimination; 2: plus the fusions."""
     from .canonicalize_padding import CanonicalizePadding
     from .dead_code import DeadCodeElimination
     from .fold_bias import FoldBias
     from .fold_constants import FoldConstants
+    from .fold_pad import FoldPad
     from .fuse_broadcast import FuseBroadcast
     from .fuse_epilogue import FuseEpilogue
     from .fuse_separable import FuseSeparable
@@ -121,6 +126,7 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
 
     passes: list[Pass] = [ShapeInference(), CanonicalizePadding()]
     if opt_level >= 1:
+        passes.append(FoldPad())
         if evaluate is not None:
             passes.append(FoldConstants(evaluate))
         passes.append(DeadCodeElimination())

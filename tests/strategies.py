@@ -123,8 +123,8 @@ def separable_cases(draw, data_formats=("NHWC", "NCHW"), min_cols=1):
     data_format = draw(st.sampled_from(data_formats))
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     channels, mult, filters = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 5))
-    stride = draw(st.integers(1, 3))
-    dilations = [1, 1] if stride > 1 else [draw(st.integers(1, 2)), draw(st.integers(1, 2))]
+    stride_h, stride_w = draw(st.integers(1, 3)), draw(st.integers(1, 3))  # TF computes unequal strides too
+    dilations = [1, 1] if max(stride_h, stride_w) > 1 else [draw(st.integers(1, 2)), draw(st.integers(1, 2))]
     padding = draw(st.sampled_from(["SAME", "VALID"]))
     rows = draw(st.integers(dilations[0] * (kh - 1) + 1, 9))
     cols = draw(st.integers(max(min_cols, dilations[1] * (kw - 1) + 1), max(9, min_cols + 12)))
@@ -132,7 +132,7 @@ def separable_cases(draw, data_formats=("NHWC", "NCHW"), min_cols=1):
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     shape = (batch, rows, cols, channels) if data_format == "NHWC" else (batch, channels, rows, cols)
-    strides = [1, stride, stride, 1] if data_format == "NHWC" else [1, 1, stride, stride]
+    strides = [1, stride_h, stride_w, 1] if data_format == "NHWC" else [1, 1, stride_h, stride_w]
     return (rng.standard_normal(shape).astype(dtype), rng.standard_normal((kh, kw, channels, mult)).astype(dtype),
             rng.standard_normal((1, 1, channels * mult, filters)).astype(dtype), strides, padding, data_format,
             dilations)

@@ -67,6 +67,19 @@ def test_compile_of_a_module_exposes_graph_llvm_ir_and_asm():
     assert compiled.graph.op_nodes()[0].attrs["activation"] == "relu"
 
 
+def test_a_graph_takes_example_inputs_that_match_its_input_types():
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    graph = convc.trace(lambda a, b: ops.relu(a - b), x, x)
+    np.testing.assert_array_equal(convc.compile(graph, x, x)(x, -x), np.maximum(2 * x, 0))
+    with pytest.raises(ConvcError, match=r"example input %b of graph @main is f32\[3,2\], but the graph's input %b "
+                                         r"is f32\[2,3\]"):
+        convc.compile(graph, x, x.T)
+    with pytest.raises(ConvcError, match=r"example input %a of graph @main is f64\[2,3\]"):
+        convc.compile(graph, x.astype(np.float64), x)
+    with pytest.raises(ConvcError, match=r"takes 2 inputs \(%a, %b\), got 1 example inputs"):
+        convc.compile(graph, x)
+
+
 def test_compile_rejects_bad_options():
     with pytest.raises(ConvcError, match="opt_level=5 must be 0, 1 or 2"):
         convc.compile(ops.relu, np.zeros(2), opt_level=5)

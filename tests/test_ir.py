@@ -73,9 +73,41 @@ def test_parse_errors_say_where_and_what(text, pattern):
 
 
 def test_verifier_rejects_a_type_that_breaks_the_shape_rule():
-    graph = parse(BLOCK.replace(": f32[1,32,112,112]\n  %1", ": f32[1,32,110,110]\n  %1"))
+    graph = parse(BLOCK)
+    graph.node("0").type = TensorType((1, 32, 110, 110), "f32")
     with pytest.raises(ConvcError, match=r"%0 = conv2d is typed f32\[1,32,110,110\] but its shape rule gives f32\[1,32,112,112\]"):
         verify(graph)
+
+
+def test_parser_rejects_a_result_type_that_breaks_the_shape_rule():
+    with pytest.raises(ConvcError, match=r"line 3: %0 = conv2d is typed f32\[1,32,110,110\], but its shape rule "
+                                         r"gives f32\[1,32,112,112\]"):
+        parse(BLOCK.replace(": f32[1,32,112,112]\n  %1", ": f32[1,32,110,110]\n  %1"))
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("graph @g(%x: i32[2]) {\n  return %x\n}", r"line 1: dtype 'i32' is not supported; expected one of \['f32', 'f64'\]"),
+    ("graph @g(%x: f32[2]) {\n  %c = const bf16[2]\n  return %x\n}", r"line 2: dtype 'bf16' is not supported"),
+    ("graph @g(%x: f32[1,3,4611686018427387904]) {\n  return %x\n}", r"f32\[1,3,4611686018427387904\] is too large"),
+    ("graph @g(%x: f32[2]) {\n  %0 = add(%x, %x) {activation=\"relu\"} : f32[2]\n  return %0\n}",
+     r"add: unknown attribute activation='relu'; add takes no attributes"),
+    ("graph @g(%x: f32[1,2,5]) {\n  %w = const f32[2,2,3]\n  %0 = conv1d(%x, %w) {stride=[1], padding=[0], dilation=[1], "
+     "groups=1, depthwise_activation=\"relu\"} : f32[1,2,3]\n  return %0\n}", r"conv1d: unknown attribute depthwise_activation"),
+    ("graph @g(%x: f32[1,2,5]) {\n  %w = const f32[2,2,3]\n  %0 = conv1d(%x, %w) {stride=[1], padding=[0], pad_lo=[0], pad_hi=[0], "
+     "dilation=[1], groups=1} : f32[1,2,3]\n  return %0\n}", r"conv1d: unknown attribute pad_lo"),
+])
+def test_parser_rejects_what_no_kernel_could_run(text, pattern):
+    with pytest.raises(ConvcError, match=pattern):
+        parse(text)
+
+
+def test_tensor_sizes_are_exact_integers():
+    big = TensorType((1 << 20, 1 << 20), "f32")
+    assert big.size == 1 << 40
+    with pytest.raises(ConvcError, match="too large"):
+        TensorType((3, 1 << 62), "f32")
+    with pytest.raises(ConvcError, match="must not be negative"):
+        TensorType((3, -1), "f64")
 
 
 def test_verifier_rejects_untyped_values_and_missing_outputs():
@@ -141,6 +173,5 @@ def test_parse_of_damaged_ir_raises_only_convc_errors(start, end, insert):
 def test_malformed_attributes_in_ir_text_are_rejected_before_any_kernel(attrs, pattern):
     text = BLOCK.replace('stride=[1,1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,1], groups=32, padding_mode="zeros"',
                          attrs)
-    graph = parse(text, consts={"w0": np.zeros((32, 1, 3, 3), np.float32)})
-    with pytest.raises(ConvcError, match=pattern):
-        convc.compile(graph)
+    with pytest.raises(ConvcError, match=pattern):  # when parsed, or at the latest when verified
+        convc.compile(parse(text, consts={"w0": np.zeros((32, 1, 3, 3), np.float32)}))

@@ -9,6 +9,7 @@ from convc.passes.dead_code import DeadCodeElimination
 from convc.passes.fuse_epilogue import FuseEpilogue
 from convc.passes.shape_inference import ShapeInference
 from convc.passes.pipeline import Pipeline
+import reference
 from reference import assert_close
 
 
@@ -111,7 +112,7 @@ def test_dump_all_prints_the_ir_after_each_pass(capsys):
     fn, _, _ = _model()
     convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), dump="all")
     printed = capsys.readouterr().out
-    for name in ("shape_inference", "canonicalize_padding", "fold_constants", "dead_code", "fuse_broadcast",
+    for name in ("shape_inference", "canonicalize_padding", "fold_pad", "fold_constants", "dead_code", "fuse_broadcast",
                  "fold_bias", "fuse_epilogue", "fuse_separable"):
         assert f"// ----- IR after {name} -----" in printed
 
@@ -122,9 +123,31 @@ def test_dump_directory_gets_numbered_files_that_parse(tmp_path, monkeypatch):
     convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), opt_level=1)
     names = sorted(p.name for p in (tmp_path / "by_env").iterdir())
     assert names == ["000_input.txt", "001_shape_inference.txt", "002_canonicalize_padding.txt",
-                     "003_fold_constants.txt", "004_dead_code.txt"]
+                     "003_fold_pad.txt", "004_fold_constants.txt", "005_dead_code.txt"]
     assert "pad_lo" in (tmp_path / "by_env" / "002_canonicalize_padding.txt").read_text()
-    parse((tmp_path / "by_env" / "004_dead_code.txt").read_text())
+    parse((tmp_path / "by_env" / "005_dead_code.txt").read_text())
+
+
+def test_dump_false_switches_off_the_environment_dump(tmp_path, monkeypatch, capsys):
+    fn, _, _ = _model()
+    monkeypatch.setenv("CONVC_DUMP", "all")
+    convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), dump=False)
+    assert "IR after" not in capsys.readouterr().out
+
+
+def test_eager_ops_honour_convc_dump(tmp_path, monkeypatch):
+    from convc import eager
+    monkeypatch.setenv("CONVC_DUMP", str(tmp_path))
+    eager.clear_cache()
+    ops.relu6(np.zeros((3, 5), np.float64))
+    assert "relu6(" in (tmp_path / "000_input.txt").read_text()
+
+
+@pytest.mark.parametrize("dump", [123, 1.5, ["all"], True])
+def test_dump_of_the_wrong_type_is_a_type_error_naming_dump(dump):
+    fn, _, _ = _model()
+    with pytest.raises(TypeError, match=r"dump=.* must be 'all', a directory path, False or None"):
+        convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), dump=dump)
 
 
 def test_transposed_conv_padding_becomes_a_crop_of_the_full_output():
@@ -187,7 +210,7 @@ def test_timing_instrument_records_every_pass():
     from convc.passes.pipeline import Timing
     timing = Timing()
     default_pipeline(2, [timing]).run(parse(CONV_RELU))
-    assert set(timing.seconds) == {"shape_inference", "canonicalize_padding", "dead_code", "fuse_broadcast",
+    assert set(timing.seconds) == {"shape_inference", "canonicalize_padding", "fold_pad", "dead_code", "fuse_broadcast",
                                    "fold_bias", "fuse_epilogue", "fuse_separable"}  # no evaluate: no folding
     assert all(seconds >= 0 for seconds in timing.seconds.values())
 
@@ -365,3 +388,57 @@ graph @g(%x: f32[{FOLD_LIMIT + 1}]) {{
 }}"""
     result = Pipeline([ShapeInference(), FoldConstants(evaluate)]).run(parse(text, {"c": np.ones(1, np.float32)}))
     assert [n.op for n in result.op_nodes()] == ["broadcast_to", "add"]
+
+
+def test_pads_feeding_convs_fold_into_their_padding():
+    from convc.passes.fold_pad import FoldPad
+    before = """
+graph @g(%x: f32[1,2,6,7]) {
+  %w = const f32[3,2,3,3]
+  %0 = pad(%x) {pad_lo=[0,0,1,2], pad_hi=[0,0,0,1], mode="constant", value=0.0}
+  %1 = conv2d(%0, %w) {stride=[1,1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,1], groups=1, padding_mode="zeros"}
+  %2 = pad(%x) {pad_lo=[0,0,1,1], pad_hi=[0,0,2,1], mode="reflect", value=0.0}
+  %3 = conv2d(%2, %w) {stride=[2,1], pad_lo=[0,0], pad_hi=[0,0], dilation=[1,1], groups=1, padding_mode="zeros"}
+  %4 = pad(%x) {pad_lo=[0,0,1,1], pad_hi=[0,0,1,1], mode="constant", value=1.0}
+  %5 = conv2d(%4, %w) {stride=[1,1], pad_lo=[0,0], pad_hi=[0,0], dilation=[1,1], groups=1, padding_mode="zeros"}
+  %6 = pad(%x) {pad_lo=[0,1,1,1], pad_hi=[0,0,1,1], mode="constant", value=0.0}
+  return %1, %3, %5, %6
+}"""
+    after = """
+graph @g(%x: f32[1,2,6,7]) {
+  %w = const f32[3,2,3,3]
+  %1 = conv2d(%x, %w) {stride=[1,1], pad_lo=[2,3], pad_hi=[1,2], dilation=[1,1], groups=1, padding_mode="zeros"} : f32[1,3,7,10]
+  %3 = conv2d(%x, %w) {stride=[2,1], pad_lo=[1,1], pad_hi=[2,1], dilation=[1,1], groups=1, padding_mode="reflect"} : f32[1,3,4,7]
+  %4 = pad(%x) {pad_lo=[0,0,1,1], pad_hi=[0,0,1,1], mode="constant", value=1.0} : f32[1,2,8,9]
+  %5 = conv2d(%4, %w) {stride=[1,1], pad_lo=[0,0], pad_hi=[0,0], dilation=[1,1], groups=1, padding_mode="zeros"} : f32[1,3,6,7]
+  %6 = pad(%x) {pad_lo=[0,1,1,1], pad_hi=[0,0,1,1], mode="constant", value=0.0} : f32[1,3,8,9]
+  return %1, %3, %5, %6
+}"""
+    # a pad of ones, or one that pads the channel axis, stays
+    assert run_passes(before, FoldPad(), DeadCodeElimination()) == parse(after)
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_folded_pads_compute_the_reference(mode, rank):
+    rng = np.random.default_rng(rank)
+    x = rng.standard_normal((2, 3) + (5,) * rank).astype(np.float64)
+    w = rng.standard_normal((4, 3) + (3,) * rank)
+    amounts = tuple([1, 2, 0, 1, 2, 1][:2 * rank])
+    conv = getattr(ops, f"conv{rank}d")
+    fn = lambda x: conv(ops.pad(x, amounts, mode=mode), w, padding=1 if mode == "constant" else 0)  # noqa: E731
+    compiled = convc.compile(fn, x)
+    assert [n.op for n in compiled.graph.op_nodes()] == [f"conv{rank}d"]
+    padded = reference.pad(x, amounts, mode)
+    assert_close(compiled(x), reference.conv_nd(padded, w, padding=1 if mode == "constant" else 0), 3 ** rank * 3)
+
+
+def test_a_constant_broadcast_after_a_conv_folds_into_its_bias():
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((1, 4, 8, 8)), rng.standard_normal((4, 4, 3, 3))
+    b = rng.standard_normal((4, 1, 1))
+    fn = lambda x: ops.relu(ops.add(ops.conv2d(x, w, padding=1), ops.broadcast_to(b, (1, 4, 8, 8))))  # noqa: E731
+    compiled = convc.compile(fn, x)
+    nodes = compiled.graph.op_nodes()
+    assert [n.op for n in nodes] == ["conv2d"] and nodes[0].attrs["activation"] == "relu" and len(nodes[0].operands) == 3
+    assert_close(compiled(x), np.maximum(reference.conv_nd(x, w, padding=1) + b, 0), 36)

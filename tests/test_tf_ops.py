@@ -68,7 +68,6 @@ def test_wide_nchw_rows_take_the_register_tiled_separable_path(case):
 
 @pytest.mark.parametrize("kwargs, pattern", [
     (dict(strides=[1, 2, 2, 1], dilations=[2, 2]), "cannot be combined with dilations"),
-    (dict(strides=[1, 2, 1, 1]), "must be equal along rows and columns"),
     (dict(strides=[2, 1, 1, 1]), "must be 1 in its first and last"),
     (dict(data_format="NCDHW"), "data_format='NCDHW' is not supported"),
     (dict(padding="same"), "padding='same' is not supported"),
@@ -79,6 +78,35 @@ def test_separable_conv2d_rejections(kwargs, pattern):
     with pytest.raises(ConvcError, match=pattern):
         ops.separable_conv2d(np.zeros((1, 8, 8, 2), np.float32), np.zeros((3, 3, 2, 1), np.float32),
                              np.zeros((1, 1, 2, 3), np.float32), **args)
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_separable_conv2d_computes_unequal_strides(data_format):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 9, 11, 3) if data_format == "NHWC" else (1, 3, 9, 11)).astype(np.float32)
+    dw, pw = rng.standard_normal((3, 2, 3, 2)).astype(np.float32), rng.standard_normal((1, 1, 6, 4)).astype(np.float32)
+    strides = [1, 2, 3, 1] if data_format == "NHWC" else [1, 1, 2, 3]
+    for padding in ("SAME", "VALID"):
+        actual = ops.separable_conv2d(x, dw, pw, strides, padding, data_format)
+        expected = reference.separable_conv2d(x, dw, pw, strides, padding, data_format)
+        assert actual.shape == expected.shape
+        reference.assert_close(actual, expected, 18 + 6)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_keras_layer_computes_strides_with_dilation(data_format, padding):
+    layer = nn.SeparableConv2D(3, 3, strides=(2, 3), padding=padding, dilation_rate=2, data_format=data_format,
+                               depth_multiplier=2, bias_initializer="ones")
+    x = np.random.default_rng(4).standard_normal((1, 2, 11, 13) if data_format == "channels_first" else (1, 11, 13, 2))
+    out = layer(x)
+    nhwc = x if data_format == "channels_last" else x.transpose(0, 2, 3, 1)
+    expected = reference.separable_conv2d(nhwc, layer.depthwise_kernel, layer.pointwise_kernel, [1, 2, 3, 1],
+                                          padding.upper(), dilations=(2, 2)) + 1.0
+    if data_format == "channels_first":
+        expected = expected.transpose(0, 3, 1, 2)
+    assert out.shape == expected.shape
+    reference.assert_close(out, expected, 18 + 4)
 
 
 def test_separable_conv2d_shape_rejections():
@@ -127,7 +155,6 @@ def test_keras_layer_applies_bias_and_activation_last(data_format):
 
 @pytest.mark.parametrize("kwargs, pattern", [
     (dict(filters=0, kernel_size=3), "filters=0 must be a strictly positive int"),
-    (dict(filters=2, kernel_size=3, strides=2, dilation_rate=2), "not supported in conjunction with"),
     (dict(filters=2, kernel_size=3, padding="causal"), "padding='causal' is not supported"),
     (dict(filters=2, kernel_size=3, activation="gelu_fancy"), "activation='gelu_fancy' is not supported"),
     (dict(filters=2, kernel_size=(1, 2, 3)), "must be an int or a tuple of 2 ints"),

@@ -70,3 +70,12 @@ def test_a_failed_call_leaves_no_state_behind():
         ops.conv2d(X, W, groups=3)
     np.testing.assert_array_equal(ops.conv2d(np.ones((1, 4, 3, 3), np.float32), np.ones((6, 2, 3, 3), np.float32),
                                   groups=2), np.full((1, 6, 1, 1), 18.0, np.float32))
+
+
+@pytest.mark.parametrize("name, first, second", [("stride", 1, 1.0), ("stride", 1, True), ("stride", (1, 1), (1.0, 1)),
+                                                 ("padding", 0, False), ("dilation", 2, 2.0)])
+def test_no_earlier_call_changes_how_a_later_one_is_validated(name, first, second):
+    x, w = np.ones((1, 2, 5, 5), np.float32), np.ones((2, 2, 3, 3), np.float32)
+    ops.conv2d(x, w, **{name: first})
+    with pytest.raises(TypeError, match=f"{name}=.* must"):
+        ops.conv2d(x, w, **{name: second})
