@@ -6,7 +6,17 @@
     compiled = convc.compile(graph)         # passes + LLVM codegen + JIT
     y = compiled(example)
 """
-from . import op_conv, op_elementwise, op_pad_pool, op_tf  # noqa: F401  (register the ops)
+import os as _os
+
+# In a source checkout passes/ and runtime/ sit beside this folder instead of inside it (they install
+# as convc.passes and convc.runtime): let convc's submodule search see them there too, so that Python
+# started at the checkout's root imports the whole package from source.
+_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _os.path.isdir(_os.path.join(__path__[0], "passes")) and _os.path.isfile(
+        _os.path.join(_checkout, "passes", "__init__.py")):
+    __path__.append(_checkout)
+
+from . import op_conv, op_elementwise, op_pad_pool, op_tf  # noqa: E402,F401  (register the ops)
 from .compiler import Compiled, compile
 from .errors import ConvcError
 from .ir import Graph, Node
