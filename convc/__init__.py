@@ -16,7 +16,7 @@ if not _os.path.isdir(_os.path.join(__path__[0], "passes")) and _os.path.isfile(
         _os.path.join(_checkout, "passes", "__init__.py")):
     __path__.append(_checkout)
 
-from . import op_conv, op_elementwise, op_pad_pool, op_tf  # noqa: E402,F401  (register the ops)
+from . import op_conv, op_elementwise, op_layout, op_pad_pool, op_tf  # noqa: E402,F401  (register the ops)
 from .compiler import Compiled, compile
 from .errors import ConvcError
 from .ir import Graph, Node

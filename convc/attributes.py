@@ -65,7 +65,7 @@ RULES: dict[str, Callable[[str, Any], str | None]] = {
     "shape": _ints(0, lambda op: None), "padding_mode": _choice(PADDING_MODES), "mode": _choice(PAD_MODES),
     "value": lambda op, v: None if isinstance(v, (int, float)) and not isinstance(v, bool) else "must be a number",
     "data_format": _choice(("NHWC", "NCHW")), "activation": _choice(UNARY_OPS),
-    "depthwise_activation": _choice(UNARY_OPS),
+    "depthwise_activation": _choice(UNARY_OPS), "block": _int(0),
 }
 PADS = ({"padding"}, {"pad_lo", "pad_hi"})
 REQUIRED: dict[str, tuple[set[str], tuple[set[str], ...]]] = {
@@ -77,6 +77,7 @@ REQUIRED: dict[str, tuple[set[str], tuple[set[str], ...]]] = {
     "extract_patches": ({"sizes", "strides", "rates"}, PADS),
     "separable_conv2d": ({"strides", "data_format", "dilations"}, PADS),
     "broadcast_to": ({"shape"}, (set(),)),
+    "reorder": ({"block"}, (set(),)),
 }
 
 

@@ -185,7 +185,7 @@ for _rank in (1, 2, 3):
     register(OpDef(f"conv{_rank}d", ("input", "weight", "bias"),
                    normalize=lambda r=_rank, **kw: normalize_conv(f"conv{r}d", r, **kw),
                    infer=lambda types, attrs, r=_rank: infer_conv(f"conv{r}d", r, types, attrs),
-                   min_operands=2, traits=CONV_TRAITS))
+                   min_operands=2, traits=CONV_TRAITS | {"blocked"}))
     register(OpDef(f"conv_transpose{_rank}d", ("input", "weight", "bias"),
                    normalize=lambda r=_rank, **kw: normalize_conv_transpose(f"conv_transpose{r}d", r, **kw),
                    infer=lambda types, attrs, r=_rank: infer_conv_transpose(f"conv_transpose{r}d", r, types, attrs),

@@ -41,11 +41,11 @@ def _no_attrs(**kwargs: Any) -> dict[str, Any]:
 for _name in BINARY_OPS:
     register(OpDef(_name, ("a", "b"), normalize=_no_attrs,
                    infer=lambda types, attrs, n=_name: _infer_binary(n, types, attrs),
-                   traits=frozenset({"elementwise", "binary"})))
+                   traits=frozenset({"elementwise", "binary", "blocked"})))
 for _name in UNARY_OPS:
     register(OpDef(_name, ("x",), normalize=_no_attrs,
                    infer=lambda types, attrs, n=_name: _infer_unary(n, types, attrs),
-                   traits=frozenset({"elementwise", "unary", "activation"})))
+                   traits=frozenset({"elementwise", "unary", "activation", "blocked"})))
 
 
 def _normalize_broadcast_to(shape: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from .errors import ConvcError
 from .ir import Graph
 from .types import TensorType
 
-_TYPE = r"(\w+)\[([0-9,]*)\]"
+_TYPE = r"(\w+)\[([0-9,]*(?:;c[0-9]+)?)\]"
 _HEADER = re.compile(r"^graph\s+@([\w.]+)\((.*)\)\s*\{$")
 _ARG = re.compile(rf"^%([\w.]+)\s*:\s*{_TYPE}$")
 _CONST = re.compile(rf"^%([\w.]+)\s*=\s*const\s+{_TYPE}$")
@@ -21,8 +21,9 @@ _TOKEN = re.compile(r'\s*(-?inf|nan|true|false|none|"(?:[^"\\]|\\.)*"|-?[0-9][0-
 
 
 def _type(dtype: str, dims: str, where: str) -> TensorType:
+    dims, _, block = dims.partition(";c")
     try:
-        return TensorType(tuple(int(d) for d in dims.split(",") if d), dtype)
+        return TensorType(tuple(int(d) for d in dims.split(",") if d), dtype, int(block or 0))
     except ConvcError as error:
         raise ConvcError(f"parse: {where}: {error}") from None
 
@@ -35,7 +36,7 @@ def _check_result_types(graph: Graph, lines: dict[str, str]) -> None:
         if node.type is None or any(t is None for t in operand_types):
             continue
         try:
-            expected = check_node(node).infer(operand_types, node.attrs)
+            expected = check_node(node).infer(operand_types, node.attrs).with_block(node.type.block)
         except ConvcError as error:
             raise ConvcError(f"parse: {lines[node.name]}: %{node.name} = {node.op}: {error}") from None
         if expected != node.type:

@@ -15,10 +15,16 @@ MAX_BYTES = 1 << 48  # every extent (a zero-size axis counted as 1) times the el
 
 @dataclass(frozen=True)
 class TensorType:
-    """The static type of one IR value."""
+    """The static type of one IR value: its logical shape, dtype and memory layout.
+
+    `block` 0 is the plain C-contiguous layout. A channel-blocked tensor (block c > 0, written
+    f32[1,64,56,56;c16]) keeps the logical shape (N, C, *spatial) but is stored as
+    (N, ceil(C/c), *spatial, c): channel c0 lives at block c0 // c, lane c0 % c; the lanes past C
+    in the last block hold unspecified values that no kernel reads."""
 
     shape: tuple[int, ...]
     dtype: str  # "f32" or "f64"
+    block: int = 0
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPE_NAMES:
@@ -27,7 +33,10 @@ class TensorType:
         object.__setattr__(self, "shape", shape)
         if any(d < 0 for d in shape):
             raise ConvcError(f"tensor type {self}: sizes must not be negative")
-        if math.prod(max(d, 1) for d in shape) * DTYPE_NAMES[self.dtype].itemsize > MAX_BYTES:
+        if self.block and (self.block < 0 or len(shape) < 3):
+            raise ConvcError(f"tensor type {self}: a channel block needs a positive size and a batched "
+                             f"channels-first tensor (N, C, *spatial)")
+        if math.prod(max(d, 1) for d in self.storage_shape) * DTYPE_NAMES[self.dtype].itemsize > MAX_BYTES:
             raise ConvcError(f"tensor type {self} is too large: its extents span more than 2**48 bytes, "
                              f"the address space of a process")
 
@@ -41,10 +50,27 @@ class TensorType:
 
     @property
     def size(self) -> int:
+        """Number of logical elements."""
         return math.prod(self.shape)
 
+    @property
+    def storage_shape(self) -> tuple[int, ...]:
+        """The shape in memory: (N, ceil(C/c), *spatial, c) for a blocked tensor."""
+        if not self.block:
+            return self.shape
+        return (self.shape[0], -(-self.shape[1] // self.block), *self.shape[2:], self.block)
+
+    @property
+    def storage_size(self) -> int:
+        """Number of elements in memory (the padded lanes of a blocked tensor included)."""
+        return math.prod(self.storage_shape)
+
+    def with_block(self, block: int) -> "TensorType":
+        return TensorType(self.shape, self.dtype, block)
+
     def __str__(self) -> str:
-        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+        layout = f";c{self.block}" if self.block else ""
+        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}{layout}]"
 
     @staticmethod
     def of_array(array: np.ndarray) -> "TensorType":

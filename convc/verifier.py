@@ -49,6 +49,9 @@ def verify(graph: Graph) -> None:
             raise ConvcError(f"{where}: %{node.name}: {error}") from None
         if set(node.operands) != set(graph.dag.predecessors(node.name)):
             raise ConvcError(f"{where}: %{node.name}: operands and graph edges disagree")
-        expected = opdef.infer([graph.type_of(o) for o in node.operands], node.attrs)
+        operand_types = [graph.type_of(o) for o in node.operands]
+        if (node.type.block or any(t.block for t in operand_types)) and "blocked" not in opdef.traits:
+            raise ConvcError(f"{where}: %{node.name} = {node.op} has no kernel for channel-blocked tensors")
+        expected = opdef.infer(operand_types, node.attrs).with_block(node.type.block)
         if expected != node.type:
             raise ConvcError(f"{where}: %{node.name} = {node.op} is typed {node.type} but its shape rule gives {expected}")

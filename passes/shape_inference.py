@@ -24,7 +24,8 @@ class ShapeInference(Pass):
                 continue
             operand_types = [graph.type_of(o) for o in node.operands]
             try:
-                node.type = check_node(node).infer(operand_types, node.attrs)
+                block = node.type.block if node.type is not None else 0  # the layout a pass chose stays
+                node.type = check_node(node).infer(operand_types, node.attrs).with_block(block)
             except ConvcError as error:
                 raise ConvcError(f"shape_inference: %{node.name} = {node.op}: {error}") from None
         return graph

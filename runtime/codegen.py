@@ -56,7 +56,10 @@ class Kernel:
         return self
 
     # values -------------------------------------------------------------------------------
-    def const(self, value: float) -> ir.Constant:
+    def const(self, value: float, like: ir.Value | None = None) -> ir.Constant:
+        """A float constant; splatted to a vector where `like` is a vector."""
+        if like is not None and isinstance(like.type, ir.VectorType):
+            return ir.Constant(like.type, [value] * like.type.count)
         return ir.Constant(self.ftype, value)
 
     def load(self, base: ir.Value, index: int | ir.Value) -> ir.Value:
@@ -69,17 +72,25 @@ class Kernel:
         return self.builder.gep(base, [as_value(index)], inbounds=True)
 
     def intrinsic(self, name: str, *args: ir.Value) -> ir.Value:
-        fn = self.module.declare_intrinsic(f"llvm.{name}", [self.ftype],
-                                           ir.FunctionType(self.ftype, [self.ftype] * len(args)))
+        """An LLVM intrinsic over scalars or vectors (the type of the first argument)."""
+        type_ = args[0].type
+        fn = self.module.declare_intrinsic(f"llvm.{name}", [type_], ir.FunctionType(type_, [type_] * len(args)))
         return self.builder.call(fn, list(args))
 
     def libm(self, name: str, *args: ir.Value) -> ir.Value:
-        """A call of the C library's math function (name + 'f' for float32)."""
+        """A call of the C library's math function (name + 'f' for float32), lane by lane on vectors."""
         symbol = name + ("f" if self.dtype == "f32" else "")
         fn = self.module.globals.get(symbol)
         if fn is None:
             fn = ir.Function(self.module, ir.FunctionType(self.ftype, [self.ftype] * len(args)), symbol)
-        return self.builder.call(fn, list(args))
+        if not isinstance(args[0].type, ir.VectorType):
+            return self.builder.call(fn, list(args))
+        result = ir.Constant(args[0].type, None)
+        for lane in range(args[0].type.count):
+            index = ir.Constant(ir.IntType(32), lane)
+            value = self.builder.call(fn, [self.builder.extract_element(a, index) for a in args])
+            result = self.builder.insert_element(result, value, index)
+        return result
 
     def fma(self, a: ir.Value, b: ir.Value, acc: ir.Value) -> ir.Value:
         """a * b + acc, fusable (llvm.fmuladd)."""

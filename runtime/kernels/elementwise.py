@@ -1,5 +1,8 @@
 """Kernel emitters for the elementwise ops: strided loop nests with NumPy broadcasting.
 
+The scalar ops (SCALAR_OPS) take scalars or vectors alike, so conv epilogues apply them to
+whole accumulator vectors.
+
 Each operand is read through its own strides, 0 on broadcast axes, so a broadcast input is never
 materialized. Axes that are contiguous for every operand are merged, so the innermost loop is as
 long as possible and LLVM vectorizes it.
@@ -73,18 +76,19 @@ def emit_elementwise(module: ir.Module, name: str, in_types: list[TensorType], o
 
 def _relu(k: Kernel, v: list[ir.Value]) -> ir.Value:
     # NaN stays NaN, as torch's relu does: select(x < 0, 0, x)
-    return k.builder.select(k.builder.fcmp_ordered("<", v[0], k.const(0.0)), k.const(0.0), v[0])
+    zero = k.const(0.0, v[0])
+    return k.builder.select(k.builder.fcmp_ordered("<", v[0], zero), zero, v[0])
 
 
 def _relu6(k: Kernel, v: list[ir.Value]) -> ir.Value:
-    low = _relu(k, v)
-    return k.builder.select(k.builder.fcmp_ordered(">", low, k.const(6.0)), k.const(6.0), low)
+    low, six = _relu(k, v), k.const(6.0, v[0])
+    return k.builder.select(k.builder.fcmp_ordered(">", low, six), six, low)
 
 
 def _sigmoid(k: Kernel, v: list[ir.Value]) -> ir.Value:
     b = k.builder
-    denominator = b.fadd(k.const(1.0), k.intrinsic("exp", b.fneg(v[0])))
-    return b.fdiv(k.const(1.0), denominator)
+    one = k.const(1.0, v[0])
+    return b.fdiv(one, b.fadd(one, k.intrinsic("exp", b.fneg(v[0]))))
 
 
 SCALAR_OPS: dict[str, ScalarOp] = {
