@@ -4,25 +4,106 @@ A model file is a Python file that defines
     model           a function of convc.ops, or a convc.nn module
     example_inputs  a tuple of arrays (or a function returning one) fixing shapes and dtypes
 and optionally
-    reference       a function of the same inputs returning the expected output(s), which
-                    `convc run` compares against.
+    reference       a function of the same inputs returning the expected output(s).
+
+`convc run` judges the compiled model against `reference`: the same number of outputs, the same
+shapes, and every value within |out - ref| <= atol + rtol * |ref| (a NaN matches a NaN, an
+infinity only the same infinity; dtypes may differ). The defaults, --rtol 1e-4 --atol 1e-5, suit
+float32; raise --atol for long sums that cancel to near zero.
+
+An exception raised by the model file (at import, in example_inputs(), model or reference) is
+printed as a traceback of the file's own frames, without convc's and runpy's.
+
+`convc bench --help` lists the benchmarks; `convc bench --only NAME ...` runs some of them.
+
+Exit status: 0 success; 1 the outputs differ from `reference`, convc rejected the model, or the
+model file raised; 2 a usage error (no such file, no `model`, an unknown benchmark name).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 import time
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 STAGES = ("traced", "optimized", "llvm", "asm")
+RTOL, ATOL = 1e-4, 1e-5
 
 
 class UsageError(Exception):
     """A problem with what the user asked for; printed without a traceback."""
+
+
+class ReferenceMismatch(Exception):
+    """The compiled model's outputs differ from the model file's `reference`."""
+
+
+class UserCodeError(Exception):
+    """An exception raised while running the model file's code; carries its filtered traceback."""
+
+    def __init__(self, file: Path, where: str, error: Exception) -> None:
+        super().__init__(f"{type(error).__name__} {where} of {file}:")
+        self.traceback = user_traceback(error, file)
+
+
+def _reported_errors() -> tuple[type[Exception], ...]:
+    """The errors convc raises on purpose for an invalid model (as opposed to its own bugs)."""
+    from .errors import ConvcError
+    return ConvcError, TypeError, NotImplementedError
+
+
+def _convc_files() -> set[str]:
+    """The source files of convc's imported modules (the only ones a traceback can pass through)."""
+    return {os.path.realpath(module.__file__) for name, module in list(sys.modules.items())
+            if (name == "convc" or name.startswith("convc.")) and getattr(module, "__file__", None)}
+
+
+def _is_convc_frame(filename: str, convc_files: set[str]) -> bool:
+    return os.path.realpath(filename) in convc_files
+
+
+def user_traceback(error: BaseException, file: Path) -> str:
+    """`error`'s traceback (and those it chains) without convc's, runpy's and importlib's frames;
+    frames of the model file itself are always kept."""
+    convc_files, user_file = _convc_files(), os.path.realpath(file)
+
+    def keep(filename: str) -> bool:
+        if os.path.realpath(filename) == user_file:
+            return True
+        return not (filename == runpy.__file__ or filename.startswith(("<frozen runpy", "<frozen importlib"))
+                    or _is_convc_frame(filename, convc_files))
+
+    def strip(exc: traceback.TracebackException | None) -> None:
+        if exc is None:
+            return
+        exc.stack = traceback.StackSummary.from_list([f for f in exc.stack if keep(f.filename)])
+        for linked in (exc.__cause__, exc.__context__, *(getattr(exc, "exceptions", None) or ())):
+            strip(linked)
+
+    summary = traceback.TracebackException.from_exception(error)
+    strip(summary)
+    return "".join(summary.format())
+
+
+@contextmanager
+def _user_code(file: Path, where: str) -> Iterator[None]:
+    """Turn an exception of the model file's code into a UserCodeError; an unexpected exception
+    raised inside convc itself (a convc bug) propagates with its full traceback."""
+    try:
+        yield
+    except Exception as error:
+        frames = list(traceback.walk_tb(error.__traceback__))
+        raised_in_convc = bool(frames) and _is_convc_frame(frames[-1][0].f_code.co_filename, _convc_files())
+        if raised_in_convc and not isinstance(error, _reported_errors()):
+            raise
+        raise UserCodeError(file, where, error) from error
 
 
 def load_model(path: str) -> tuple[Any, tuple[Any, ...], Any]:
@@ -30,20 +111,28 @@ def load_model(path: str) -> tuple[Any, tuple[Any, ...], Any]:
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"{path}: no such file")
-    namespace = runpy.run_path(str(file), run_name="__convc_model__")
+    with _user_code(file, "at import"):
+        namespace = runpy.run_path(str(file), run_name="__convc_model__")
     model = namespace.get("model")
     if model is None or not callable(model):
         raise UsageError(f"{path} defines no callable `model`; define `model` (a function of convc.ops or a "
                          f"convc.nn module) and `example_inputs` (a tuple of arrays)")
     inputs = namespace.get("example_inputs")
     if callable(inputs):
-        inputs = inputs()
+        with _user_code(file, "in example_inputs()"):
+            inputs = inputs()
     if inputs is None:
         raise UsageError(f"{path} defines no `example_inputs`; define a tuple of arrays that fixes the input "
                          f"shapes and dtypes")
     if isinstance(inputs, np.ndarray) or not isinstance(inputs, (tuple, list)):
         inputs = (inputs,)
     return model, tuple(inputs), namespace.get("reference")
+
+
+def _trace(path: str, model: Any, inputs: tuple[Any, ...]) -> Any:
+    import convc
+    with _user_code(Path(path), "while tracing `model`"):
+        return convc.trace(model, *inputs)
 
 
 def _announce(graph: Any) -> None:
@@ -55,7 +144,7 @@ def _announce(graph: Any) -> None:
 def _dump(args: argparse.Namespace) -> None:
     import convc
     model, inputs, _ = load_model(args.file)
-    graph = convc.trace(model, *inputs)
+    graph = _trace(args.file, model, inputs)
     if args.stage == "traced":
         sys.stdout.write(graph.dump())
         return
@@ -65,34 +154,85 @@ def _dump(args: argparse.Namespace) -> None:
     sys.stdout.write(text)
 
 
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def compare_output(index: int, out: np.ndarray, expected: Any, rtol: float, atol: float) -> tuple[str | None, float]:
+    """(a message naming output `index` and how it differs from `expected`, or None when it matches;
+    the max abs difference over finite values) under |out - ref| <= atol + rtol * |ref|, NaN equal to NaN."""
+    try:
+        ref = np.asarray(expected, dtype=np.float64)
+    except (TypeError, ValueError):
+        return f"output {index}: `reference` returned {type(expected).__name__}, not an array of numbers", np.inf
+    if ref.shape != out.shape:
+        return f"output {index}: shape {list(out.shape)}, but `reference` gives shape {list(ref.shape)}", np.inf
+    got = out.astype(np.float64)
+    finite = np.isfinite(got) & np.isfinite(ref)
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(got - ref)
+        close = np.where(finite, diff <= atol + rtol * np.abs(ref), got == ref) | (np.isnan(got) & np.isnan(ref))
+    worst = float(np.max(diff[finite], initial=0.0))
+    if close.all():
+        return None, worst
+    excess = np.where(close, -np.inf, np.nan_to_num(diff - atol - rtol * np.abs(ref), nan=np.inf))
+    at = np.unravel_index(int(np.argmax(excess)), out.shape)
+    return (f"output {index}: {int((~close).sum())} of {close.size} values differ; worst at {list(map(int, at))}: "
+            f"{got[at]:.7g} vs reference {ref[at]:.7g} (abs difference {diff[at]:.3g})"), worst
+
+
+def check_reference(outputs: tuple[np.ndarray, ...], expected: tuple[Any, ...], rtol: float, atol: float) -> str:
+    """The verdict line when every output matches `reference`; ReferenceMismatch naming each that does not."""
+    tolerance = f"|out - ref| <= atol + rtol*|ref| with atol={atol:g}, rtol={rtol:g}"
+    if len(outputs) != len(expected):
+        raise ReferenceMismatch(f"the model returns {len(outputs)} output(s), `reference` returns {len(expected)}")
+    results = [compare_output(i, out, ref, rtol, atol) for i, (out, ref) in enumerate(zip(outputs, expected))]
+    problems = [message for message, _ in results if message]
+    if problems:
+        raise ReferenceMismatch(f"{len(problems)} of {len(outputs)} output(s) differ from `reference` "
+                                f"({tolerance}):\n  " + "\n  ".join(problems))
+    worst = max(difference for _, difference in results)
+    return f"reference: match, {len(outputs)} output(s) within {tolerance}; max abs difference {worst:.3g}"
+
+
 def _run(args: argparse.Namespace) -> None:
     import convc
+    for option, value in (("--rtol", args.rtol), ("--atol", args.atol)):
+        if not value >= 0:
+            raise UsageError(f"{option} {value:g} must be a number >= 0")
     model, inputs, reference = load_model(args.file)
     start = time.perf_counter()
-    graph = convc.trace(model, *inputs)
+    graph = _trace(args.file, model, inputs)
     _announce(graph)
     compiled = convc.compile(graph, opt_level=args.opt_level)
     print(f"compiled {len(compiled.graph.op_nodes())} ops in {time.perf_counter() - start:.3f} s")
-    outputs = compiled(*inputs)
-    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    outputs = _as_tuple(compiled(*inputs))
     for index, out in enumerate(outputs):
         print(f"output {index}: {out.dtype}{list(out.shape)}  min {out.min():.6g}  max {out.max():.6g}  "
               f"mean {out.mean():.6g}" if out.size else f"output {index}: {out.dtype}{list(out.shape)} (empty)")
     if reference is not None:
-        expected = reference(*inputs)
-        expected = expected if isinstance(expected, tuple) else (expected,)
-        worst = max(float(np.max(np.abs(o - e), initial=0.0)) for o, e in zip(outputs, expected))
-        print(f"max abs difference from reference: {worst:.3g}")
+        with _user_code(Path(args.file), "in `reference`"):
+            expected = _as_tuple(reference(*inputs))
+        print(check_reference(outputs, expected, args.rtol, args.atol))
     from .bench import best_seconds
     print(f"time per call: {best_seconds(lambda: compiled(*inputs)) * 1e3:.3f} ms")
 
 
 def _bench(args: argparse.Namespace) -> None:
     from .bench import SHAPES, run_conv_benchmarks
-    shapes = [s for s in SHAPES if not args.only or s.name in args.only]
-    if not shapes:
-        raise UsageError(f"no benchmark named {args.only}; choose from {[s.name for s in SHAPES]}")
-    run_conv_benchmarks(shapes, min_time=args.min_time)
+    names = [s.name for s in SHAPES]
+    unknown = [name for name in args.only or () if name not in names]
+    if unknown:
+        raise UsageError(f"no benchmark named {', '.join(unknown)}; choose from {', '.join(names)}")
+    run_conv_benchmarks([s for s in SHAPES if not args.only or s.name in args.only], min_time=args.min_time)
+
+
+def _benchmark_list() -> str:
+    from .bench import SHAPES
+    lines = [f"  {s.name:<16}conv{len(s.w) - 2}d input {list(s.x)} weight {list(s.w)}"
+             f"{f' stride {s.stride}' if s.stride != 1 else ''}{f' padding {s.padding}' if s.padding else ''}"
+             f"{f' groups {s.groups}' if s.groups != 1 else ''}" for s in SHAPES]
+    return "benchmarks:\n" + "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,12 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="traced graph, optimized graph, LLVM IR or host assembly (default: optimized)")
     dump.add_argument("--opt-level", type=int, choices=(0, 1, 2), default=2)
     dump.set_defaults(handler=_dump)
-    run = commands.add_parser("run", help="compile a model, run it on its example inputs, report and time it")
+    run = commands.add_parser("run", help="compile a model, run it on its example inputs, check it against its "
+                              "`reference`, time it")
     run.add_argument("file", metavar="MODEL.py")
     run.add_argument("--opt-level", type=int, choices=(0, 1, 2), default=2)
+    run.add_argument("--rtol", type=float, default=RTOL,
+                     help=f"relative tolerance against `reference` (default {RTOL:g}, for float32)")
+    run.add_argument("--atol", type=float, default=ATOL,
+                     help=f"absolute tolerance against `reference` (default {ATOL:g}, for float32)")
     run.set_defaults(handler=_run)
-    bench = commands.add_parser("bench", help="time the conv kernels against the FMA peak (and torch if installed)")
-    bench.add_argument("--only", nargs="*", help="benchmark names to run")
+    bench = commands.add_parser("bench", help="time the conv kernels against the FMA peak (and torch if installed)",
+                                epilog=_benchmark_list(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("--only", nargs="*", metavar="NAME", help="benchmark names to run (default: all, listed below)")
     bench.add_argument("--min-time", type=float, default=0.3, help="seconds per measurement (default 0.3)")
     bench.set_defaults(handler=_bench)
     return parser
@@ -123,13 +269,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from .errors import ConvcError
     try:
         args.handler(args)
     except UsageError as error:
         print(f"convc: error: {error}", file=sys.stderr)
         return 2
-    except (ConvcError, TypeError, NotImplementedError) as error:
+    except UserCodeError as error:
+        print(f"convc: error: {error}\n{error.traceback}", file=sys.stderr, end="")
+        return 1
+    except ReferenceMismatch as error:
+        print(f"convc: error: {error}", file=sys.stderr)
+        return 1
+    except _reported_errors() as error:
         print(f"convc: error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     return 0
