@@ -18,6 +18,7 @@ if not _os.path.isdir(_os.path.join(__path__[0], "passes")) and _os.path.isfile(
 
 from . import op_conv, op_elementwise, op_layout, op_pad_pool, op_tf  # noqa: E402,F401  (register the ops)
 from .compiler import Compiled, compile
+from .eager import clear_caches
 from .errors import ConvcError
 from .ir import Graph, Node
 from .parser import parse
@@ -29,5 +30,5 @@ from . import ops  # noqa: E402
 from . import nn  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Compiled", "ConvcError", "Graph", "Node", "Tensor", "TensorType", "compile", "from_torch", "nn",
-           "ops", "parse", "trace", "verify"]
+__all__ = ["Compiled", "ConvcError", "Graph", "Node", "Tensor", "TensorType", "clear_caches", "compile",
+           "from_torch", "nn", "ops", "parse", "trace", "verify"]

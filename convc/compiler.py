@@ -45,7 +45,14 @@ def optimize(graph: Graph, opt_level: int = 2, dump: str | os.PathLike | bool | 
     from .passes.pipeline import instruments_for
     if opt_level not in (0, 1, 2):
         raise ConvcError(f"compile: opt_level={opt_level!r} must be 0, 1 or 2")
-    return default_pipeline(opt_level, instruments_for(dump), evaluate=_evaluate).run(graph.copy())
+    return default_pipeline(opt_level, instruments_for(dump), evaluate=_evaluate,
+                            channel_block=channel_block).run(graph.copy())
+
+
+def channel_block(dtype: str) -> int:
+    """Channels per block of the blocked layout on this host: one vector register of `dtype`."""
+    from .runtime.jit import host_target
+    return host_target().lanes(dtype)
 
 
 def _evaluate(op: str, values: list[np.ndarray], attrs: dict[str, Any]) -> np.ndarray:
@@ -68,9 +75,11 @@ def check_example_inputs(graph: Graph, example_inputs: tuple[Any, ...]) -> None:
 
 
 def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, opt_level: int = 2,
-            dump: str | os.PathLike | bool | None = None) -> Compiled:
+            dump: str | os.PathLike | bool | None = None,
+            cache_dir: str | os.PathLike | bool | None = None) -> Compiled:
     """Trace `fn_or_graph` on the example inputs (unless it is a Graph already), optimize it and
-    JIT-compile its kernels for the host CPU."""
+    JIT-compile its kernels for the host CPU. `cache_dir` keeps the machine code in an on-disk
+    cache across processes (None: the CONVC_CACHE_DIR environment variable, if set; False: off)."""
     from .runtime.executor import Executable
     if isinstance(fn_or_graph, Graph):
         graph = fn_or_graph
@@ -79,4 +88,4 @@ def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, opt_level: int 
     else:
         graph = trace(fn_or_graph, *example_inputs)
     optimized = optimize(graph, opt_level, dump)
-    return Compiled(optimized, Executable(optimized))
+    return Compiled(optimized, Executable(optimized, cache_dir))

@@ -1,6 +1,7 @@
 """Eager op calls: a one-op graph compiled once per (op, attributes, operand types), then cached,
 so a repeated call costs a dictionary lookup, the input checks and one native call. The cache
-keeps the CACHE_SIZE most recently used kernels (CONVC_EAGER_CACHE_SIZE overrides it)."""
+keeps the CACHE_SIZE most recently used kernels (CONVC_EAGER_CACHE_SIZE overrides it);
+`clear_caches()` (public as `convc.clear_caches`) empties it and returns the memory."""
 from __future__ import annotations
 
 import os
@@ -20,6 +21,16 @@ _cache: OrderedDict[tuple, Any] = OrderedDict()
 _lock = threading.Lock()
 
 
+def _new_lock_after_fork() -> None:
+    """A forked child has no thread that could release the parent's lock."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
 def cache_size() -> int:
     return len(_cache)
 
@@ -27,6 +38,15 @@ def cache_size() -> int:
 def clear_cache() -> None:
     with _lock:
         _cache.clear()
+
+
+def clear_caches() -> None:
+    """Drop every compiled kernel kept for reuse in this process (the eager op cache, the only
+    in-memory compile cache) and return the memory it held to the operating system; kernels still
+    referenced elsewhere (a Compiled the caller holds) stay. Entries of an on-disk cache stay too."""
+    from .runtime.jit import release_memory
+    clear_cache()
+    release_memory()
 
 
 def run(op: str, operands: list[Any], attrs: dict[str, Any], dump: bool = True) -> np.ndarray:
@@ -54,9 +74,11 @@ def run(op: str, operands: list[Any], attrs: dict[str, Any], dump: bool = True) 
 
 def _compile(op: str, names: tuple[str, ...], attrs: dict[str, Any], types: list[TensorType], dump: bool) -> Any:
     from .passes import default_pipeline
+    from .compiler import channel_block
     from .passes.pipeline import instruments_for
     from .runtime.executor import Executable
     graph = Graph(op)
     operands = [graph.add_input(t, n) for t, n in zip(types, names)]
     graph.outputs = [graph.add_node(op, operands, dict(attrs))]
-    return Executable(default_pipeline(2, instruments_for(None if dump else False)).run(graph))
+    pipeline = default_pipeline(2, instruments_for(None if dump else False), channel_block=channel_block)
+    return Executable(pipeline.run(graph))

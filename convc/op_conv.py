@@ -89,7 +89,7 @@ def _check_padding_mode(op: str, attrs: dict[str, Any], spatial: tuple[int, ...]
 
 
 def infer_conv(op: str, rank: int, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
-    names = ("input", "weight", "bias")
+    names = ("input", "weight", "bias", "residual")
     dtype = same_dtype(op, types, names)
     x, w = types[0], types[1]
     batched, c_in = _split_input(op, rank, x)
@@ -122,6 +122,8 @@ def infer_conv(op: str, rank: int, types: list[TensorType], attrs: dict[str, Any
                              f"the padded input size {padded} on spatial axis {axis}")
         out.append((padded - extent) // s + 1)
     shape = ((x.shape[0],) if batched else ()) + (c_out, *out)
+    if len(types) > 3 and types[3].shape != shape:
+        raise ConvcError(f"{op}: residual must have the output's shape {shape}, got {types[3].shape}")
     return TensorType(shape, dtype)
 
 
@@ -182,14 +184,15 @@ def infer_conv_transpose(op: str, rank: int, types: list[TensorType], attrs: dic
 
 
 for _rank in (1, 2, 3):
-    register(OpDef(f"conv{_rank}d", ("input", "weight", "bias"),
+    # a residual (added before the activation) is set only by the residual fusion, with a bias
+    register(OpDef(f"conv{_rank}d", ("input", "weight", "bias", "residual"),
                    normalize=lambda r=_rank, **kw: normalize_conv(f"conv{r}d", r, **kw),
                    infer=lambda types, attrs, r=_rank: infer_conv(f"conv{r}d", r, types, attrs),
                    min_operands=2, traits=CONV_TRAITS | {"blocked"}))
     register(OpDef(f"conv_transpose{_rank}d", ("input", "weight", "bias"),
                    normalize=lambda r=_rank, **kw: normalize_conv_transpose(f"conv_transpose{r}d", r, **kw),
                    infer=lambda types, attrs, r=_rank: infer_conv_transpose(f"conv_transpose{r}d", r, types, attrs),
-                   min_operands=2, traits=frozenset({"conv_transpose", "has_epilogue"})))
+                   min_operands=2, traits=frozenset({"conv_transpose", "has_epilogue", "blocked"})))
 
 
 def spatial_rank(op: str) -> int:

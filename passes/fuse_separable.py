@@ -27,7 +27,9 @@ def _const(graph: Graph, name: str) -> np.ndarray | None:
 
 
 def _plain_conv2d(node: Node) -> bool:
-    return node.op == "conv2d" and node.attrs.get("padding_mode") == "zeros" and "pad_lo" in node.attrs
+    """A zero-padded conv2d on the plain layout (blocked convs keep their own kernels)."""
+    return (node.op == "conv2d" and node.attrs.get("padding_mode") == "zeros" and "pad_lo" in node.attrs
+            and not node.type.block)
 
 
 class FuseSeparable(Pass):

@@ -15,6 +15,7 @@ from convc.verifier import verify
 
 
 Evaluate = Callable[[str, list[np.ndarray], dict[str, Any]], np.ndarray]
+ChannelBlock = Callable[[str], int]  # dtype name -> channels per block of the blocked layout
 
 
 class Pass:
@@ -110,10 +111,12 @@ class Pipeline:
 
 
 def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
-                     evaluate: Evaluate | None = None) -> Pipeline:
+                     evaluate: Evaluate | None = None, channel_block: ChannelBlock | None = None) -> Pipeline:
     """opt_level 0: shape inference and padding canonicalization; 1: plus pad folding into convs,
     constant folding (when the caller supplies `evaluate`, which runs one op on constants) and
-    dead-code elimination; 2: plus the fusions."""
+    dead-code elimination; 2: plus the fusions and, when the caller supplies `channel_block` (the
+    host's channels per block for a dtype), the blocked layout and the residual fusion on it."""
+    from .assign_layout import AssignLayout
     from .canonicalize_padding import CanonicalizePadding
     from .dead_code import DeadCodeElimination
     from .fold_bias import FoldBias
@@ -121,6 +124,7 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
     from .fold_pad import FoldPad
     from .fuse_broadcast import FuseBroadcast
     from .fuse_epilogue import FuseEpilogue
+    from .fuse_residual import FuseResidual
     from .fuse_separable import FuseSeparable
     from .shape_inference import ShapeInference
 
@@ -131,5 +135,8 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
             passes.append(FoldConstants(evaluate))
         passes.append(DeadCodeElimination())
     if opt_level >= 2:
-        passes += [FuseBroadcast(), FoldBias(), FuseEpilogue(), FuseSeparable(), DeadCodeElimination()]
+        passes += [FuseBroadcast(), FoldBias(), FuseEpilogue(), FuseSeparable()]
+        if channel_block is not None:
+            passes += [AssignLayout(channel_block), FuseResidual(), FuseEpilogue()]
+        passes.append(DeadCodeElimination())
     return Pipeline(passes, instruments)

@@ -5,6 +5,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 import llvmlite.ir as ir
+import numpy as np
 
 I64 = ir.IntType(64)
 I1 = ir.IntType(1)
@@ -22,7 +23,9 @@ def as_value(value: int | ir.Value) -> ir.Value:
 class Kernel:
     """One kernel function `void name(T* noalias out, T* noalias in0, ..., i64 lo, i64 hi)` and its
     builder. The kernel runs iterations [lo, hi) of its outermost loop (`outer_loop`), so that the
-    lowering can split that loop across threads; `extent` is the loop's full trip count."""
+    lowering can split that loop across threads; `extent` is the loop's full trip count. Buffers in
+    `host_constants` are arrays the emitter prepared at compile time (packed weights, say): the
+    lowering passes them in place of the node's operand at that index, or after the operands."""
 
     def __init__(self, module: ir.Module, name: str, dtype: str, num_buffers: int,
                  arg_names: Sequence[str] = ()) -> None:
@@ -31,6 +34,7 @@ class Kernel:
         self.itemsize = 4 if dtype == "f32" else 8
         self.num_buffers = num_buffers
         self.extent = 1
+        self.host_constants: dict[int, np.ndarray] = {}  # buffer index -> array packed on the host
         pointer = self.ftype.as_pointer()
         self.function = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * num_buffers + [I64, I64]),
                                     name)
@@ -74,7 +78,12 @@ class Kernel:
     def intrinsic(self, name: str, *args: ir.Value) -> ir.Value:
         """An LLVM intrinsic over scalars or vectors (the type of the first argument)."""
         type_ = args[0].type
-        fn = self.module.declare_intrinsic(f"llvm.{name}", [type_], ir.FunctionType(type_, [type_] * len(args)))
+        if not isinstance(type_, ir.VectorType):
+            fn = self.module.declare_intrinsic(f"llvm.{name}", [type_], ir.FunctionType(type_, [type_] * len(args)))
+            return self.builder.call(fn, list(args))
+        symbol = f"llvm.{name}.v{type_.count}{'f32' if self.dtype == 'f32' else 'f64'}"
+        fn = self.module.globals.get(symbol) or ir.Function(self.module, ir.FunctionType(type_, [type_] * len(args)),
+                                                            symbol)
         return self.builder.call(fn, list(args))
 
     def libm(self, name: str, *args: ir.Value) -> ir.Value:
@@ -117,12 +126,7 @@ class Kernel:
 
     def vfma(self, a: ir.Value, b: ir.Value, acc: ir.Value) -> ir.Value:
         """a * b + acc on vectors (llvm.fma: always fused)."""
-        lanes = a.type.count
-        name = f"llvm.fma.v{lanes}{'f32' if self.dtype == 'f32' else 'f64'}"
-        fn = self.module.globals.get(name)
-        if fn is None:
-            fn = ir.Function(self.module, ir.FunctionType(a.type, [a.type] * 3), name)
-        return self.builder.call(fn, [a, b, acc])
+        return self.intrinsic("fma", a, b, acc)
 
     def alloca(self, type_: ir.Type, name: str = "") -> ir.Value:
         """A stack slot in the entry block (promoted to registers by LLVM)."""

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -12,23 +14,34 @@ from convc.errors import ConvcError
 from convc.ir import Graph
 from convc.types import TensorType
 
-from . import threads
-from .jit import JitModule
-from .lower import ENTRY, lower
+from . import disk_cache, threads
+from .jit import JitModule, ObjectCode, compile_module
+from .lower import ENTRY, Lowered, lower
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_live: weakref.WeakSet[Executable] = weakref.WeakSet()  # whose own locks a forked child replaces
+
+
+def _after_fork_in_child() -> None:
+    """A thread of the parent may have held an executable's lock; the child has no such thread."""
+    for executable in list(_live):
+        executable._own_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Executable:
     """A graph's machine code plus everything its calls need: constants, arena, buffer table."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, cache_dir: disk_cache.CacheOption = None) -> None:
         for node in graph.consts():
             if node.value is None:
                 raise ConvcError(f"compile: constant %{node.name} has no value; re-attach it with "
                                  f"convc.parse(text, consts={{'{node.name}': array}})")
-        lowered = lower(graph)
-        self.jit = JitModule(lowered.module)
+        lowered, code = build(graph, cache_dir)
+        self.jit = JitModule(code)
         self.name = graph.name
         self.input_names = list(graph.inputs)
         self.input_types = [graph.type_of(n) for n in graph.inputs]
@@ -36,7 +49,8 @@ class Executable:
         self.output_types = [graph.type_of(n) for n in graph.outputs]
         self._slots = lowered.slots
         self._entry = _ENTRY_TYPE(self.jit.address(ENTRY))
-        self._consts = {n: np.asarray(graph.node(n).value, order="C") for n in lowered.const_names}
+        self._consts = {**{n: np.asarray(graph.node(n).value, order="C") for n in lowered.const_names},
+                        **lowered.host_constants}
         self._arena = np.empty(lowered.plan.arena_bytes + 64, np.uint8)
         self._buffers = (ctypes.c_void_p * (lowered.arena_slot + 1))()
         self._buffers_address = ctypes.addressof(self._buffers)
@@ -47,6 +61,7 @@ class Executable:
         self._computed = set(lowered.computed_outputs)
         self._parallel = lowered.parallel
         self._own_lock = threading.Lock()
+        _live.add(self)
 
     def _lock(self) -> threading.Lock:
         """The pool's lock (looked up per call: a forked child replaces it) or this graph's own."""
@@ -108,3 +123,20 @@ class Executable:
     @property
     def asm(self) -> str:
         return self.jit.asm
+
+
+def build(graph: Graph, cache_dir: disk_cache.CacheOption = None) -> tuple[Lowered, ObjectCode]:
+    """The graph's lowering and object code: from the disk cache that `cache_dir` selects when it
+    holds them, else compiled (and stored there)."""
+    cache = disk_cache.open_cache(cache_dir)
+    if cache is None:
+        lowered = lower(graph)
+        return lowered, compile_module(lowered.module)
+    key = cache.key(graph)
+    hit = cache.load(key, graph)
+    if hit is not None:
+        return hit
+    lowered = lower(graph)
+    code = compile_module(lowered.module)
+    cache.store(key, graph, lowered, code)
+    return lowered, code

@@ -1,11 +1,28 @@
-"""The LLVM JIT for the host CPU: one target machine, O3 module passes, MCJIT engines kept alive."""
+"""The LLVM JIT for the host CPU: O3 module passes, an object file, and an MCJIT engine per module.
+
+A module is compiled in a scratch LLVM context (types, constants and metadata interned in a
+context live as long as it does, so the global one would grow with every compile): it is
+optimized at O3, compiled to a relocatable object file for the host, and the context is freed.
+The object file is then loaded into its own MCJIT engine, which owns the machine code; dropping
+the JitModule frees it. The same object file can come from the on-disk cache instead
+(convc.runtime.disk_cache), so a cache hit and a fresh compile load code the same way. Only the
+optimized IR is kept besides the engine, zlib-compressed; `llvm_ir` and `asm` are produced from
+it when asked.
+"""
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
+import gc
+import os
+import zlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
+from llvmlite.binding import ffi
 
 
 @dataclass(frozen=True)
@@ -18,11 +35,16 @@ class HostTarget:
 
     @property
     def vector_bits(self) -> int:
-        """Widest float vector register: 512 with AVX-512F, 256 with AVX, else 128."""
+        """Widest float vector register the kernels use: 512 with AVX-512F, 256 with AVX, else 128;
+        CONVC_VECTOR_BITS=256 (or 128) narrows it, to exercise the narrower kernels on a wider host."""
         enabled = set(f[1:] for f in self.features.split(",") if f.startswith("+"))
-        if "avx512f" in enabled:
-            return 512
-        return 256 if "avx" in enabled else 128
+        native = 512 if "avx512f" in enabled else 256 if "avx" in enabled else 128
+        requested = os.environ.get("CONVC_VECTOR_BITS")
+        return min(native, int(requested)) if requested in ("128", "256", "512") else native
+
+    def lanes(self, dtype: str) -> int:
+        """Elements of `dtype` ('f32' or 'f64') in one vector register: the channel block."""
+        return self.vector_bits // (32 if dtype == "f32" else 64)
 
 
 @functools.lru_cache(maxsize=None)
@@ -42,28 +64,91 @@ def _target_machine() -> tuple[llvm.TargetMachine, HostTarget]:
     return machine, host
 
 
-class JitModule:
-    """A module compiled to machine code; keeps its engine (and so its code) alive."""
+@dataclass(frozen=True)
+class ObjectCode:
+    """A compiled module: its object file for the host and its optimized IR, zlib-compressed."""
 
-    def __init__(self, module: ir.Module) -> None:
-        machine, host = _target_machine()
-        module.triple = host.triple
-        module.data_layout = str(machine.target_data)
-        parsed = llvm.parse_assembly(str(module))
+    object_file: bytes
+    compressed_ir: bytes
+
+
+@contextlib.contextmanager
+def _parsed(text: str) -> Iterator[llvm.ModuleRef]:
+    """`text` parsed into a scratch context; the module and the context are freed on exit."""
+    context = llvm.create_context()
+    try:
+        module = llvm.parse_assembly(text, context=context)
+        try:
+            yield module
+        finally:
+            module.close()
+    finally:
+        context.close()
+
+
+def _optimize(module: llvm.ModuleRef, machine: llvm.TargetMachine) -> None:
+    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
+    tuning.loop_vectorization = True
+    tuning.slp_vectorization = True
+    # the emitters unroll what should be unrolled; LLVM's runtime unrolling of a 1x1 conv's channel
+    # loop doubled its live vectors and spilled (10% of the FMA peak instead of 61%, znver4)
+    tuning.loop_unrolling = False
+    builder = llvm.create_pass_builder(machine, tuning)
+    passes = builder.getModulePassManager()
+    try:
+        passes.run(module, builder)
+    finally:
+        # llvmlite 0.50's ModulePassManager inherits ObjectRef's no-op _dispose ahead of its own,
+        # so close() would leak the whole O3 pipeline (about 250 KB a compile); free it here.
+        ffi.lib.LLVMPY_DisposeNewModulePassManger(passes)
+        passes.detach()
+
+
+def compile_module(module: ir.Module) -> ObjectCode:
+    """Optimize `module` at O3 and compile it to an object file for the host CPU."""
+    machine, host = _target_machine()
+    module.triple = host.triple
+    module.data_layout = str(machine.target_data)
+    with _parsed(str(module)) as parsed:
         parsed.verify()
-        tuning = llvm.create_pipeline_tuning_options(speed_level=3)
-        tuning.loop_vectorization = True
-        tuning.slp_vectorization = True
-        builder = llvm.create_pass_builder(machine, tuning)
-        builder.getModulePassManager().run(parsed, builder)
-        self.llvm_ir = str(parsed)
-        self._module = parsed
-        self._engine = llvm.create_mcjit_compiler(parsed, machine)
+        _optimize(parsed, machine)
+        return ObjectCode(machine.emit_object(parsed), zlib.compress(str(parsed).encode()))
+
+
+def release_memory() -> None:
+    """Free the engines nothing references any more (reference cycles included) and hand the heap
+    pages LLVM and Python freed back to the operating system (glibc's malloc_trim; a no-op elsewhere)."""
+    gc.collect()
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+class JitModule:
+    """Machine code loaded into its own MCJIT engine, which keeps it alive as long as this object."""
+
+    def __init__(self, code: ObjectCode | ir.Module) -> None:
+        if isinstance(code, ir.Module):
+            code = compile_module(code)
+        machine, _ = _target_machine()
+        # The engine's (empty) module gets a context of its own, which it keeps alive: engines are
+        # made and freed on any thread, and an LLVM context must not be used by two at once.
+        empty = llvm.parse_assembly("", context=llvm.create_context())
+        self._engine = llvm.create_mcjit_compiler(empty, machine)
+        self._engine.add_object_file(llvm.ObjectFileRef.from_data(code.object_file))
         self._engine.finalize_object()
+        self._compressed_ir = code.compressed_ir
 
     def address(self, name: str) -> int:
         return self._engine.get_function_address(name)
 
-    @functools.cached_property
+    @property
+    def llvm_ir(self) -> str:
+        """The optimized LLVM IR the machine code was compiled from."""
+        return zlib.decompress(self._compressed_ir).decode()
+
+    @property
     def asm(self) -> str:
-        return _target_machine()[0].emit_assembly(self._module)
+        """The host assembly, compiled again from the optimized IR (code generation is deterministic)."""
+        with _parsed(self.llvm_ir) as module:
+            return _target_machine()[0].emit_assembly(module)

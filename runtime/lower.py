@@ -2,14 +2,16 @@
 
 The entry `convc_main(i8** buffers)` receives, in order, the graph inputs, the outputs, the
 constants and the arena; it calls each op's kernel on pointers into those buffers. A kernel with
-enough work runs on every core: its task wrapper `task(args, tid, n)` takes the tid-th share of
-the kernel's outer loop, and the entry hands the task to the native pool (convc.runtime.threads).
+enough work runs on every core: its task wrapper `task(args, chunk, chunks)` runs the chunk-th of
+`chunks` equal pieces of the kernel's outer loop, and the entry hands the task to the native pool
+(convc.runtime.threads), whose threads claim the chunks as they come free.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import llvmlite.ir as ir
+import numpy as np
 
 from convc.ir import Graph, Node
 from convc.types import TensorType
@@ -17,7 +19,7 @@ from convc.types import TensorType
 from .codegen import FLOAT_TYPES, I64, i64
 from .kernels import emitter_for
 from .memory import Plan, plan_memory
-from .threads import BYTE_PTR, RUN_SYMBOL, TASK_TYPE, ensure_pool
+from .threads import BYTE_PTR, RUN_SYMBOL, TASK_TYPE, chunk_count, ensure_pool
 
 ENTRY = "convc_main"
 PARALLEL_MIN_WORK = 200_000  # flops (or elements x 4) below which a fork/join costs more than it saves
@@ -31,16 +33,16 @@ def work_estimate(node: Node, in_types: list[TensorType]) -> int:
 
 
 def _task(module: ir.Module, kernel: ir.Function, extent: int, name: str) -> ir.Function:
-    """task(args, tid, n): the kernel on the tid-th of n equal shares of its outer loop."""
+    """task(args, chunk, chunks): the kernel on the chunk-th of `chunks` equal pieces of its outer loop."""
     task = ir.Function(module, TASK_TYPE, name)
     task.linkage = "internal"
     builder = ir.IRBuilder(task.append_basic_block("entry"))
-    args, tid, threads = task.args
+    args, chunk, chunks = task.args
     table = builder.bitcast(args, BYTE_PTR.as_pointer())
     pointers = [builder.bitcast(builder.load(builder.gep(table, [i64(i)])), arg.type)
                 for i, arg in enumerate(kernel.args[:-2])]
-    lo = builder.sdiv(builder.mul(tid, i64(extent)), threads)
-    hi = builder.sdiv(builder.mul(builder.add(tid, i64(1)), i64(extent)), threads)
+    lo = builder.sdiv(builder.mul(chunk, i64(extent)), chunks)
+    hi = builder.sdiv(builder.mul(builder.add(chunk, i64(1)), i64(extent)), chunks)
     builder.call(kernel, pointers + [lo, hi])
     builder.ret_void()
     return task
@@ -55,6 +57,7 @@ class Lowered:
     arena_slot: int
     const_names: list[str]
     parallel: bool             # whether any kernel runs on the thread pool
+    host_constants: dict[str, np.ndarray]  # arrays prepared by emitters (packed weights), by slot name
 
 
 def lower(graph: Graph) -> Lowered:
@@ -67,6 +70,18 @@ def lower(graph: Graph) -> Lowered:
     const_names = [n.name for n in graph.consts()]
     for name in const_names:
         slots[name] = len(slots)
+    kernels = []
+    host_constants: dict[str, np.ndarray] = {}
+    for index, node in enumerate(graph.op_nodes()):
+        in_types = [graph.type_of(o) for o in node.operands]
+        values = [graph.node(o).value if graph.node(o).op == "const" else None for o in node.operands]
+        emitted = emitter_for(node.op)(module, f"k{index}_{node.op}", node, in_types, values)
+        operands = [node.name] + list(node.operands)
+        for position, array in sorted(emitted.host_constants.items()):
+            name = f"{emitted.function.name}.arg{position}"
+            host_constants[name], slots[name] = array, len(slots)
+            operands[position:position + 1] = [name]
+        kernels.append((index, node, in_types, emitted, operands))
     arena_slot = len(slots)
 
     entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [BYTE_PTR.as_pointer()]), ENTRY)
@@ -74,20 +89,18 @@ def lower(graph: Graph) -> Lowered:
     buffers = entry.args[0]
     arena = builder.load(builder.gep(buffers, [i64(arena_slot)]), name="arena")
 
-    def pointer(name: str) -> ir.Value:
+    def pointer(name: str, dtype: str) -> ir.Value:
         raw = (builder.load(builder.gep(buffers, [i64(slots[name])]), name=f"p.{name}") if name in slots
                else builder.gep(arena, [i64(plan.offsets[name])], name=f"p.{name}"))
-        return builder.bitcast(raw, FLOAT_TYPES[graph.type_of(name).dtype].as_pointer())
+        return builder.bitcast(raw, FLOAT_TYPES[dtype].as_pointer())
 
     threads = ensure_pool()
     run_parallel = ir.Function(module, ir.FunctionType(ir.VoidType(), [TASK_TYPE.as_pointer(), BYTE_PTR, I64]),
                                RUN_SYMBOL)
     parallel = False
-    for index, node in enumerate(graph.op_nodes()):
-        in_types = [graph.type_of(o) for o in node.operands]
-        emitted = emitter_for(node.op)(module, f"k{index}_{node.op}", node, in_types)
+    for index, node, in_types, emitted, operands in kernels:
         kernel, extent = emitted.function, emitted.extent
-        pointers = [pointer(node.name)] + [pointer(o) for o in node.operands]
+        pointers = [pointer(name, emitted.dtype) for name in operands]
         if threads > 1 and extent > 1 and work_estimate(node, in_types) >= PARALLEL_MIN_WORK:
             parallel = True
             with builder.goto_entry_block():
@@ -96,8 +109,8 @@ def lower(graph: Graph) -> Lowered:
             for slot, value in enumerate(pointers):
                 builder.store(builder.bitcast(value, BYTE_PTR), builder.gep(table, [i64(slot)]))
             task = _task(module, kernel, extent, f"task{index}_{node.op}")
-            builder.call(run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(min(threads, extent))])
+            builder.call(run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(chunk_count(extent, threads))])
         else:
             builder.call(kernel, pointers + [i64(0), i64(extent)])
     builder.ret_void()
-    return Lowered(module, plan, slots, computed_outputs, arena_slot, const_names, parallel)
+    return Lowered(module, plan, slots, computed_outputs, arena_slot, const_names, parallel, host_constants)

@@ -27,7 +27,7 @@ def plan_memory(graph: Graph) -> Plan:
     for node in intermediates:
         start = order[node.name]
         end = max([order[u.name] for u in graph.users(node.name)], default=start)
-        size = -(-node.type.size * node.type.numpy_dtype.itemsize // ALIGN) * ALIGN
+        size = -(-node.type.storage_size * node.type.numpy_dtype.itemsize // ALIGN) * ALIGN
         busy = sorted((o, o + s) for (a, e, o, s) in live if not (e < start or a > end))
         offset = 0
         for lo, hi in busy:

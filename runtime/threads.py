@@ -1,12 +1,29 @@
 """A native thread pool, emitted once per process as LLVM IR, that runs kernel tasks on every core.
 
-`convc_parallel_run(task, args, n)` publishes a job (task, args, n) and bumps an atomic
-generation counter; workers, which spin on that counter for a while after each job and then
-sleep on a futex, run task(args, tid, n) for their tid and count themselves done; the caller
-runs tid 0 itself and spins until every worker has finished. Workers are POSIX threads running
-native code only, so they never touch the GIL; one Python lock serializes whole parallel
-executions, since there is one job slot. A forked child has the pool's memory but none of its
-threads, so the workers are started again there, from the current generation.
+`convc_parallel_run(task, args, chunks)` runs task(args, chunk, chunks) for every chunk in
+[0, chunks). Chunks are claimed, not assigned: one atomic word holds `chunks << 32 | next`, and
+whoever runs a chunk first takes it with a fetch-add on that word. The caller publishes the job,
+bumps a generation counter that wakes the workers, claims chunks itself like any worker, and then
+waits only for the chunks that others claimed and have not finished yet. A worker that the OS has
+descheduled therefore delays nobody unless it was descheduled inside a chunk, and the caller
+finishes alone what no one else took (OpenMP's dynamic schedule, with the caller as a worker).
+
+Why late workers are harmless: a fetch-add that returns next < chunks owns chunk `next` of the job
+whose word it incremented, and that job cannot finish (so the caller cannot publish another one)
+before the chunk is counted in `finished`; the task and arguments are read only after such a claim.
+A fetch-add that returns next >= chunks owns nothing and touches nothing else. `finished` is reset
+before the next job's word is published, and every increment of it belongs to the current job.
+
+Every wait is bounded in spinning: a worker without a job spins with `pause` for a few tens of
+microseconds (enough for back-to-back calls), then calls sched_yield for a while (so that a busy
+neighbour process gets the core at once), then sleeps on a futex; the caller's join spins briefly
+and then sleeps on a futex that the last finisher wakes. These mirror OpenMP's OMP_WAIT_POLICY /
+GOMP_SPINCOUNT and ONNX Runtime's allow_spinning: spinning buys latency only while the core is
+otherwise idle. Workers are POSIX threads running native code only, so they never touch the GIL;
+one Python lock serializes whole parallel executions, since there is one job slot.
+
+A forked child has the pool's memory, possibly mid-job, but none of its threads and none of the
+Python threads that held its locks: the child gets fresh locks, an empty job slot and new workers.
 """
 from __future__ import annotations
 
@@ -22,9 +39,12 @@ from .jit import JitModule, host_target
 
 I32 = ir.IntType(32)
 BYTE_PTR = ir.IntType(8).as_pointer()
-TASK_TYPE = ir.FunctionType(ir.VoidType(), [BYTE_PTR, I64, I64])
+TASK_TYPE = ir.FunctionType(ir.VoidType(), [BYTE_PTR, I64, I64])  # task(args, chunk, chunks)
 RUN_SYMBOL = "convc_parallel_run"
-SPIN_ROUNDS = 200_000  # about a millisecond of pause instructions before a worker sleeps
+CHUNKS_PER_THREAD = 4  # enough for the caller to absorb a missing worker's share in small pieces
+WORKER_PAUSE_ROUNDS = 2_000  # pause-spin before a worker yields: ~50 us on the Zen 4 it was tuned on
+WORKER_YIELD_ROUNDS = 2_000  # sched_yield calls before a worker sleeps on the futex: ~1 ms idle
+JOIN_PAUSE_ROUNDS = 2_000  # pause-spin of the caller's join before it sleeps on the futex: ~50 us
 SYS_FUTEX, FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 202, 128, 129
 
 lock = threading.Lock()  # one parallel execution at a time (the job slot is global)
@@ -41,96 +61,176 @@ def num_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _pool_module(workers: int) -> ir.Module:
-    module = ir.Module("convc_pool")
-    task_ptr = TASK_TYPE.as_pointer()
+def i32(value: int) -> ir.Constant:
+    return ir.Constant(I32, value)
 
-    def global_(name: str, type_: ir.Type) -> ir.GlobalVariable:
-        variable = ir.GlobalVariable(module, type_, name)
+
+def _blocks(function: ir.Function, *names: str) -> list[ir.Block]:
+    return [function.append_basic_block(name) for name in names]
+
+
+def chunk_count(extent: int, threads: int) -> int:
+    """How many chunks a parallel loop of `extent` iterations is split into on `threads` threads."""
+    return max(1, min(extent, threads * CHUNKS_PER_THREAD))
+
+
+class _PoolEmitter:
+    """The pool's globals and its functions: claim (shared), worker, run and reset."""
+
+    def __init__(self) -> None:
+        self.module = ir.Module("convc_pool")
+        self.claim_word = self._global("claim_word", I64)  # chunks << 32 | next unclaimed chunk
+        self.finished = self._global("finished", I32)  # chunks of the current job run to the end
+        self.joining = self._global("joining", I32)  # 1 while the caller sleeps in its join
+        self.generation = self._global("generation", I32)  # bumped per job; the workers' futex
+        self.sleepers = self._global("sleepers", I32)  # workers asleep on `generation`
+        self.job_task = self._global("job_task", TASK_TYPE.as_pointer())
+        self.job_args = self._global("job_args", BYTE_PTR)
+        self.syscall = ir.Function(self.module, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
+        self.sched_yield = ir.Function(self.module, ir.FunctionType(I32, []), "sched_yield")
+        self.pause = (ir.Function(self.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+                      if host_target().triple.startswith("x86_64") else None)
+        self.claim = self._claim()
+
+    def _global(self, name: str, type_: ir.Type) -> ir.GlobalVariable:
+        variable = ir.GlobalVariable(self.module, type_, name)
         variable.initializer = ir.Constant(type_, None)
         variable.linkage = "internal"
         return variable
 
-    generation, done = global_("generation", I32), global_("done", I64)
-    start_generation = global_("start_generation", I32)  # what new workers take as already seen
-    job_task, job_args, job_threads = global_("job_task", task_ptr), global_("job_args", BYTE_PTR), global_("job_threads", I64)
-    syscall = ir.Function(module, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
-    pause = (ir.Function(module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
-             if host_target().triple.startswith("x86_64") else None)
+    def _futex(self, b: ir.IRBuilder, word: ir.GlobalVariable, op: int, value: ir.Value) -> None:
+        b.call(self.syscall, [i64(SYS_FUTEX), b.ptrtoint(word, I64), i64(op), b.zext(value, I64),
+                              i64(0), i64(0), i64(0)])
 
-    # worker(tid): forever { wait for a new generation; run the job; count done }
-    worker = ir.Function(module, ir.FunctionType(BYTE_PTR, [BYTE_PTR]), "convc_pool_worker")
-    b = ir.IRBuilder(worker.append_basic_block("entry"))
-    tid = b.ptrtoint(worker.args[0], I64)
-    seen_slot = b.alloca(I32)
-    spins = b.alloca(I64)
-    b.store(b.load_atomic(start_generation, "acquire", 4), seen_slot)
-    wait = worker.append_basic_block("wait")
-    spin = worker.append_basic_block("spin")
-    sleep = worker.append_basic_block("sleep")
-    run = worker.append_basic_block("run")
-    b.branch(wait)
-    b.position_at_end(wait)
-    b.store(i64(0), spins)
-    b.branch(spin)
-    b.position_at_end(spin)
-    current = b.load_atomic(generation, "acquire", 4)
-    changed = b.icmp_unsigned("!=", current, b.load(seen_slot))
-    count = b.add(b.load(spins), i64(1))
-    b.store(count, spins)
-    if pause is not None:
-        with b.if_then(b.not_(changed)):
-            b.call(pause, [])
-    b.cbranch(changed, run, sleep)
-    b.position_at_end(sleep)
-    keep_spinning = b.icmp_signed("<", count, i64(SPIN_ROUNDS))
-    with b.if_then(b.not_(keep_spinning)):
-        b.call(syscall, [i64(SYS_FUTEX), b.ptrtoint(generation, I64), i64(FUTEX_WAIT_PRIVATE),
-                         b.zext(b.load(seen_slot), I64), i64(0), i64(0), i64(0)])
-        b.store(i64(0), spins)
-    b.branch(spin)
-    b.position_at_end(run)
-    b.store(current, seen_slot)
-    threads = b.load(job_threads)
-    with b.if_then(b.icmp_signed("<", tid, threads)):
-        b.call(b.load(job_task), [b.load(job_args), tid, threads])
-    b.atomic_rmw("add", done, i64(1), "release")
-    b.branch(wait)
+    def _relax(self, b: ir.IRBuilder) -> None:
+        if self.pause is not None:
+            b.call(self.pause, [])
 
-    # reset(): new workers wait for the job after the current one (used before starting them)
-    reset = ir.Function(module, ir.FunctionType(ir.VoidType(), []), "convc_pool_reset")
-    b = ir.IRBuilder(reset.append_basic_block("entry"))
-    b.store_atomic(b.load_atomic(generation, "acquire", 4), start_generation, "release", 4)
-    b.ret_void()
+    def _claim(self) -> ir.Function:
+        """claim(): run chunks of the current job until none is left; wake a sleeping joiner."""
+        claim = ir.Function(self.module, ir.FunctionType(ir.VoidType(), []), "convc_pool_claim")
+        claim.linkage = "internal"
+        b = ir.IRBuilder(claim.append_basic_block("entry"))
+        take, run, out = _blocks(claim, "take", "run", "out")
+        b.branch(take)
+        b.position_at_end(take)
+        word = b.atomic_rmw("add", self.claim_word, i64(1), "acq_rel")
+        chunk, chunks = b.and_(word, i64(0xFFFFFFFF)), b.lshr(word, i64(32))
+        b.cbranch(b.icmp_unsigned("<", chunk, chunks), run, out)
+        b.position_at_end(run)
+        task = b.load_atomic(self.job_task, "monotonic", 8)
+        args = b.load_atomic(self.job_args, "monotonic", 8)
+        b.call(task, [args, chunk, chunks])
+        before = b.atomic_rmw("add", self.finished, i32(1), "seq_cst")
+        with b.if_then(b.icmp_unsigned("==", b.add(before, i32(1)), b.trunc(chunks, I32))):
+            with b.if_then(b.icmp_unsigned("!=", b.load_atomic(self.joining, "seq_cst", 4), i32(0))):
+                self._futex(b, self.finished, FUTEX_WAKE_PRIVATE, i32(1))
+        b.branch(take)
+        b.position_at_end(out)
+        b.ret_void()
+        return claim
 
-    # run(task, args, n): publish, wake, do tid 0, wait for all workers
-    runner = ir.Function(module, ir.FunctionType(ir.VoidType(), [task_ptr, BYTE_PTR, I64]), RUN_SYMBOL)
-    b = ir.IRBuilder(runner.append_basic_block("entry"))
-    task, args, threads = runner.args
-    b.store(task, job_task)
-    b.store(args, job_args)
-    b.store(threads, job_threads)
-    b.store_atomic(i64(0), done, "release", 8)
-    b.atomic_rmw("add", generation, ir.Constant(I32, 1), "release")
-    b.call(syscall, [i64(SYS_FUTEX), b.ptrtoint(generation, I64), i64(FUTEX_WAKE_PRIVATE), i64(2**31 - 1),
-                     i64(0), i64(0), i64(0)])
-    b.call(task, [args, i64(0), threads])
-    join = runner.append_basic_block("join")
-    finished = runner.append_basic_block("finished")
-    b.branch(join)
-    b.position_at_end(join)
-    if pause is not None:
-        b.call(pause, [])
-    b.cbranch(b.icmp_signed(">=", b.load_atomic(done, "acquire", 8), i64(workers)), finished, join)
-    b.position_at_end(finished)
-    b.ret_void()
-    return module
+    def worker(self) -> None:
+        """worker(unused): forever { claim chunks; wait for the next generation: pause, yield, sleep }."""
+        worker = ir.Function(self.module, ir.FunctionType(BYTE_PTR, [BYTE_PTR]), "convc_pool_worker")
+        b = ir.IRBuilder(worker.append_basic_block("entry"))
+        seen, rounds = b.alloca(I32, name="seen"), b.alloca(I64, name="rounds")
+        b.store(b.load_atomic(self.generation, "acquire", 4), seen)
+        work, wait, new_job, idle, spin, not_spin, give_way, sleep = _blocks(
+            worker, "work", "wait", "new_job", "idle", "spin", "not_spin", "give_way", "sleep")
+        b.branch(work)
+        b.position_at_end(work)
+        b.call(self.claim, [])
+        b.store(i64(0), rounds)
+        b.branch(wait)
+        b.position_at_end(wait)
+        current = b.load_atomic(self.generation, "acquire", 4)
+        b.cbranch(b.icmp_unsigned("!=", current, b.load(seen)), new_job, idle)
+        b.position_at_end(new_job)
+        b.store(current, seen)
+        b.branch(work)
+        b.position_at_end(idle)
+        count = b.add(b.load(rounds), i64(1))
+        b.store(count, rounds)
+        b.cbranch(b.icmp_unsigned("<=", count, i64(WORKER_PAUSE_ROUNDS)), spin, not_spin)
+        b.position_at_end(spin)
+        self._relax(b)
+        b.branch(wait)
+        b.position_at_end(not_spin)
+        b.cbranch(b.icmp_unsigned("<=", count, i64(WORKER_PAUSE_ROUNDS + WORKER_YIELD_ROUNDS)), give_way, sleep)
+        b.position_at_end(give_way)
+        b.call(self.sched_yield, [])
+        b.branch(wait)
+        b.position_at_end(sleep)
+        # counted among the sleepers before the futex re-checks `generation`, so a job published
+        # after that check sees the sleeper and wakes it
+        b.atomic_rmw("add", self.sleepers, i32(1), "seq_cst")
+        self._futex(b, self.generation, FUTEX_WAIT_PRIVATE, b.load(seen))
+        b.atomic_rmw("sub", self.sleepers, i32(1), "seq_cst")
+        b.store(i64(0), rounds)
+        b.branch(wait)
+
+    def runner(self) -> None:
+        """run(task, args, chunks): publish, wake sleepers, claim chunks too, join the claimed ones."""
+        runner = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [TASK_TYPE.as_pointer(), BYTE_PTR, I64]),
+                             RUN_SYMBOL)
+        b = ir.IRBuilder(runner.append_basic_block("entry"))
+        task, args, chunks = runner.args
+        rounds = b.alloca(I64, name="rounds")
+        b.store(i64(0), rounds)
+        b.store_atomic(task, self.job_task, "monotonic", 8)
+        b.store_atomic(args, self.job_args, "monotonic", 8)
+        b.store_atomic(i32(0), self.finished, "monotonic", 4)
+        b.store_atomic(b.shl(chunks, i64(32)), self.claim_word, "release", 8)
+        b.atomic_rmw("add", self.generation, i32(1), "seq_cst")
+        with b.if_then(b.icmp_unsigned("!=", b.load_atomic(self.sleepers, "seq_cst", 4), i32(0))):
+            self._futex(b, self.generation, FUTEX_WAKE_PRIVATE, i32(2**31 - 1))
+        b.call(self.claim, [])
+        total = b.trunc(chunks, I32)
+        join, wait, spin, sleep, done = _blocks(runner, "join", "wait", "spin", "sleep", "done")
+        b.branch(join)
+        b.position_at_end(join)
+        b.cbranch(b.icmp_unsigned(">=", b.load_atomic(self.finished, "acquire", 4), total), done, wait)
+        b.position_at_end(wait)
+        count = b.add(b.load(rounds), i64(1))
+        b.store(count, rounds)
+        b.cbranch(b.icmp_unsigned("<=", count, i64(JOIN_PAUSE_ROUNDS)), spin, sleep)
+        b.position_at_end(spin)
+        self._relax(b)
+        b.branch(join)
+        b.position_at_end(sleep)
+        # `joining` is set before `finished` is read again, so the last finisher sees it and wakes us
+        b.store_atomic(i32(1), self.joining, "seq_cst", 4)
+        seen = b.load_atomic(self.finished, "seq_cst", 4)
+        with b.if_then(b.icmp_unsigned("<", seen, total)):
+            self._futex(b, self.finished, FUTEX_WAIT_PRIVATE, seen)
+        b.branch(join)
+        b.position_at_end(done)
+        b.store_atomic(i32(0), self.joining, "release", 4)
+        b.ret_void()
+
+    def reset(self) -> None:
+        """reset(): an empty job slot and no sleepers (a forked child's state before new workers)."""
+        reset = ir.Function(self.module, ir.FunctionType(ir.VoidType(), []), "convc_pool_reset")
+        b = ir.IRBuilder(reset.append_basic_block("entry"))
+        for variable in (self.claim_word, self.finished, self.joining, self.sleepers):
+            b.store_atomic(ir.Constant(variable.value_type, 0), variable, "seq_cst",
+                           8 if variable.value_type == I64 else 4)
+        b.ret_void()
+
+
+def _pool_module() -> ir.Module:
+    emitter = _PoolEmitter()
+    emitter.worker()
+    emitter.runner()
+    emitter.reset()
+    return emitter.module
 
 
 class _Pool:
     def __init__(self, threads: int) -> None:
         self.threads = threads
-        self.jit = JitModule(_pool_module(threads - 1))
+        self.jit = JitModule(_pool_module())
         llvm.add_symbol(RUN_SYMBOL, self.jit.address(RUN_SYMBOL))
         self.start_workers()
 
@@ -138,16 +238,16 @@ class _Pool:
         ctypes.CFUNCTYPE(None)(self.jit.address("convc_pool_reset"))()
         libc = ctypes.CDLL(None, use_errno=True)
         worker = self.jit.address("convc_pool_worker")
-        for tid in range(1, self.threads):
+        for _ in range(1, self.threads):
             handle = ctypes.c_ulong()
-            if libc.pthread_create(ctypes.byref(handle), None, ctypes.c_void_p(worker), ctypes.c_void_p(tid)):
-                raise OSError(ctypes.get_errno(), "pthread_create failed for a convc worker")
+            if libc.pthread_create(ctypes.byref(handle), None, ctypes.c_void_p(worker), None):
+                raise OSError(ctypes.get_errno(), "pthread_create failed for a convc pool worker")
             libc.pthread_detach(handle)
 
 
 def _after_fork_in_child() -> None:
-    global lock
-    lock = threading.Lock()
+    global lock, _pool_lock
+    lock, _pool_lock = threading.Lock(), threading.Lock()
     if _pool is not None:
         _pool.start_workers()
 

@@ -48,9 +48,11 @@ def merge_axes(shape: tuple[int, ...], strides: list[tuple[int, ...]]) -> tuple[
 
 def emit_elementwise(module: ir.Module, name: str, in_types: list[TensorType], out_type: TensorType,
                      scalar_op: ScalarOp) -> Kernel:
-    """out[i] = scalar_op(in0[i'], in1[i'], ...) over out_type's shape with broadcasting."""
-    out_shape = out_type.shape
-    strides = [broadcast_strides(out_shape, out_shape)] + [broadcast_strides(t.shape, out_shape) for t in in_types]
+    """out[i] = scalar_op(in0[i'], in1[i'], ...) over out_type's shape with broadcasting; on
+    channel-blocked tensors over their storage (operands blocked alike, or single values)."""
+    out_shape = out_type.storage_shape
+    strides = [broadcast_strides(out_shape, out_shape)] + [broadcast_strides(t.storage_shape, out_shape)
+                                                           for t in in_types]
     dims, merged = merge_axes(out_shape, strides)
     k = Kernel(module, name, out_type.dtype, 1 + len(in_types), ["out"] + [f"in{i}" for i in range(len(in_types))])
     if out_type.size == 0:

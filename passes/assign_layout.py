@@ -1,0 +1,119 @@
+"""Layout assignment: convolutions with a blocked kernel, and the elementwise ops between them,
+compute on channel-blocked tensors (N, C/c, *spatial, c), with c the host's vector lanes for the
+dtype (the driver passes `channel_block`). The choice is made once per graph; explicit `reorder`
+nodes convert at the region's borders only: where a plain value enters it (a graph input, the
+output of an op without a blocked kernel) and where a blocked value leaves it (a graph output, a
+user without a blocked kernel). Two convs in a row, or with elementwise ops and residual adds
+between them, keep the blocked layout throughout.
+
+A conv (or transposed conv) is blocked when its input is batched, its weights and bias are constants (they are packed
+at compile time), and it is depthwise (one output channel per input channel), or its groups fill
+whole blocks (dense convs, or groups of multiples of c channels) with at least c/2 output
+channels per group (narrower convs would waste most lanes). An elementwise op is blocked when one of its operands is, and every other operand has its
+shape (it is reordered if plain) or is a single value.
+"""
+from __future__ import annotations
+
+from convc.ir import Graph, Node
+from convc.op_conv import spatial_rank
+from convc.registry import has_trait
+
+from .pipeline import ChannelBlock, Pass
+
+
+MAX_BLOCKED_TRANSPOSE_STRIDE = 16  # a blocked transposed conv emits code for each phase of its rows
+
+
+def conv_is_blockable(graph: Graph, node: Node, lanes: int) -> bool:
+    transposed = has_trait(node.op, "conv_transpose")
+    if not (has_trait(node.op, "conv") or transposed):
+        return False
+    x, w = graph.type_of(node.operands[0]), graph.type_of(node.operands[1])
+    if x.rank != spatial_rank(node.op) + 2:
+        return False
+    if any(graph.node(o).op != "const" or graph.node(o).value is None for o in node.operands[1:3]):
+        return False
+    groups = node.attrs["groups"]
+    if transposed:
+        if node.attrs["stride"][-1] > MAX_BLOCKED_TRANSPOSE_STRIDE:
+            return False
+        cin_g, cout_g = w.shape[0] // groups, w.shape[1]
+    else:
+        cin_g, cout_g = w.shape[1], w.shape[0] // groups
+    if groups > 1 and cin_g == cout_g == 1 and not transposed:
+        return True  # depthwise: vectorized over each block of channels
+    if groups > 1 and (cin_g % lanes or cout_g % lanes):
+        return False
+    return 2 * cout_g >= lanes
+
+
+def data_operands(node: Node) -> list[int]:
+    """Operand positions that carry the node's layout (a conv's input and residual; every
+    operand of an elementwise op)."""
+    if has_trait(node.op, "conv") or has_trait(node.op, "conv_transpose"):
+        return [i for i in (0, 3) if i < len(node.operands)]
+    return list(range(len(node.operands)))
+
+
+class AssignLayout(Pass):
+    name = "assign_layout"
+
+    def __init__(self, channel_block: ChannelBlock) -> None:
+        self.channel_block = channel_block
+
+    def run(self, graph: Graph) -> Graph:
+        blocked: list[Node] = []
+        names: set[str] = set()
+        for node in graph.op_nodes():
+            lanes = self.channel_block(node.type.dtype)
+            if conv_is_blockable(graph, node, lanes) or self._elementwise_blocks(graph, node, names):
+                blocked.append(node)
+                names.add(node.name)
+        if not any(n.op != "reorder" and not has_trait(n.op, "elementwise") for n in blocked):
+            return graph  # elementwise ops alone gain nothing from the blocked layout
+        to_blocked: dict[str, str] = {}
+        for node in blocked:
+            lanes = self.channel_block(node.type.dtype)
+            node.type = node.type.with_block(lanes)
+            operands = list(node.operands)
+            for position in data_operands(node):
+                source = operands[position]
+                if source not in names and graph.type_of(source).size > 1:
+                    if source not in to_blocked:
+                        to_blocked[source] = graph.add_node("reorder", [source], {"block": lanes},
+                                                            graph.type_of(source).with_block(lanes))
+                    operands[position] = to_blocked[source]
+            if operands != node.operands:
+                graph.set_operands(node.name, operands)
+        for node in blocked:
+            self._plain_for_the_rest(graph, node, names)
+        return graph
+
+    def _elementwise_blocks(self, graph: Graph, node: Node, names: set[str]) -> bool:
+        if not has_trait(node.op, "elementwise") or node.type.rank < 3:
+            return False
+        types = [graph.type_of(o) for o in node.operands]
+        return (any(o in names for o in node.operands) and
+                all(t.shape == node.type.shape or t.size == 1 for t in types))
+
+    def _plain_for_the_rest(self, graph: Graph, node: Node, names: set[str]) -> None:
+        """Users without a blocked kernel, or using the value outside its data operands, and the
+        graph's outputs read one plain copy."""
+        plain: str | None = None
+
+        def plain_copy() -> str:
+            nonlocal plain
+            if plain is None:
+                plain = graph.add_node("reorder", [node.name], {"block": 0}, node.type.with_block(0))
+            return plain
+
+        for user in graph.users(node.name):
+            if user.op == "reorder":
+                continue
+            keep = data_operands(user) if user.name in names else []
+            operands = [o if (o != node.name or i in keep) else plain_copy() for i, o in enumerate(user.operands)]
+            if operands != user.operands:
+                graph.set_operands(user.name, operands)
+        if node.name in graph.outputs:
+            copy = plain_copy()
+            graph.outputs = [copy if o == node.name else o for o in graph.outputs]

@@ -1,0 +1,267 @@
+"""The opt-in on-disk compile cache: a graph's object code and lowering, reused across processes.
+
+Switched on by `convc.compile(..., cache_dir=PATH)` or the CONVC_CACHE_DIR environment variable
+(`cache_dir=None` reads the variable; `False` switches the cache off). Eager op kernels use the
+variable too.
+
+An entry is one file, `<key>.entry`, named by a sha256 key over everything that decides the
+machine code: the optimized graph's canonical text; every constant's dtype, shape and bytes (the
+emitters may bake them into the code or pack them); the host CPU (name, features, triple) and the
+vector width the kernels use; the thread count of the pool (lowering emits parallel calls for
+it); the CONVC_* environment variables that may steer code generation (all but the cache's own,
+CONVC_EAGER_CACHE_SIZE and CONVC_DUMP); the versions of convc, llvmlite and LLVM; and a digest of
+convc's sources (the version does not change while a checkout is edited). The file holds a magic
+line, the sha256 of everything after it, then a JSON header (format, key, section sizes, and the
+lowering's layout with graph values named by their position in the canonical text), the object
+file, the zlib-compressed optimized IR (for `llvm_ir` and `asm`) and the arrays the emitters
+prepared on the host (packed weights). Nothing is pickled.
+
+A file whose magic, checksum, format or key does not match is ignored with a RuntimeWarning that
+names it, never loaded; the graph is compiled again and the entry rewritten. Writers write a
+temporary file and rename it into place, so readers and concurrent writers only ever see whole
+entries. A hit touches the entry's mtime; after each write the least recently used entries are
+deleted until the directory is within CONVC_CACHE_SIZE_MB (default 512).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import secrets
+import struct
+import time
+import warnings
+from pathlib import Path
+from typing import Union
+
+import llvmlite
+import llvmlite.binding as llvm
+import llvmlite.ir as ir
+import numpy as np
+
+from convc.errors import ConvcError
+from convc.ir import Graph
+from convc.printer import print_graph
+
+from .jit import ObjectCode, host_target
+from .lower import Lowered
+from .memory import Plan
+from .threads import ensure_pool
+
+CacheOption = Union[str, os.PathLike, bool, None]
+FORMAT = 1
+MAGIC = b"convc-cache\n"
+SUFFIX = ".entry"
+DEFAULT_SIZE_MB = 512
+STALE_TEMP_SECONDS = 3600  # a temporary file this old belongs to a writer that was killed
+ALIGN = 64  # host arrays are loaded 64-byte aligned, as the emitters prepare them
+# CONVC_* variables that steer only caches and dumps; every other one (CONVC_NUM_THREADS,
+# CONVC_VECTOR_BITS, ...) may steer code generation and goes into the key
+NOT_CODEGEN = frozenset({"CONVC_CACHE_DIR", "CONVC_CACHE_SIZE_MB", "CONVC_EAGER_CACHE_SIZE", "CONVC_DUMP"})
+
+
+def open_cache(option: CacheOption) -> DiskCache | None:
+    """The cache that `option` asks for: a directory, None for CONVC_CACHE_DIR (off when unset), or
+    False for none. A directory that cannot be created is a warning and no cache."""
+    if option is None:
+        option = os.environ.get("CONVC_CACHE_DIR") or False
+    if option is False:
+        return None
+    if isinstance(option, bool) or not isinstance(option, (str, os.PathLike)):
+        raise TypeError(f"compile: cache_dir={option!r} must be a directory path, None (use CONVC_CACHE_DIR) "
+                        f"or False (no disk cache)")
+    directory = Path(option)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        warnings.warn(f"convc compile cache: cannot use directory {directory} ({error}); compiling without it",
+                      RuntimeWarning)
+        return None
+    return DiskCache(directory, _size_bound())
+
+
+def _size_bound() -> int:
+    text = os.environ.get("CONVC_CACHE_SIZE_MB", str(DEFAULT_SIZE_MB))
+    try:
+        megabytes = float(text)
+    except ValueError:
+        raise ConvcError(f"CONVC_CACHE_SIZE_MB={text!r} must be a number of megabytes") from None
+    if not megabytes > 0:
+        raise ConvcError(f"CONVC_CACHE_SIZE_MB={text!r} must be positive")
+    return int(megabytes * 2**20)
+
+
+@functools.lru_cache(maxsize=None)
+def _source_digest() -> str:
+    """sha256 over convc's Python sources (the IR core, passes and runtime)."""
+    import convc
+    from convc import passes, runtime
+    files = {path.resolve() for package in (convc, passes, runtime)
+             for path in Path(package.__file__).parent.rglob("*.py")}
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _value_names(graph: Graph) -> list[str]:
+    """Every value of `graph` in the order of its canonical text: the inputs, then the nodes."""
+    return list(graph.inputs) + [n.name for n in graph.nodes() if n.op != "input"]
+
+
+class DiskCache:
+    """One cache directory and its size bound in bytes."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+
+    def key(self, graph: Graph) -> str:
+        """The sha256 key of `graph`'s machine code on this host (starts the thread pool, whose
+        size is part of it and whose entry point the loaded code calls)."""
+        import convc
+        host = host_target()
+        digest = hashlib.sha256()
+        settings = sorted((k, v) for k, v in os.environ.items() if k.startswith("CONVC_") and k not in NOT_CODEGEN)
+        for part in (FORMAT, convc.__version__, llvmlite.__version__, llvm.llvm_version_info, _source_digest(),
+                     host.cpu, host.features, host.triple, host.vector_bits, ensure_pool(), settings,
+                     print_graph(graph, canonical=True)):
+            digest.update(str(part).encode() + b"\0")
+        for node in graph.consts():
+            value = np.ascontiguousarray(node.value)
+            digest.update(f"{value.dtype.str}{value.shape}".encode() + b"\0")
+            digest.update(value)
+        return digest.hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"{key}{SUFFIX}"
+
+    def load(self, key: str, graph: Graph) -> tuple[Lowered, ObjectCode] | None:
+        """The entry of `key`, translated to `graph`'s value names; None when there is none or it
+        fails a check (then with a warning naming the file)."""
+        path = self.path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            return _ignore(path, f"it cannot be read ({error})")
+        body = data[len(MAGIC) + 32:]
+        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 36:
+            return _ignore(path, "it is not a convc cache entry (foreign or truncated)")
+        if hashlib.sha256(body).digest() != data[len(MAGIC):len(MAGIC) + 32]:
+            return _ignore(path, "its checksum does not match (corrupted or truncated)")
+        try:
+            (header_size,) = struct.unpack_from("<I", body)
+            header = json.loads(body[4:4 + header_size])
+            if header.get("format") != FORMAT:
+                return _ignore(path, f"it has format {header.get('format')!r}, not {FORMAT}")
+            if header.get("key") != key:
+                return _ignore(path, f"it holds key {header.get('key')!r} (a foreign entry)")
+            loaded = _decode(header, memoryview(body)[4 + header_size:], graph)
+        except (ValueError, KeyError, IndexError, TypeError, struct.error) as error:
+            return _ignore(path, f"its contents do not fit the graph ({error})")
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        return loaded
+
+    def store(self, key: str, graph: Graph, lowered: Lowered, code: ObjectCode) -> None:
+        """Write the entry of `key` (atomically), then evict down to the size bound. A failed write
+        is a warning: the compile itself has succeeded."""
+        header, sections = _encode(key, graph, lowered, code)
+        header_bytes = json.dumps(header, separators=(",", ":")).encode()
+        body = b"".join([struct.pack("<I", len(header_bytes)), header_bytes, *sections])
+        data = MAGIC + hashlib.sha256(body).digest() + body
+        temporary = self.directory / f".{key}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            temporary.write_bytes(data)
+            os.replace(temporary, self.path(key))
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            warnings.warn(f"convc compile cache: cannot write {self.path(key)} ({error}); the compiled graph "
+                          f"is not cached", RuntimeWarning)
+            return
+        self.evict()
+
+    def evict(self) -> None:
+        """Delete least recently used entries until the directory is within the size bound, and
+        temporary files that killed writers left behind."""
+        entries, now = [], time.time()
+        for path in self.directory.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                if path.suffix == SUFFIX:
+                    entries.append((stat.st_mtime, stat.st_size, path))
+                elif path.suffix == ".tmp" and now - stat.st_mtime > STALE_TEMP_SECONDS:
+                    path.unlink()
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            total -= size
+
+
+def _ignore(path: Path, reason: str) -> None:
+    warnings.warn(f"convc compile cache: ignoring {path}: {reason}; compiling the graph again",
+                  RuntimeWarning)
+
+
+def _encode(key: str, graph: Graph, lowered: Lowered, code: ObjectCode) -> tuple[dict, list[bytes]]:
+    """The header and the binary sections of an entry; graph values become their positions."""
+    position = {name: index for index, name in enumerate(_value_names(graph))}
+
+    def token(name: str) -> int | str:
+        return position.get(name, name)  # host arrays are named by their kernel, not the graph
+
+    arrays = [(token(name), np.ascontiguousarray(array)) for name, array in lowered.host_constants.items()]
+    layout = {"arena_bytes": lowered.plan.arena_bytes,
+              "offsets": [[token(n), offset] for n, offset in lowered.plan.offsets.items()],
+              "slots": [[token(n), slot] for n, slot in lowered.slots.items()],
+              "computed_outputs": [token(n) for n in lowered.computed_outputs],
+              "arena_slot": lowered.arena_slot,
+              "const_names": [token(n) for n in lowered.const_names],
+              "parallel": lowered.parallel,
+              "host_constants": [[name, array.dtype.str, list(array.shape)] for name, array in arrays]}
+    sections = [code.object_file, code.compressed_ir, *(array.tobytes() for _, array in arrays)]
+    header = {"format": FORMAT, "key": key, "sizes": [len(s) for s in sections], "layout": layout}
+    return header, sections
+
+
+def _decode(header: dict, data: memoryview, graph: Graph) -> tuple[Lowered, ObjectCode]:
+    names = _value_names(graph)
+
+    def name(token: int | str) -> str:
+        return names[token] if isinstance(token, int) else token
+
+    sizes = header["sizes"]
+    if sum(sizes) != len(data):
+        raise ValueError(f"sections of {sum(sizes)} bytes in {len(data)}")
+    sections, offset = [], 0
+    for size in sizes:
+        sections.append(data[offset:offset + size])
+        offset += size
+    layout = header["layout"]
+    host_constants = {name(token): _aligned(section, dtype, shape)
+                      for (token, dtype, shape), section in zip(layout["host_constants"], sections[2:], strict=True)}
+    lowered = Lowered(module=ir.Module(graph.name),  # the IR is not rebuilt on a hit
+                      plan=Plan({name(t): o for t, o in layout["offsets"]}, layout["arena_bytes"]),
+                      slots={name(t): s for t, s in layout["slots"]},
+                      computed_outputs=[name(t) for t in layout["computed_outputs"]],
+                      arena_slot=layout["arena_slot"],
+                      const_names=[name(t) for t in layout["const_names"]],
+                      parallel=layout["parallel"],
+                      host_constants=host_constants)
+    return lowered, ObjectCode(bytes(sections[0]), bytes(sections[1]))
+
+
+def _aligned(data: memoryview, dtype: str, shape: list[int]) -> np.ndarray:
+    """A fresh, 64-byte aligned array of `shape` holding `data`."""
+    raw = np.empty(len(data) + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    raw[start:start + len(data)] = np.frombuffer(data, np.uint8)
+    return raw[start:start + len(data)].view(np.dtype(dtype)).reshape(shape)

@@ -1,0 +1,367 @@
+"""The loop nest of the blocked convolutions, forward and transposed (see conv_blocked for the
+layout and the register tile).
+
+    parallel for (batch, tile group of output blocks, od, oh, part of the row):
+        for chunk of input-channel blocks:              (its packed weights stay in L1)
+            for tile of the part:                       (edge tiles at compile-time positions,
+                acc = bias, or the partial sums so far   interior tiles in a runtime loop)
+                for input block of the chunk, kd, kh, kw:  acc += x (broadcast) * w (vectors)
+                last chunk: acc += residual; activation    (the epilogue, in registers)
+                store acc
+
+A row is one or more phases (`RowPhase`): a forward conv's row is one phase; a transposed conv's
+row has one phase per residue of the output index modulo the stride, each a stride-1
+correlation over contiguous inputs with its own taps, whose outputs are `stride` apart (no
+zero-inserted input, no FMA on an inserted zero). Rows above (kh, kd) are taps with the input
+row computed at run time: mapped by the padding mode for forward convs, skipped where a
+transposed conv's output row does not meet them.
+
+Splitting the reduction into chunks keeps a chunk's weights in L1 while they serve a whole row
+part (1x1 and 1-D convs would otherwise stream every weight from L2 once per tile), and limits
+the input rows a tile touches at once (rows of different channel blocks sit a multiple of 4 KB
+apart in L1's sets). The parts of a row (segments of one phase's interior tiles, or the phases)
+bound the partial sums a chunk revisits and give the parallel loop enough iterations on small
+maps and 1-D signals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import llvmlite.ir as ir
+
+from ..codegen import Kernel, i64
+from .conv_geometry import Axis, ConvGeometry, divmod_index, map_index, tap_plane
+from .elementwise import SCALAR_OPS
+
+L1_WEIGHT_BYTES = 12 * 1024  # packed weights of one reduction chunk
+L1_OUTPUT_BYTES = 16 * 1024  # partial sums of one row segment
+MIN_PARALLEL_EXTENT = 8  # outer iterations wanted, so that every core gets a balanced share
+
+
+def channel_unroll(lanes: int, block: int) -> int:
+    """Input channels unrolled per step of the innermost loop: the largest divisor of `lanes` (the
+    real channels of the block) up to half of them, so the loop always takes steps. A whole block
+    in one step leaves LLVM a loop-free body that it schedules into spills (znver4: 384 FMAs with
+    306 stack accesses, 39% of the peak for resnet_3x3; with two steps of 8 channels none, 95%)."""
+    return max(d for d in range(1, max(1, min(block, lanes) // 2) + 1) if lanes % d == 0)
+
+
+@dataclass(frozen=True)
+class RowPhase:
+    """Outputs first + step*q (q < count) of a row; tap k reads input column q*in_stride + offset
+    for each (k, offset) in `taps`, an arithmetic progression in both."""
+
+    first: int
+    step: int
+    count: int
+    in_stride: int
+    taps: tuple[tuple[int, int], ...]
+
+    def interior(self, size: int) -> tuple[int, int]:
+        """[start, stop) of q whose every tap reads inside an input row of `size`."""
+        if not self.taps:
+            return 0, self.count
+        low, high = min(o for _, o in self.taps), max(o for _, o in self.taps)
+        start = min(self.count, max(0, -(low // self.in_stride)))
+        stop = min(self.count, max(0, (size - 1 - high) // self.in_stride + 1))
+        return start, max(start, stop)
+
+    def progression(self) -> tuple[int, int, int, int]:
+        """(first tap, tap step, first offset, offset step) of the taps."""
+        (k0, o0), (k1, o1) = self.taps[0], self.taps[1] if len(self.taps) > 1 else (self.taps[0][0] + 1, 0)
+        return k0, k1 - k0, o0, (o1 - o0) if len(self.taps) > 1 else 0
+
+
+def conv_row(axis: Axis) -> list[RowPhase]:
+    """A forward conv's row: one phase, tap kw reading column ow*stride + kw*dilation - pad_lo."""
+    taps = tuple((kw, kw * axis.dilation - axis.pad_lo) for kw in range(axis.kernel))
+    return [RowPhase(0, 1, axis.out, axis.stride, taps)]
+
+
+def transposed_row(axis: Axis) -> list[RowPhase]:
+    """A transposed conv's row: output o receives input i through tap k when
+    o + pad_lo = i*stride + k*dilation; outputs of one residue modulo the stride form a phase."""
+    phases = []
+    for first in range(min(axis.stride, axis.out)):
+        taps = tuple((k, (first + axis.pad_lo - k * axis.dilation) // axis.stride) for k in range(axis.kernel)
+                     if (first + axis.pad_lo - k * axis.dilation) % axis.stride == 0)
+        phases.append(RowPhase(first, axis.stride, -(-(axis.out - first) // axis.stride), 1, taps))
+    return phases
+
+
+def plan_row(out: int, width: int, interior: tuple[int, int]) -> tuple[list[tuple[int, int]], int, int,
+                                                                       list[tuple[int, int]]]:
+    """(left edge tiles, interior start, interior tile count, right edge tiles) of a row."""
+    start, stop = interior
+    left, position = [], 0
+    while position < start:
+        left.append((position, min(width, out - position)))
+        position += width
+    count = max(0, (stop - position) // width)
+    interior_start = position
+    position += count * width
+    right = []
+    while position < out:
+        right.append((position, min(width, out - position)))
+        position += width
+    return left, interior_start, count, right
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """One phase's tiles and the `segments` parts its interior tiles are split into."""
+
+    phase: RowPhase
+    left: tuple[tuple[int, int], ...]
+    interior_start: int
+    interior_tiles: int
+    right: tuple[tuple[int, int], ...]
+    segments: int
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where one job of the outer loop works: batch, output row, its group's first input block,
+    its tile group's packed weights, output row offset and first output block."""
+
+    n: ir.Value
+    od: ir.Value
+    oh: ir.Value
+    cib0: ir.Value
+    w_base: ir.Value
+    out_offset: ir.Value
+    cob: ir.Value
+
+
+class BlockedConvNest:
+    def __init__(self, k: Kernel, geo: ConvGeometry, lanes: int, vectors: int, width: int, residual: bool,
+                 activation: str | None, transposed: bool = False) -> None:
+        self.k, self.geo, self.transposed = k, geo, transposed
+        self.c, self.vectors, self.width = lanes, vectors, width
+        self.residual, self.activation = residual, activation
+        c = lanes
+        self.in_blocks, self.out_blocks = -(-geo.c_in // c), -(-geo.c_out // c)
+        self.in_blocks_g, self.out_blocks_g = -(-geo.cin_g // c), -(-geo.cout_g // c)
+        self.last_lanes = geo.cin_g - (self.in_blocks_g - 1) * c  # real channels of the last input block
+        self.full_blocks = self.in_blocks_g - (1 if self.last_lanes < c else 0)
+        self.tile_groups = self.out_blocks // vectors
+        self.w_block = geo.k_plane * c * vectors * c  # packed weights of one input block for a tile group
+        self.chunk = max(1, L1_WEIGHT_BYTES // (self.w_block * k.itemsize))
+        self.chunks = max(1, -(-self.full_blocks // self.chunk))
+        phases = transposed_row(geo.w) if transposed else conv_row(geo.w)
+        rows = geo.batch * self.tile_groups * geo.d.out * geo.h.out
+        self.plans = []
+        for phase in phases:
+            left, start, count, right = plan_row(phase.count, width, phase.interior(geo.w.size))
+            segments = 1
+            if len(phases) == 1:
+                row_bytes = geo.w.out * vectors * c * k.itemsize
+                wanted = max(-(-row_bytes // L1_OUTPUT_BYTES) if self.chunks > 1 else 1,
+                             -(-MIN_PARALLEL_EXTENT // rows))
+                segments = max(1, min(count, wanted))
+            self.plans.append(PhasePlan(phase, tuple(left), start, count, tuple(right), segments))
+        self.parts = sum(plan.segments for plan in self.plans)
+
+    # addressing --------------------------------------------------------------------------------
+    def in_row(self, n: ir.Value, cib: ir.Value, id_: ir.Value, ih: ir.Value) -> ir.Value:
+        k, geo = self.k, self.geo
+        block = k.add(k.mul(n, self.in_blocks), cib)
+        row = k.add(k.mul(k.add(k.mul(block, geo.d.size), id_), geo.h.size), ih)
+        return k.offset(k.args[1], k.mul(row, geo.w.size * self.c))
+
+    def out_offset(self, n: ir.Value, cob: ir.Value, od: ir.Value, oh: ir.Value) -> ir.Value:
+        k, geo = self.k, self.geo
+        block = k.add(k.mul(n, self.out_blocks), cob)
+        return k.mul(k.add(k.mul(k.add(k.mul(block, geo.d.out), od), geo.h.out), oh), geo.w.out * self.c)
+
+    # structure ---------------------------------------------------------------------------------
+    def emit(self) -> None:
+        k, geo = self.k, self.geo
+        with k.outer_loop(geo.batch * self.tile_groups * geo.d.out * geo.h.out * self.parts, "job") as job:
+            rest, part = divmod_index(k, job, self.parts)
+            rest, oh = divmod_index(k, rest, geo.h.out)
+            rest, od = divmod_index(k, rest, geo.d.out)
+            n, tile_group = divmod_index(k, rest, self.tile_groups)
+            group, _ = divmod_index(k, tile_group, self.out_blocks_g // self.vectors)
+            cob = k.mul(tile_group, self.vectors)
+            place = _Place(n, od, oh, k.mul(group, self.in_blocks_g), k.mul(tile_group, self.w_block * self.in_blocks_g),
+                           self.out_offset(n, cob, od, oh), cob)
+            base = 0
+            for plan in self.plans:
+                inside = None
+                if self.parts > 1:
+                    b = k.builder
+                    inside = b.and_(b.icmp_unsigned(">=", part, i64(base)), b.icmp_unsigned("<", part, i64(base + plan.segments)))
+                with k.when(inside):
+                    self.phase_part(place, plan, k.builder.sub(part, i64(base)))
+                base += plan.segments
+
+    def phase_part(self, place: _Place, plan: PhasePlan, segment: ir.Value) -> None:
+        k = self.k
+        first = k.builder.udiv(k.mul(segment, plan.interior_tiles), i64(plan.segments))
+        last = k.builder.udiv(k.mul(k.add(segment, 1), plan.interior_tiles), i64(plan.segments))
+
+        def over_row(chunk: ir.Value) -> None:
+            split = plan.segments > 1
+            with k.when(k.builder.icmp_unsigned("==", segment, i64(0)) if split else None):
+                for start, width in plan.left:
+                    self.tile(place, plan.phase, chunk, k.add(start), width, edge=True)
+            if plan.interior_tiles:
+                with k.loop(first, last, "tile") as tile:
+                    self.tile(place, plan.phase, chunk, k.add(k.mul(tile, self.width), plan.interior_start),
+                              self.width, edge=False)
+            with k.when(k.builder.icmp_unsigned("==", segment, i64(plan.segments - 1)) if split else None):
+                for start, width in plan.right:
+                    self.tile(place, plan.phase, chunk, k.add(start), width, edge=True)
+
+        if self.chunks == 1:
+            over_row(i64(0))
+        else:
+            with k.loop(0, self.chunks, "chunk") as chunk:
+                over_row(chunk)
+
+    # one tile ----------------------------------------------------------------------------------
+    def tile(self, place: _Place, phase: RowPhase, chunk: ir.Value, q: ir.Value, width: int, edge: bool) -> None:
+        """A tile of `width` outputs of a phase from index q; an edge tile's q is a compile-time
+        constant, and each of its taps' source columns is resolved at compile time."""
+        k, c = self.k, self.c
+        accumulators = [[k.alloca(k.vector_type(c), f"acc{v}_{r}") for r in range(width)] for v in range(self.vectors)]
+        out_base = k.add(place.out_offset, k.mul(k.add(k.mul(q, phase.step), phase.first), c))
+        plane = self.geo.d.out * self.geo.h.out * self.geo.w.out * c  # between output blocks
+        column = phase.step * c  # between a tile's outputs
+
+        def start_from_bias() -> None:
+            for v in range(self.vectors):
+                bias = k.vload(k.args[3], k.add(k.mul(place.cob, c), v * c), c)
+                for r in range(width):
+                    k.builder.store(bias, accumulators[v][r])
+
+        def start_from_partial_sums() -> None:
+            for v in range(self.vectors):
+                for r in range(width):
+                    k.builder.store(k.vload(k.args[0], k.add(out_base, v * plane + r * column), c), accumulators[v][r])
+
+        last_chunk = k.builder.icmp_unsigned("==", chunk, i64(self.chunks - 1))
+        self.branch(k.builder.icmp_unsigned("==", chunk, i64(0)), start_from_bias, start_from_partial_sums)
+        if phase.taps:
+            low = k.mul(chunk, self.chunk)
+            high = k.builder.select(k.builder.icmp_unsigned("<", k.add(low, self.chunk), i64(self.full_blocks)),
+                                    k.add(low, self.chunk), i64(self.full_blocks))
+            with k.loop(low, high, "cib") as cib:
+                self.taps(place, phase, cib, q, width, edge, c, accumulators)
+            if self.full_blocks < self.in_blocks_g:  # the partial last block, in the last chunk
+                with k.when(last_chunk if self.chunks > 1 else None):
+                    self.taps(place, phase, i64(self.full_blocks), q, width, edge, self.last_lanes, accumulators)
+        self.branch(last_chunk, lambda: self.store(out_base, plane, column, width, accumulators, True),
+                    lambda: self.store(out_base, plane, column, width, accumulators, False))
+
+    def branch(self, flag: ir.Value, then: Callable[[], None], otherwise: Callable[[], None]) -> None:
+        """then() if flag else otherwise(); only then() where the reduction is one chunk."""
+        if self.chunks == 1:
+            then()
+            return
+        with self.k.builder.if_else(flag) as (yes, no):
+            with yes:
+                then()
+            with no:
+                otherwise()
+
+    def row_tap(self, axis: Axis, out_index: ir.Value, tap: ir.Value, body: Callable[[ir.Value], None]) -> None:
+        """body(input row) for tap `tap` of an upper axis (h or d) at output row `out_index`."""
+        k = self.k
+        if not self.transposed:
+            tap_plane(k, self.geo.mode, axis, k.add(k.mul(out_index, axis.stride), k.mul(tap, axis.dilation),
+                                                    -axis.pad_lo), body)
+            return
+        if axis.trivial:
+            body(out_index)
+            return
+        b = k.builder
+        numerator = k.add(out_index, axis.pad_lo, b.neg(k.mul(tap, axis.dilation)))
+        row = b.sdiv(numerator, i64(axis.stride)) if axis.stride > 1 else numerator
+        valid = k.inside(row, axis.size)
+        if axis.stride > 1:
+            valid = b.and_(valid, b.icmp_signed("==", b.srem(numerator, i64(axis.stride)), i64(0)))
+        with k.when(valid):
+            body(row)
+
+    def taps(self, place: _Place, phase: RowPhase, cib: ir.Value, q: ir.Value, width: int, edge: bool, lanes: int,
+             accumulators: list[list[ir.Value]]) -> None:
+        """acc += every tap of input block `cib` (of the group) with `lanes` real channels."""
+        k, geo, c = self.k, self.geo, self.c
+        d, h = geo.d, geo.h
+        w_cib = k.add(place.w_base, k.mul(cib, self.w_block))
+        with k.loop(0, d.kernel, "kd") as kd:
+            def plane(id_: ir.Value) -> None:
+                with k.loop(0, h.kernel, "kh") as kh:
+                    def row(ih: ir.Value) -> None:
+                        x_row = self.in_row(place.n, k.add(place.cib0, cib), id_, ih)
+                        w_row = k.add(w_cib, k.mul(k.add(k.mul(kd, h.kernel), kh), geo.w.kernel * c * self.vectors * c))
+                        if edge:
+                            self.edge_row(x_row, w_row, phase, q.constant, width, lanes, accumulators)
+                        else:
+                            self.interior_row(x_row, w_row, phase, q, width, lanes, accumulators)
+                    self.row_tap(h, place.oh, kh, row)
+            self.row_tap(d, place.od, kd, plane)
+
+    def fma_column(self, x_value: ir.Value, w_offset: ir.Value, r: int, accumulators: list[list[ir.Value]],
+                   weights: list[ir.Value] | None = None) -> list[ir.Value]:
+        """acc[v][r] += x * w[v] for the tile's vectors; returns the weight vectors (loaded once per
+        input channel and tap, then reused by every position of the tile)."""
+        k, c = self.k, self.c
+        if weights is None:
+            weights = [k.vload(k.args[2], k.add(w_offset, v * c), c) for v in range(self.vectors)]
+        splat = k.splat(x_value, c)
+        for v, weight in enumerate(weights):
+            slot = accumulators[v][r]
+            k.builder.store(k.vfma(splat, weight, k.builder.load(slot)), slot)
+        return weights
+
+    def interior_row(self, x_row: ir.Value, w_row: ir.Value, phase: RowPhase, q: ir.Value, width: int, lanes: int,
+                     accumulators: list[list[ir.Value]]) -> None:
+        """The taps as a runtime loop, the block's input channels in unrolled steps, no bounds checks."""
+        k, c, stride = self.k, self.c, phase.in_stride
+        unroll = channel_unroll(lanes, c)
+        tap0, tap_step, offset0, offset_step = phase.progression()
+        with k.loop(0, len(phase.taps), "kw") as j:
+            column = k.add(k.mul(q, stride), offset0, k.builder.mul(j, i64(offset_step)))
+            x_base = k.offset(x_row, k.mul(column, c))
+            w_base = k.add(w_row, k.mul(k.add(k.mul(j, tap_step), tap0), c * self.vectors * c))
+            with k.loop(0, lanes // unroll, "ci") as step:
+                x_step = k.offset(x_base, k.mul(step, unroll))
+                w_step = k.add(w_base, k.mul(step, unroll * self.vectors * c))
+                for ci in range(unroll):
+                    weights = None
+                    for r in range(width):
+                        weights = self.fma_column(k.load(x_step, r * stride * c + ci),
+                                                  k.add(w_step, ci * self.vectors * c), r, accumulators, weights)
+
+    def edge_row(self, x_row: ir.Value, w_row: ir.Value, phase: RowPhase, q0: int, width: int, lanes: int,
+                 accumulators: list[list[ir.Value]]) -> None:
+        """The block's input channels as a runtime loop, the taps unrolled with compile-time sources:
+        a tap reading a zero is skipped, circular / reflect / replicate read their source."""
+        k, c, size = self.k, self.c, self.geo.w.size
+        with k.loop(0, lanes, "ci") as ci:
+            for tap, offset in phase.taps:
+                sources = [map_index((q0 + r) * phase.in_stride + offset, size, self.geo.mode) for r in range(width)]
+                w_offset = k.add(w_row, tap * c * self.vectors * c, k.mul(ci, self.vectors * c))
+                weights = None
+                for r, source in enumerate(sources):
+                    if source is not None:
+                        weights = self.fma_column(k.load(x_row, k.add(ci, source * c)), w_offset, r, accumulators,
+                                                  weights)
+
+    def store(self, out_base: ir.Value, plane: int, column: int, width: int, accumulators: list[list[ir.Value]],
+              finished: bool) -> None:
+        """Store the tile; when the sum is finished, after the epilogue (residual, activation)."""
+        k, c = self.k, self.c
+        for v in range(self.vectors):
+            for r in range(width):
+                offset = k.add(out_base, v * plane + r * column)
+                value = k.builder.load(accumulators[v][r])
+                if finished and self.residual:
+                    value = k.builder.fadd(value, k.vload(k.args[4], offset, c))
+                if finished and self.activation:
+                    value = SCALAR_OPS[self.activation](k, [value])
+                k.vstore(value, k.args[0], offset)

@@ -1,0 +1,239 @@
+"""Convolutions on the channel-blocked layout (compiled graphs with constant weights) against the
+NumPy reference, on the host's vector width and forced to 256 bits (so the AVX2 tiles run on
+AVX-512 hosts too): channel counts that are not multiples of the block, rows narrower than a
+vector, 1-wide maps, strides, dilations, every padding mode, aligned groups, depthwise convs, fused
+activations and residuals; transposed convs (per-phase) likewise; plus the register-tile choice and the hot loop's assembly."""
+import contextlib
+import re
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import convc
+from convc import ops
+from convc.runtime.jit import host_target
+from convc.runtime.kernels.conv_blocked import MAX_ACCUMULATORS, blocked_tiling
+from reference import assert_close, conv_nd, conv_transpose_nd, pad
+
+NATIVE_BITS = host_target().vector_bits
+WIDTHS = sorted({256, NATIVE_BITS})
+
+
+@pytest.fixture(params=WIDTHS, ids=lambda bits: f"{bits}bit")
+def vector_bits(request, monkeypatch):
+    monkeypatch.setenv("CONVC_VECTOR_BITS", str(request.param))
+    return request.param
+
+
+@contextlib.contextmanager
+def narrowed(bits):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONVC_VECTOR_BITS", str(bits))
+        yield
+
+
+def blocked_nodes(compiled):
+    return [n for n in compiled.graph.op_nodes() if n.op.startswith("conv") and n.type.block]
+
+
+@st.composite
+def blocked_cases(draw):
+    rank = draw(st.sampled_from([1, 2, 3]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    lanes = 8 if dtype == np.float64 else 16  # the widest block; narrower hosts block by fewer
+    kind = draw(st.sampled_from(["dense", "grouped", "depthwise"]))
+    if kind == "grouped":
+        groups, cin_g, cout_g = 2, lanes, lanes * draw(st.integers(1, 2))
+    elif kind == "depthwise":
+        groups, cin_g, cout_g = draw(st.integers(1, 2 * lanes + 3)), 1, 1
+    else:
+        groups, cin_g, cout_g = 1, draw(st.integers(1, 2 * lanes + 3)), draw(st.integers(lanes // 2, 2 * lanes + 3))
+    kernel = tuple(draw(st.integers(1, {1: 5, 2: 3, 3: 2}[rank])) for _ in range(rank))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(rank))
+    mode = draw(st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"]))
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(rank))
+    sizes = []
+    for k, d, p in zip(kernel, dilation, padding):
+        smallest = max(1, d * (k - 1) + 1 - 2 * p, p + 1 if mode == "reflect" else p if mode == "circular" else 1)
+        sizes.append(draw(st.integers(smallest, smallest + {1: 30, 2: 9, 3: 4}[rank])))
+    batch = draw(st.integers(1, 2))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.uniform(-1, 1, (batch, groups * cin_g, *sizes)).astype(dtype)
+    w = rng.uniform(-1, 1, (groups * cout_g, cin_g, *kernel)).astype(dtype)
+    bias = rng.uniform(-1, 1, groups * cout_g).astype(dtype) if draw(st.booleans()) else None
+    epilogue = draw(st.sampled_from([None, "relu", "residual", "residual+relu", "sigmoid"]))
+    return x, w, bias, stride, padding, dilation, groups, mode, epilogue
+
+
+@pytest.mark.parametrize("vector_bits", WIDTHS, ids=lambda bits: f"{bits}bit")
+@given(case=blocked_cases())
+def test_blocked_conv_matches_reference(vector_bits, case):
+    with narrowed(vector_bits):
+        check_blocked_conv(vector_bits, case)
+
+
+def check_blocked_conv(vector_bits, case):
+    x, w, bias, stride, padding, dilation, groups, mode, epilogue = case
+    rank = x.ndim - 2
+    conv = f"conv{rank}d"
+
+    expected = conv_nd(x, w, bias, stride, padding, dilation, groups, mode)
+    residual = np.random.default_rng(7).uniform(-1, 1, expected.shape).astype(x.dtype)
+
+    def model(x, r):
+        y = ops.apply(conv, [x, w, bias], stride=stride, padding=padding, dilation=dilation, groups=groups,
+                      padding_mode=mode)
+        if epilogue and epilogue.startswith("residual"):
+            y = ops.add(r, y)
+        if epilogue and epilogue.endswith("relu"):
+            y = ops.relu(y)
+        return ops.sigmoid(y) if epilogue == "sigmoid" else y
+
+    compiled = convc.compile(model, x, residual)
+    if epilogue and epilogue.startswith("residual"):
+        expected = expected + residual
+    if epilogue and epilogue.endswith("relu"):
+        expected = np.maximum(expected, 0)
+    if epilogue == "sigmoid":
+        expected = 1 / (1 + np.exp(-expected))
+    lanes = vector_bits // (32 if x.dtype == np.float32 else 64)
+    if w.shape[0] // groups * 2 >= lanes or (groups > 1 and w.shape[:2] == (groups, 1)):
+        assert [n.type.block for n in blocked_nodes(compiled)] == [lanes]
+    assert_close(compiled(x, residual), expected, int(np.prod(w.shape[1:])) + 2)
+
+
+@st.composite
+def transposed_cases(draw):
+    rank = draw(st.sampled_from([1, 2, 3]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    lanes = 8 if dtype == np.float64 else 16
+    groups = draw(st.sampled_from([1, 1, 2]))
+    cin_g = lanes if groups > 1 else draw(st.integers(1, 2 * lanes + 3))
+    cout_g = lanes * draw(st.integers(1, 2)) if groups > 1 else draw(st.integers(lanes // 2, 2 * lanes + 3))
+    kernel = tuple(draw(st.integers(1, {1: 8, 2: 4, 3: 2}[rank])) for _ in range(rank))
+    stride = tuple(draw(st.integers(1, {1: 5, 2: 3, 3: 2}[rank])) for _ in range(rank))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(rank))
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(rank))
+    output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+    sizes = tuple(draw(st.integers(1, {1: 12, 2: 6, 3: 3}[rank])) for _ in range(rank))
+    for size, k, s, d, p, o in zip(sizes, kernel, stride, dilation, padding, output_padding):
+        assume((size - 1) * s - 2 * p + d * (k - 1) + o + 1 >= 1)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.uniform(-1, 1, (draw(st.integers(1, 2)), groups * cin_g, *sizes)).astype(dtype)
+    w = rng.uniform(-1, 1, (groups * cin_g, cout_g, *kernel)).astype(dtype)
+    bias = rng.uniform(-1, 1, groups * cout_g).astype(dtype) if draw(st.booleans()) else None
+    return x, w, bias, stride, padding, output_padding, groups, dilation, draw(st.sampled_from([None, "relu", "tanh"]))
+
+
+@pytest.mark.parametrize("vector_bits", WIDTHS, ids=lambda bits: f"{bits}bit")
+@given(case=transposed_cases())
+def test_blocked_transposed_conv_matches_reference(vector_bits, case):
+    x, w, bias, stride, padding, output_padding, groups, dilation, activation = case
+    rank = x.ndim - 2
+
+    def model(x):
+        y = getattr(ops, f"conv_transpose{rank}d")(x, w, bias, stride, padding, output_padding, groups, dilation)
+        return getattr(ops, activation)(y) if activation else y
+
+    with narrowed(vector_bits):
+        compiled = convc.compile(model, x)
+        actual = compiled(x)
+    assert [n.type.block for n in compiled.graph.op_nodes() if n.op.startswith("conv")] == \
+        [vector_bits // (32 if x.dtype == np.float32 else 64)]
+    expected = conv_transpose_nd(x, w, bias, stride, padding, output_padding, groups, dilation)
+    if activation:
+        expected = np.maximum(expected, 0) if activation == "relu" else np.tanh(expected)
+    assert_close(actual, expected, int(np.prod(w.shape[1:])) + 2)
+
+
+def test_a_conv_chain_is_reordered_only_at_its_ends(vector_bits):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 20, 9, 11)).astype(np.float32)
+    w1, b1 = rng.standard_normal((24, 20, 3, 3)).astype(np.float32) / 10, rng.standard_normal(24).astype(np.float32)
+    w2, b2 = rng.standard_normal((20, 24, 3, 3)).astype(np.float32) / 10, rng.standard_normal(20).astype(np.float32)
+
+    def block(x):
+        y = ops.relu(ops.conv2d(x, w1, b1, padding=1))
+        return ops.relu(ops.add(ops.conv2d(y, w2, b2, padding=1), x))
+
+    compiled = convc.compile(block, x)
+    lanes = vector_bits // 32
+    ops_and_blocks = [(n.op, n.type.block) for n in compiled.graph.op_nodes()]
+    assert ops_and_blocks == [("reorder", lanes), ("conv2d", lanes), ("conv2d", lanes), ("reorder", 0)]
+    residual_conv = compiled.graph.op_nodes()[2]
+    assert residual_conv.attrs["activation"] == "relu" and len(residual_conv.operands) == 4
+    expected = np.maximum(conv_nd(np.maximum(conv_nd(x, w1, b1, padding=1), 0), w2, b2, padding=1) + x, 0)
+    assert_close(compiled(x), expected, 24 * 9 * 2)
+
+
+def test_blocked_values_feed_plain_users_and_outputs_through_one_reorder():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 16, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 1, 1)).astype(np.float32)
+
+    def model(x):
+        y = ops.conv2d(x, w)
+        return y, ops.pad(y, (1, 1, 1, 1), mode="reflect"), ops.tanh(y)
+
+    compiled = convc.compile(model, x)
+    conv = blocked_nodes(compiled)[0]
+    plain = [n for n in compiled.graph.users(conv.name) if n.op == "reorder"]
+    assert len(plain) == 1 and [n.op for n in compiled.graph.users(plain[0].name)] == ["pad"]
+    assert plain[0].name in compiled.graph.outputs
+    y = conv_nd(x, w)
+    outputs = compiled(x)
+    assert_close(outputs[0], y, 16)
+    assert_close(outputs[1], pad(y, (1, 1, 1, 1), "reflect"), 16)
+    assert_close(outputs[2], np.tanh(y), 16)
+
+
+def test_weights_that_are_inputs_keep_the_plain_kernel():
+    x, w = np.ones((1, 16, 5, 5), np.float32), np.ones((16, 16, 3, 3), np.float32)
+    compiled = convc.compile(lambda x, w: ops.conv2d(x, w, padding=1), x, w)
+    assert not blocked_nodes(compiled)
+    assert_close(compiled(x, w), conv_nd(x, w, padding=1), 144)
+
+
+@pytest.mark.parametrize("bits, dtype", [(256, "f32"), (512, "f32"), (256, "f64"), (512, "f64")])
+@pytest.mark.parametrize("blocks, width", [(1, 3), (4, 56), (32, 7), (10, 1599), (2, 1)])
+def test_register_tiles_fit_the_registers(bits, dtype, blocks, width):
+    class Host:
+        vector_bits = bits
+
+        def lanes(self, dtype):
+            return bits // (32 if dtype == "f32" else 64)
+
+    tiling = blocked_tiling(Host(), dtype, blocks, width)
+    assert blocks % tiling.vectors == 0 and 1 <= tiling.width <= width
+    assert tiling.vectors * tiling.width <= MAX_ACCUMULATORS[bits]
+    assert tiling.lanes == Host().lanes(dtype)
+
+
+def hot_loop(asm: str, function: str) -> list[str]:
+    """The innermost loop with the most FMAs in one function of the assembly."""
+    lines = asm[asm.index(f"{function}:"):].splitlines()
+    end = next(i for i, line in enumerate(lines) if line.strip().startswith(".Lfunc_end"))
+    lines = lines[:end]
+    labels = {line.rstrip(":"): i for i, line in enumerate(lines) if re.match(r"^\.LBB\w+:", line)}
+    spans = []
+    for i, line in enumerate(lines):
+        match = re.match(r"\s+j\w+\s+(\.LBB\w+)", line)
+        if match and labels.get(match.group(1), i + 1) <= i:
+            spans.append((labels[match.group(1)], i))
+    innermost = [(a, b) for a, b in spans if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in spans)]
+    return max((lines[a:b + 1] for a, b in innermost), key=lambda body: sum("vfmadd" in line for line in body))
+
+
+def test_the_resnet_3x3_hot_loop_has_no_stack_spills(vector_bits):
+    x = np.zeros((1, 64, 56, 56), np.float32)
+    w = np.random.default_rng(2).standard_normal((64, 64, 3, 3)).astype(np.float32)
+    compiled = convc.compile(lambda x: ops.conv2d(x, w, padding=1), x)
+    function = next(name for name in re.findall(r"^(\w+conv2d):", compiled.asm, re.M))
+    loop = hot_loop(compiled.asm, function)
+    fmas = [line for line in loop if "vfmadd" in line]
+    register = "zmm" if vector_bits == 512 else "ymm"
+    assert len(fmas) >= 16 and all(register in line for line in fmas)
+    assert not [line for line in loop if "rsp" in line], "stack traffic in the hot loop"
