@@ -48,22 +48,22 @@ class BlockedTiling:
 
 def blocked_tiling(host: HostTarget, dtype: str, out_blocks: int, out_width: int) -> BlockedTiling:
     """The register tile for a conv with `out_blocks` output-channel blocks per group and rows of
-    `out_width` outputs: the most accumulators per tile, counting the narrower tail tile of a row,
-    with `vectors` dividing the blocks (so every tile has the same shape along the channels)."""
+    `out_width` outputs: the most accumulators per tile, averaged over a row's tiles (so a narrow
+    tail tile counts), then the fewest tiles per row, then the most vectors (fewer broadcasts per
+    FMA); `vectors` divides the blocks, so every tile has the same shape along the channels."""
     lanes = host.lanes(dtype)
     budget = MAX_ACCUMULATORS[min(host.vector_bits, 512)] if host.vector_bits >= 256 else 6
-    best, best_score = BlockedTiling(lanes, 1, 1), 0.0
+    candidates = []
     for vectors in range(1, 5):
         if out_blocks % vectors:
             continue
         width = max(1, min(out_width, MAX_WIDTH, budget // vectors))
         tiles = -(-out_width // width)
-        score = vectors * out_width / tiles  # accumulators per tile, averaged over the row
+        score = vectors * out_width / tiles
         if width < 4 < out_width:
             score *= 0.9  # narrow tiles pay their loop and epilogue overhead more often
-        if score >= best_score:  # ties: more vectors, fewer broadcasts per FMA
-            best, best_score = BlockedTiling(lanes, vectors, width), score
-    return best
+        candidates.append(((round(score, 6), -tiles, vectors), BlockedTiling(lanes, vectors, width)))
+    return max(candidates, key=lambda candidate: candidate[0])[1]
 
 
 def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],

@@ -339,12 +339,15 @@ class BlockedConvNest:
 
     def edge_row(self, x_row: ir.Value, w_row: ir.Value, phase: RowPhase, q0: int, width: int, lanes: int,
                  accumulators: list[list[ir.Value]]) -> None:
-        """The block's input channels as a runtime loop, the taps unrolled with compile-time sources:
-        a tap reading a zero is skipped, circular / reflect / replicate read their source."""
+        """Per tap (unrolled, with compile-time sources: a tap reading a zero is skipped, circular /
+        reflect / replicate read their source), the block's input channels as a runtime loop. One
+        tap per loop keeps its weights and the accumulators in registers."""
         k, c, size = self.k, self.c, self.geo.w.size
-        with k.loop(0, lanes, "ci") as ci:
-            for tap, offset in phase.taps:
-                sources = [map_index((q0 + r) * phase.in_stride + offset, size, self.geo.mode) for r in range(width)]
+        for tap, offset in phase.taps:
+            sources = [map_index((q0 + r) * phase.in_stride + offset, size, self.geo.mode) for r in range(width)]
+            if all(source is None for source in sources):
+                continue
+            with k.loop(0, lanes, "ci") as ci:
                 w_offset = k.add(w_row, tap * c * self.vectors * c, k.mul(ci, self.vectors * c))
                 weights = None
                 for r, source in enumerate(sources):
