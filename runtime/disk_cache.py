@@ -6,15 +6,16 @@ variable too.
 
 An entry is one file, `<key>.entry`, named by a sha256 key over everything that decides the
 machine code: the optimized graph's canonical text; every constant's dtype, shape and bytes (the
-emitters may bake them into the code or pack them); the host CPU (name, features, triple) and the
-vector width the kernels use; the thread count of the pool (lowering emits parallel calls for
-it); the CONVC_* environment variables that may steer code generation (all but the cache's own,
-CONVC_EAGER_CACHE_SIZE and CONVC_DUMP); the versions of convc, llvmlite and LLVM; and a digest of
-convc's sources (the version does not change while a checkout is edited). The file holds a magic
-line, the sha256 of everything after it, then a JSON header (format, key, section sizes, and the
-lowering's layout with graph values named by their position in the canonical text), the object
-file, the zlib-compressed optimized IR (for `llvm_ir` and `asm`) and the arrays the emitters
-prepared on the host (packed weights). Nothing is pickled.
+emitters may bake them into the code or pack them); every fact the host target reports (CPU
+name, features, triple, the vector width the kernels use, cache sizes, ...); the thread count of
+the pool (lowering emits parallel calls for it); the CONVC_* environment variables that may steer
+code generation (all but the cache's own, CONVC_EAGER_CACHE_SIZE and CONVC_DUMP); the versions of
+convc, llvmlite and LLVM; and a digest of convc's sources (the version does not change while a
+checkout is edited). The file holds a magic line, the sha256 of everything after it, then a JSON
+header (format, key, section sizes, and the lowering's layout with graph values named by their
+position in the canonical text), the object file, the zlib-compressed optimized IR (for
+`llvm_ir` and `asm`) and the arrays the emitters prepared on the host (packed weights). Nothing
+is pickled.
 
 A file whose magic, checksum, format or key does not match is ignored with a RuntimeWarning that
 names it, never loaded; the graph is compiled again and the entry rewritten. Writers write a
@@ -123,11 +124,12 @@ class DiskCache:
         size is part of it and whose entry point the loaded code calls)."""
         import convc
         host = host_target()
-        digest = hashlib.sha256()
+        facts = sorted((name, getattr(host, name)) for name in dir(host)
+                       if not name.startswith("_") and not callable(getattr(host, name)))
         settings = sorted((k, v) for k, v in os.environ.items() if k.startswith("CONVC_") and k not in NOT_CODEGEN)
+        digest = hashlib.sha256()
         for part in (FORMAT, convc.__version__, llvmlite.__version__, llvm.llvm_version_info, _source_digest(),
-                     host.cpu, host.features, host.triple, host.vector_bits, ensure_pool(), settings,
-                     print_graph(graph, canonical=True)):
+                     facts, ensure_pool(), settings, print_graph(graph, canonical=True)):
             digest.update(str(part).encode() + b"\0")
         for node in graph.consts():
             value = np.ascontiguousarray(node.value)
