@@ -16,6 +16,7 @@ import ctypes
 import functools
 import gc
 import os
+import weakref
 import zlib
 from dataclasses import dataclass
 from typing import Iterator
@@ -42,9 +43,28 @@ class HostTarget:
         requested = os.environ.get("CONVC_VECTOR_BITS")
         return min(native, int(requested)) if requested in ("128", "256", "512") else native
 
+    @property
+    def l1d_bytes(self) -> int:
+        """Size of one core's L1 data cache (from sysfs; 32 KiB where it does not say)."""
+        return _l1d_bytes()
+
     def lanes(self, dtype: str) -> int:
         """Elements of `dtype` ('f32' or 'f64') in one vector register: the channel block."""
         return self.vector_bits // (32 if dtype == "f32" else 64)
+
+
+@functools.lru_cache(maxsize=None)
+def _l1d_bytes() -> int:
+    for index in range(8):
+        folder = f"/sys/devices/system/cpu/cpu0/cache/index{index}"
+        try:
+            with open(f"{folder}/level") as level, open(f"{folder}/type") as kind, open(f"{folder}/size") as size:
+                if level.read().strip() == "1" and kind.read().strip() == "Data":
+                    text = size.read().strip().upper()
+                    return int(text.rstrip("KMB")) * {"K": 1 << 10, "M": 1 << 20}.get(text.rstrip("B")[-1], 1)
+        except (OSError, ValueError):
+            continue
+    return 32 << 10
 
 
 @functools.lru_cache(maxsize=None)
@@ -124,6 +144,11 @@ def release_memory() -> None:
         trim(0)
 
 
+def _free_engine(engine: llvm.ExecutionEngine, context: llvm.ContextRef) -> None:
+    engine.close()
+    context.close()
+
+
 class JitModule:
     """Machine code loaded into its own MCJIT engine, which keeps it alive as long as this object."""
 
@@ -131,13 +156,17 @@ class JitModule:
         if isinstance(code, ir.Module):
             code = compile_module(code)
         machine, _ = _target_machine()
-        # The engine's (empty) module gets a context of its own, which it keeps alive: engines are
-        # made and freed on any thread, and an LLVM context must not be used by two at once.
-        empty = llvm.parse_assembly("", context=llvm.create_context())
-        self._engine = llvm.create_mcjit_compiler(empty, machine)
-        self._engine.add_object_file(llvm.ObjectFileRef.from_data(code.object_file))
-        self._engine.finalize_object()
+        # The engine's (empty) module gets a context of its own: engines are made and freed on any
+        # thread, and an LLVM context must not be used by two at once. The finalizer owns both and
+        # frees the engine before its context; were they freed by the garbage collector instead,
+        # a reference cycle through this object could free the context first (a crash).
+        context = llvm.create_context()
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly("", context=context), machine)
+        engine.add_object_file(llvm.ObjectFileRef.from_data(code.object_file))
+        engine.finalize_object()
+        self._engine = engine
         self._compressed_ir = code.compressed_ir
+        weakref.finalize(self, _free_engine, engine, context).atexit = False
 
     def address(self, name: str) -> int:
         return self._engine.get_function_address(name)
