@@ -6,11 +6,12 @@ output of an op without a blocked kernel) and where a blocked value leaves it (a
 user without a blocked kernel). Two convs in a row, or with elementwise ops and residual adds
 between them, keep the blocked layout throughout.
 
-A conv (or transposed conv) is blocked when its input is batched, its weights and bias are constants (they are packed
-at compile time), and it is depthwise (one output channel per input channel), or its groups fill
-whole blocks (dense convs, or groups of multiples of c channels) with at least c/2 output
-channels per group (narrower convs would waste most lanes). An elementwise op is blocked when one of its operands is, and every other operand has its
-shape (it is reordered if plain) or is a single value.
+A conv (or transposed conv) is blocked when its input is batched and it is depthwise (one output
+channel per input channel), or its groups fill whole blocks (dense convs, or groups of multiples
+of c channels) with at least c/2 output channels per group (narrower convs would waste most
+lanes). Its weights and bias are packed at compile time where they are constants, by a generated
+prologue on each call otherwise. An elementwise op is blocked when one of its operands is, and
+every other operand has its shape (it is reordered if plain) or is a single value.
 """
 from __future__ import annotations
 
@@ -30,8 +31,6 @@ def conv_is_blockable(graph: Graph, node: Node, lanes: int) -> bool:
         return False
     x, w = graph.type_of(node.operands[0]), graph.type_of(node.operands[1])
     if x.rank != spatial_rank(node.op) + 2:
-        return False
-    if any(graph.node(o).op != "const" or graph.node(o).value is None for o in node.operands[1:3]):
         return False
     groups = node.attrs["groups"]
     if transposed:

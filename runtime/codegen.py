@@ -25,7 +25,10 @@ class Kernel:
     builder. The kernel runs iterations [lo, hi) of its outermost loop (`outer_loop`), so that the
     lowering can split that loop across threads; `extent` is the loop's full trip count. Buffers in
     `host_constants` are arrays the emitter prepared at compile time (packed weights, say): the
-    lowering passes them in place of the node's operand at that index, or after the operands."""
+    lowering passes them in place of the node's operand at that index, or after the operands.
+    Buffers in `scratch` are filled on every call by the `prologue` kernel, which runs first and
+    takes the scratch buffers, in index order, then the node's operands at those indexes (those
+    the node has): packing at run time what was not a constant."""
 
     def __init__(self, module: ir.Module, name: str, dtype: str, num_buffers: int,
                  arg_names: Sequence[str] = ()) -> None:
@@ -35,6 +38,8 @@ class Kernel:
         self.num_buffers = num_buffers
         self.extent = 1
         self.host_constants: dict[int, np.ndarray] = {}  # buffer index -> array packed on the host
+        self.scratch: dict[int, int] = {}  # buffer index -> elements of scratch that `prologue` fills
+        self.prologue: Kernel | None = None
         pointer = self.ftype.as_pointer()
         self.function = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * num_buffers + [I64, I64]),
                                     name)

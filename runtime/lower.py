@@ -18,7 +18,7 @@ from convc.types import TensorType
 
 from .codegen import FLOAT_TYPES, I64, i64
 from .kernels import emitter_for
-from .memory import Plan, plan_memory
+from .memory import ALIGN, Plan, plan_memory
 from .threads import BYTE_PTR, RUN_SYMBOL, TASK_TYPE, chunk_count, ensure_pool
 
 ENTRY = "convc_main"
@@ -72,6 +72,8 @@ def lower(graph: Graph) -> Lowered:
         slots[name] = len(slots)
     kernels = []
     host_constants: dict[str, np.ndarray] = {}
+    scratch: dict[str, int] = {}  # arena offsets of the kernels' scratch, one region after the plan's buffers
+    scratch_bytes, scratch_used = plan.arena_bytes, 0
     for index, node in enumerate(graph.op_nodes()):
         in_types = [graph.type_of(o) for o in node.operands]
         values = [graph.node(o).value if graph.node(o).op == "const" else None for o in node.operands]
@@ -81,8 +83,20 @@ def lower(graph: Graph) -> Lowered:
             name = f"{emitted.function.name}.arg{position}"
             host_constants[name], slots[name] = array, len(slots)
             operands[position:position + 1] = [name]
-        kernels.append((index, node, in_types, emitted, operands))
+        prologue_operands = []
+        if emitted.prologue is not None:
+            raw = [operands[p] for p in sorted(emitted.scratch) if p < len(operands)]
+            start = scratch_bytes
+            for position, elements in sorted(emitted.scratch.items()):
+                name = f"{emitted.function.name}.scratch{position}"
+                scratch[name] = start
+                start += -(-elements * emitted.itemsize // ALIGN) * ALIGN
+                operands[position:position + 1] = [name]
+            prologue_operands = [operands[p] for p in sorted(emitted.scratch)] + raw
+            scratch_used = max(scratch_used, start - scratch_bytes)
+        kernels.append((index, node, in_types, emitted, operands, prologue_operands))
     arena_slot = len(slots)
+    plan = Plan({**plan.offsets, **scratch}, scratch_bytes + scratch_used)
 
     entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [BYTE_PTR.as_pointer()]), ENTRY)
     builder = ir.IRBuilder(entry.append_basic_block("entry"))
@@ -98,8 +112,12 @@ def lower(graph: Graph) -> Lowered:
     run_parallel = ir.Function(module, ir.FunctionType(ir.VoidType(), [TASK_TYPE.as_pointer(), BYTE_PTR, I64]),
                                RUN_SYMBOL)
     parallel = False
-    for index, node, in_types, emitted, operands in kernels:
+    for index, node, in_types, emitted, operands, prologue_operands in kernels:
         kernel, extent = emitted.function, emitted.extent
+        if emitted.prologue is not None:
+            prologue = emitted.prologue
+            builder.call(prologue.function, [pointer(name, prologue.dtype) for name in prologue_operands]
+                         + [i64(0), i64(prologue.extent)])
         pointers = [pointer(name, emitted.dtype) for name in operands]
         if threads > 1 and extent > 1 and work_estimate(node, in_types) >= PARALLEL_MIN_WORK:
             parallel = True

@@ -65,7 +65,7 @@ def blocked_cases(draw):
     w = rng.uniform(-1, 1, (groups * cout_g, cin_g, *kernel)).astype(dtype)
     bias = rng.uniform(-1, 1, groups * cout_g).astype(dtype) if draw(st.booleans()) else None
     epilogue = draw(st.sampled_from([None, "relu", "residual", "residual+relu", "sigmoid"]))
-    return x, w, bias, stride, padding, dilation, groups, mode, epilogue
+    return x, w, bias, stride, padding, dilation, groups, mode, epilogue, draw(st.booleans())
 
 
 @pytest.mark.parametrize("vector_bits", WIDTHS, ids=lambda bits: f"{bits}bit")
@@ -76,23 +76,26 @@ def test_blocked_conv_matches_reference(vector_bits, case):
 
 
 def check_blocked_conv(vector_bits, case):
-    x, w, bias, stride, padding, dilation, groups, mode, epilogue = case
+    x, w, bias, stride, padding, dilation, groups, mode, epilogue, weights_as_inputs = case
     rank = x.ndim - 2
     conv = f"conv{rank}d"
 
     expected = conv_nd(x, w, bias, stride, padding, dilation, groups, mode)
     residual = np.random.default_rng(7).uniform(-1, 1, expected.shape).astype(x.dtype)
 
-    def model(x, r):
-        y = ops.apply(conv, [x, w, bias], stride=stride, padding=padding, dilation=dilation, groups=groups,
-                      padding_mode=mode)
+    weights = [w] if bias is None else [w, bias]
+
+    def model(x, r, *given):  # the weights as graph inputs (packed on each call) or as constants
+        y = ops.apply(conv, [x, *(given or weights)], stride=stride, padding=padding, dilation=dilation,
+                      groups=groups, padding_mode=mode)
         if epilogue and epilogue.startswith("residual"):
             y = ops.add(r, y)
         if epilogue and epilogue.endswith("relu"):
             y = ops.relu(y)
         return ops.sigmoid(y) if epilogue == "sigmoid" else y
 
-    compiled = convc.compile(model, x, residual)
+    inputs = (x, residual, *weights) if weights_as_inputs else (x, residual)
+    compiled = convc.compile(model, *inputs)
     if epilogue and epilogue.startswith("residual"):
         expected = expected + residual
     if epilogue and epilogue.endswith("relu"):
@@ -102,7 +105,7 @@ def check_blocked_conv(vector_bits, case):
     lanes = vector_bits // (32 if x.dtype == np.float32 else 64)
     if w.shape[0] // groups * 2 >= lanes or (groups > 1 and w.shape[:2] == (groups, 1)):
         assert [n.type.block for n in blocked_nodes(compiled)] == [lanes]
-    assert_close(compiled(x, residual), expected, int(np.prod(w.shape[1:])) + 2)
+    assert_close(compiled(*inputs), expected, int(np.prod(w.shape[1:])) + 2)
 
 
 @st.composite
@@ -190,11 +193,28 @@ def test_blocked_values_feed_plain_users_and_outputs_through_one_reorder():
     assert_close(outputs[2], np.tanh(y), 16)
 
 
-def test_weights_that_are_inputs_keep_the_plain_kernel():
-    x, w = np.ones((1, 16, 5, 5), np.float32), np.ones((16, 16, 3, 3), np.float32)
-    compiled = convc.compile(lambda x, w: ops.conv2d(x, w, padding=1), x, w)
-    assert not blocked_nodes(compiled)
-    assert_close(compiled(x, w), conv_nd(x, w, padding=1), 144)
+@pytest.mark.parametrize("kind", ["dense", "depthwise", "transposed"])
+def test_weights_that_are_inputs_are_packed_on_every_call(vector_bits, kind):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 20, 7, 9)).astype(np.float32)
+    shape = {"dense": (24, 20, 3, 3), "depthwise": (20, 1, 3, 3), "transposed": (20, 12, 4, 4)}[kind]
+
+    def model(x, w, b):
+        if kind == "transposed":
+            return ops.conv_transpose2d(x, w, b, stride=2, padding=1)
+        return ops.conv2d(x, w, b, padding=1, groups=20 if kind == "depthwise" else 1)
+
+    channels = shape[1] if kind == "transposed" else shape[0]
+    w, b = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(channels).astype(np.float32)
+    compiled = convc.compile(model, x, w, b)
+    assert len(blocked_nodes(compiled)) == 1
+    for _ in range(2):  # new weights each call: nothing of the first call's packing may stay
+        w, b = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(channels).astype(np.float32)
+        if kind == "transposed":
+            expected = conv_transpose_nd(x, w, b, stride=2, padding=1)
+        else:
+            expected = conv_nd(x, w, b, padding=1, groups=20 if kind == "depthwise" else 1)
+        assert_close(compiled(x, w, b), expected, int(np.prod(shape[1:])) * 2)
 
 
 @pytest.mark.parametrize("bits, dtype", [(256, "f32"), (512, "f32"), (256, "f64"), (512, "f64")])

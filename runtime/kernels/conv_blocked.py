@@ -31,6 +31,7 @@ from .conv_blocked_nest import BlockedConvNest
 from .conv_depthwise_blocked import DepthwiseNest, depthwise_width
 from .conv_geometry import conv_geometry
 from .conv_transpose import transpose_geometry
+from .pack_kernels import emit_pack_prologue
 from .packing import pack_bias, pack_depthwise_weights, pack_weights
 
 MAX_ACCUMULATORS = {512: 24, 256: 12}  # of 32 and 16 vector registers: weights, a broadcast, spare
@@ -68,30 +69,45 @@ def blocked_tiling(host: HostTarget, dtype: str, out_blocks: int, out_width: int
 
 def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
                       out_type: TensorType, op: str, host: HostTarget, values: list[np.ndarray | None]) -> Kernel:
-    """Arguments: out, x (blocked), packed weights, packed bias, [residual (blocked like out)]. The
-    weights and the bias (if any) must be constants: they are packed here, on the host."""
+    """Arguments: out, x (blocked), packed weights, packed bias, [residual (blocked like out)].
+    Constant weights and biases are packed here, on the host; others by a generated prologue that
+    runs before the kernel on every call (pack_kernels)."""
     transposed = op.startswith("conv_transpose")
     geo = (transpose_geometry if transposed else conv_geometry)(attrs, in_types[:2], out_type, op)
     residual = len(in_types) > 3
     k = Kernel(module, name, out_type.dtype, 5 if residual else 4, ("out", "x", "w", "bias", "residual"))
     lanes = out_type.block
-    if values[1] is None or (len(values) > 2 and values[2] is None):
-        raise NotImplementedError(f"{op}: the blocked kernel needs constant weights and bias")
-    bias = pack_bias(values[2] if len(values) > 2 else None, geo.c_out, lanes, values[1].dtype)
-    if geo.groups > 1 and geo.groups == geo.c_in == geo.c_out:
-        k.host_constants = {2: pack_depthwise_weights(values[1], lanes), 3: bias}
-        DepthwiseNest(k, geo, lanes, depthwise_width(host.vector_bits, geo.w.out), residual,
-                      attrs.get("activation")).emit()
-        return k.finish()
-    weight = values[1]
+    depthwise = not transposed and geo.groups > 1 and geo.groups == geo.c_in == geo.c_out
+    if depthwise:
+        vectors, width = 1, depthwise_width(host.vector_bits, geo.w.out)
+    else:
+        row = geo.w.out if not transposed else -(-geo.w.out // geo.w.stride)  # a phase's outputs
+        tiling = blocked_tiling(host, out_type.dtype, -(-geo.cout_g // lanes), row)
+        vectors, width = tiling.vectors, tiling.width
+    has_bias = len(in_types) > 2
+    if values[1] is not None and (not has_bias or values[2] is not None):
+        k.host_constants = {2: _pack_constant_weights(values[1], geo, lanes, vectors, transposed, depthwise),
+                            3: pack_bias(values[2] if has_bias else None, geo.c_out, lanes, values[1].dtype)}
+    else:
+        out_blocks = -(-geo.c_out // lanes)
+        weights = out_blocks * lanes * (geo.k_plane if depthwise else -(-geo.cin_g // lanes) * lanes * geo.k_plane)
+        k.scratch = {2: weights, 3: out_blocks * lanes}
+        k.prologue = emit_pack_prologue(module, f"{name}_pack", out_type.dtype, geo, lanes, vectors, transposed,
+                                        depthwise, has_bias)
+    if depthwise:
+        DepthwiseNest(k, geo, lanes, width, residual, attrs.get("activation")).emit()
+    else:
+        BlockedConvNest(k, geo, lanes, vectors, width, residual, attrs.get("activation"), transposed,
+                        host.l1d_bytes).emit()
+    return k.finish()
+
+
+def _pack_constant_weights(weight: np.ndarray, geo: Any, lanes: int, vectors: int, transposed: bool,
+                           depthwise: bool) -> np.ndarray:
+    if depthwise:
+        return pack_depthwise_weights(weight, lanes)
     if transposed:  # (C_in, C_out/g, *K) -> the forward conv's (C_out, C_in/g, *K), taps not flipped
         kernel = weight.shape[2:]
         weight = (weight.reshape(geo.groups, geo.cin_g, geo.cout_g, *kernel).swapaxes(1, 2)
                   .reshape(geo.c_out, geo.cin_g, *kernel))
-    width = geo.w.out if not transposed else -(-geo.w.out // geo.w.stride)  # a phase's outputs
-    tiling = blocked_tiling(host, out_type.dtype, -(-geo.cout_g // lanes), width)
-    k.host_constants = {2: pack_weights(weight, lanes, tiling.vectors), 3: bias}
-    BlockedConvNest(k, geo, lanes, tiling.vectors, tiling.width, residual, attrs.get("activation"), transposed).emit()
-    return k.finish()
-
-
+    return pack_weights(weight, lanes, vectors)

@@ -34,8 +34,8 @@ from ..codegen import Kernel, i64
 from .conv_geometry import Axis, ConvGeometry, divmod_index, map_index, tap_plane
 from .elementwise import SCALAR_OPS
 
-L1_WEIGHT_BYTES = 12 * 1024  # packed weights of one reduction chunk
-L1_OUTPUT_BYTES = 16 * 1024  # partial sums of one row segment
+L1_WEIGHT_SHARE = 3  # a chunk's packed weights take a third of L1
+L1_OUTPUT_SHARE = 2  # a row segment's partial sums half of it
 MIN_PARALLEL_EXTENT = 8  # outer iterations wanted, so that every core gets a balanced share
 
 
@@ -136,7 +136,7 @@ class _Place:
 
 class BlockedConvNest:
     def __init__(self, k: Kernel, geo: ConvGeometry, lanes: int, vectors: int, width: int, residual: bool,
-                 activation: str | None, transposed: bool = False) -> None:
+                 activation: str | None, transposed: bool, l1_bytes: int) -> None:
         self.k, self.geo, self.transposed = k, geo, transposed
         self.c, self.vectors, self.width = lanes, vectors, width
         self.residual, self.activation = residual, activation
@@ -147,7 +147,7 @@ class BlockedConvNest:
         self.full_blocks = self.in_blocks_g - (1 if self.last_lanes < c else 0)
         self.tile_groups = self.out_blocks // vectors
         self.w_block = geo.k_plane * c * vectors * c  # packed weights of one input block for a tile group
-        self.chunk = max(1, L1_WEIGHT_BYTES // (self.w_block * k.itemsize))
+        self.chunk = max(1, l1_bytes // L1_WEIGHT_SHARE // (self.w_block * k.itemsize))
         self.chunks = max(1, -(-self.full_blocks // self.chunk))
         phases = transposed_row(geo.w) if transposed else conv_row(geo.w)
         rows = geo.batch * self.tile_groups * geo.d.out * geo.h.out
@@ -157,7 +157,7 @@ class BlockedConvNest:
             segments = 1
             if len(phases) == 1:
                 row_bytes = geo.w.out * vectors * c * k.itemsize
-                wanted = max(-(-row_bytes // L1_OUTPUT_BYTES) if self.chunks > 1 else 1,
+                wanted = max(-(-row_bytes // (l1_bytes // L1_OUTPUT_SHARE)) if self.chunks > 1 else 1,
                              -(-MIN_PARALLEL_EXTENT // rows))
                 segments = max(1, min(count, wanted))
             self.plans.append(PhasePlan(phase, tuple(left), start, count, tuple(right), segments))
