@@ -122,6 +122,7 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
     from .fold_bias import FoldBias
     from .fold_constants import FoldConstants
     from .fold_pad import FoldPad
+    from .fold_reorders import FoldReorders
     from .fuse_broadcast import FuseBroadcast
     from .fuse_epilogue import FuseEpilogue
     from .fuse_residual import FuseResidual
@@ -137,6 +138,6 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
     if opt_level >= 2:
         passes += [FuseBroadcast(), FoldBias(), FuseEpilogue(), FuseSeparable()]
         if channel_block is not None:
-            passes += [AssignLayout(channel_block), FuseResidual(), FuseEpilogue()]
+            passes += [AssignLayout(channel_block), FuseResidual(), FuseEpilogue(), FoldReorders()]
         passes.append(DeadCodeElimination())
     return Pipeline(passes, instruments)

@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import convc
@@ -34,8 +34,13 @@ def narrowed(bits):
         yield
 
 
+def block_of(compiled, node):
+    """The channel block a conv's kernel works in: its output's, or its input's where it writes plain."""
+    return node.type.block or compiled.graph.type_of(node.operands[0]).block
+
+
 def blocked_nodes(compiled):
-    return [n for n in compiled.graph.op_nodes() if n.op.startswith("conv") and n.type.block]
+    return [n for n in compiled.graph.op_nodes() if n.op.startswith("conv") and block_of(compiled, n)]
 
 
 @st.composite
@@ -104,7 +109,7 @@ def check_blocked_conv(vector_bits, case):
         expected = 1 / (1 + np.exp(-expected))
     lanes = vector_bits // (32 if x.dtype == np.float32 else 64)
     if w.shape[0] // groups * 2 >= lanes or (groups > 1 and w.shape[:2] == (groups, 1)):
-        assert [n.type.block for n in blocked_nodes(compiled)] == [lanes]
+        assert [block_of(compiled, n) for n in blocked_nodes(compiled)] == [lanes]
     assert_close(compiled(*inputs), expected, int(np.prod(w.shape[1:])) + 2)
 
 
@@ -144,7 +149,7 @@ def test_blocked_transposed_conv_matches_reference(vector_bits, case):
     with narrowed(vector_bits):
         compiled = convc.compile(model, x)
         actual = compiled(x)
-    assert [n.type.block for n in compiled.graph.op_nodes() if n.op.startswith("conv")] == \
+    assert [block_of(compiled, n) for n in compiled.graph.op_nodes() if n.op.startswith("conv")] == \
         [vector_bits // (32 if x.dtype == np.float32 else 64)]
     expected = conv_transpose_nd(x, w, bias, stride, padding, output_padding, groups, dilation)
     if activation:
@@ -170,6 +175,36 @@ def test_a_conv_chain_is_reordered_only_at_its_ends(vector_bits):
     assert residual_conv.attrs["activation"] == "relu" and len(residual_conv.operands) == 4
     expected = np.maximum(conv_nd(np.maximum(conv_nd(x, w1, b1, padding=1), 0), w2, b2, padding=1) + x, 0)
     assert_close(compiled(x), expected, 24 * 9 * 2)
+
+
+@pytest.mark.parametrize("vector_bits", WIDTHS, ids=lambda bits: f"{bits}bit")
+@settings(max_examples=15)
+@given(rank=st.sampled_from([1, 2, 3]), channels=st.integers(1, 8), middle=st.integers(8, 40),
+       out=st.integers(8, 40), transposed=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_convs_read_a_plain_input_and_write_a_plain_output(vector_bits, rank, channels, middle, out, transposed, seed):
+    """The reorders at both ends fold into the convs: the first broadcasts from the plain input,
+    the last scatters into the plain output (with its partial last block)."""
+    rng = np.random.default_rng(seed)
+    size = {1: 17, 2: 7, 3: 4}[rank]
+    x = rng.standard_normal((2, channels) + (size,) * rank).astype(np.float32)  # a block holds 8 or 16
+    w1 = rng.standard_normal((middle, channels) + (3,) * rank).astype(np.float32)
+    w2 = rng.standard_normal((middle, out) + (2,) * rank if transposed else (out, middle) + (3,) * rank)
+    w2, b = w2.astype(np.float32), rng.standard_normal(out).astype(np.float32)
+
+    def model(x):
+        y = ops.relu(getattr(ops, f"conv{rank}d")(x, w1, None, 2, 1))
+        if transposed:
+            return getattr(ops, f"conv_transpose{rank}d")(y, w2, b, 2, 1)
+        return getattr(ops, f"conv{rank}d")(y, w2, b, 1, 1)
+
+    with narrowed(vector_bits):
+        compiled = convc.compile(model, x)
+        actual = compiled(x)
+    assert [n.op for n in compiled.graph.op_nodes()] == [f"conv{rank}d", f"conv_transpose{rank}d" if transposed
+                                                         else f"conv{rank}d"]
+    y = np.maximum(conv_nd(x, w1, None, 2, 1), 0)
+    expected = conv_transpose_nd(y, w2, b, 2, 1) if transposed else conv_nd(y, w2, b, 1, 1)
+    assert_close(actual, expected, middle * 3 ** rank + channels * 3 ** rank)
 
 
 def test_blocked_values_feed_plain_users_and_outputs_through_one_reorder():

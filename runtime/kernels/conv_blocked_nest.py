@@ -136,8 +136,13 @@ class _Place:
 
 class BlockedConvNest:
     def __init__(self, k: Kernel, geo: ConvGeometry, lanes: int, vectors: int, width: int, residual: bool,
-                 activation: str | None, transposed: bool, l1_bytes: int) -> None:
+                 activation: str | None, transposed: bool, l1_bytes: int, plain_in: bool = False,
+                 plain_out: bool = False) -> None:
         self.k, self.geo, self.transposed = k, geo, transposed
+        self.plain_in, self.plain_out = plain_in, plain_out
+        in_plane = geo.d.size * geo.h.size * geo.w.size
+        # element strides of the input between columns and between channels of a block
+        self.col_stride, self.ci_stride = (1, in_plane) if plain_in else (lanes, 1)
         self.c, self.vectors, self.width = lanes, vectors, width
         self.residual, self.activation = residual, activation
         c = lanes
@@ -165,13 +170,22 @@ class BlockedConvNest:
 
     # addressing --------------------------------------------------------------------------------
     def in_row(self, n: ir.Value, cib: ir.Value, id_: ir.Value, ih: ir.Value) -> ir.Value:
+        """The input row of (batch, input block, id, ih): its first channel's column 0."""
         k, geo = self.k, self.geo
+        if self.plain_in:
+            channel_row = k.add(k.mul(n, geo.c_in), k.mul(cib, self.c))
+            row = k.add(k.mul(k.add(k.mul(channel_row, geo.d.size), id_), geo.h.size), ih)
+            return k.offset(k.args[1], k.mul(row, geo.w.size))
         block = k.add(k.mul(n, self.in_blocks), cib)
         row = k.add(k.mul(k.add(k.mul(block, geo.d.size), id_), geo.h.size), ih)
         return k.offset(k.args[1], k.mul(row, geo.w.size * self.c))
 
     def out_offset(self, n: ir.Value, cob: ir.Value, od: ir.Value, oh: ir.Value) -> ir.Value:
+        """The output row of (batch, output block, od, oh): its first channel's column 0."""
         k, geo = self.k, self.geo
+        if self.plain_out:
+            channel_row = k.add(k.mul(n, geo.c_out), k.mul(cob, self.c))
+            return k.mul(k.add(k.mul(k.add(k.mul(channel_row, geo.d.out), od), geo.h.out), oh), geo.w.out)
         block = k.add(k.mul(n, self.out_blocks), cob)
         return k.mul(k.add(k.mul(k.add(k.mul(block, geo.d.out), od), geo.h.out), oh), geo.w.out * self.c)
 
@@ -227,9 +241,11 @@ class BlockedConvNest:
         constant, and each of its taps' source columns is resolved at compile time."""
         k, c = self.k, self.c
         accumulators = [[k.alloca(k.vector_type(c), f"acc{v}_{r}") for r in range(width)] for v in range(self.vectors)]
-        out_base = k.add(place.out_offset, k.mul(k.add(k.mul(q, phase.step), phase.first), c))
-        plane = self.geo.d.out * self.geo.h.out * self.geo.w.out * c  # between output blocks
-        column = phase.step * c  # between a tile's outputs
+        out_plane = self.geo.d.out * self.geo.h.out * self.geo.w.out
+        position_stride = 1 if self.plain_out else c
+        out_base = k.add(place.out_offset, k.mul(k.add(k.mul(q, phase.step), phase.first), position_stride))
+        plane = out_plane * c  # between output blocks, in either layout
+        column = phase.step * position_stride  # between a tile's outputs
 
         def start_from_bias() -> None:
             for v in range(self.vectors):
@@ -240,7 +256,8 @@ class BlockedConvNest:
         def start_from_partial_sums() -> None:
             for v in range(self.vectors):
                 for r in range(width):
-                    k.builder.store(k.vload(k.args[0], k.add(out_base, v * plane + r * column), c), accumulators[v][r])
+                    offset = k.add(out_base, v * plane + r * column)
+                    k.builder.store(self.load_output(place, v, offset, out_plane), accumulators[v][r])
 
         last_chunk = k.builder.icmp_unsigned("==", chunk, i64(self.chunks - 1))
         self.branch(k.builder.icmp_unsigned("==", chunk, i64(0)), start_from_bias, start_from_partial_sums)
@@ -253,8 +270,8 @@ class BlockedConvNest:
             if self.full_blocks < self.in_blocks_g:  # the partial last block, in the last chunk
                 with k.when(last_chunk if self.chunks > 1 else None):
                     self.taps(place, phase, i64(self.full_blocks), q, width, edge, self.last_lanes, accumulators)
-        self.branch(last_chunk, lambda: self.store(out_base, plane, column, width, accumulators, True),
-                    lambda: self.store(out_base, plane, column, width, accumulators, False))
+        self.branch(last_chunk, lambda: self.store(place, out_base, plane, column, width, accumulators, True),
+                    lambda: self.store(place, out_base, plane, column, width, accumulators, False))
 
     def branch(self, flag: ir.Value, then: Callable[[], None], otherwise: Callable[[], None]) -> None:
         """then() if flag else otherwise(); only then() where the reduction is one chunk."""
@@ -326,16 +343,17 @@ class BlockedConvNest:
         tap0, tap_step, offset0, offset_step = phase.progression()
         with k.loop(0, len(phase.taps), "kw") as j:
             column = k.add(k.mul(q, stride), offset0, k.builder.mul(j, i64(offset_step)))
-            x_base = k.offset(x_row, k.mul(column, c))
+            x_base = k.offset(x_row, k.mul(column, self.col_stride))
             w_base = k.add(w_row, k.mul(k.add(k.mul(j, tap_step), tap0), c * self.vectors * c))
             with k.loop(0, lanes // unroll, "ci") as step:
-                x_step = k.offset(x_base, k.mul(step, unroll))
+                x_step = k.offset(x_base, k.mul(step, unroll * self.ci_stride))
                 w_step = k.add(w_base, k.mul(step, unroll * self.vectors * c))
                 for ci in range(unroll):
                     weights = None
                     for r in range(width):
-                        weights = self.fma_column(k.load(x_step, r * stride * c + ci),
-                                                  k.add(w_step, ci * self.vectors * c), r, accumulators, weights)
+                        x_value = k.load(x_step, r * stride * self.col_stride + ci * self.ci_stride)
+                        weights = self.fma_column(x_value, k.add(w_step, ci * self.vectors * c), r, accumulators,
+                                                  weights)
 
     def edge_row(self, x_row: ir.Value, w_row: ir.Value, phase: RowPhase, q0: int, width: int, lanes: int,
                  accumulators: list[list[ir.Value]]) -> None:
@@ -352,14 +370,49 @@ class BlockedConvNest:
                 weights = None
                 for r, source in enumerate(sources):
                     if source is not None:
-                        weights = self.fma_column(k.load(x_row, k.add(ci, source * c)), w_offset, r, accumulators,
-                                                  weights)
+                        x_value = k.load(x_row, k.add(k.mul(ci, self.ci_stride), source * self.col_stride))
+                        weights = self.fma_column(x_value, w_offset, r, accumulators, weights)
 
-    def store(self, out_base: ir.Value, plane: int, column: int, width: int, accumulators: list[list[ir.Value]],
-              finished: bool) -> None:
-        """Store the tile; when the sum is finished, after the epilogue (residual, activation)."""
+    def real_lanes(self, place: _Place, v: int, body: Callable[[int], None]) -> None:
+        """body(lanes) with the real output channels of block cob + v: all of them, or, where the
+        channel count is not a multiple of the block, fewer in the last block (a plain output
+        has no room for the others)."""
+        last = self.geo.c_out - (self.out_blocks - 1) * self.c
+        if last == self.c:
+            body(self.c)
+            return
+        b = self.k.builder
+        is_last = b.icmp_unsigned("==", self.k.add(place.cob, v), i64(self.out_blocks - 1))
+        with b.if_else(is_last) as (partial, full):
+            with partial:
+                body(last)
+            with full:
+                body(self.c)
+
+    def load_output(self, place: _Place, v: int, offset: ir.Value, out_plane: int) -> ir.Value:
+        """The partial sums of one output column of block cob + v."""
         k, c = self.k, self.c
+        if not self.plain_out:
+            return k.vload(k.args[0], offset, c)
+        slot = k.alloca(k.vector_type(c), "partial")
+
+        def gather(lanes: int) -> None:
+            vector = ir.Constant(k.vector_type(c), [0.0] * c)
+            for lane in range(lanes):
+                vector = k.builder.insert_element(vector, k.load(k.args[0], k.add(offset, lane * out_plane)),
+                                                  ir.Constant(ir.IntType(32), lane))
+            k.builder.store(vector, slot)
+        self.real_lanes(place, v, gather)
+        return k.builder.load(slot)
+
+    def store(self, place: _Place, out_base: ir.Value, plane: int, column: int, width: int,
+              accumulators: list[list[ir.Value]], finished: bool) -> None:
+        """Store the tile; when the sum is finished, after the epilogue (residual, activation). A
+        plain output takes each vector's channels apart, one output plane each."""
+        k, c = self.k, self.c
+        out_plane = plane // c
         for v in range(self.vectors):
+            values = []
             for r in range(width):
                 offset = k.add(out_base, v * plane + r * column)
                 value = k.builder.load(accumulators[v][r])
@@ -367,4 +420,15 @@ class BlockedConvNest:
                     value = k.builder.fadd(value, k.vload(k.args[4], offset, c))
                 if finished and self.activation:
                     value = SCALAR_OPS[self.activation](k, [value])
-                k.vstore(value, k.args[0], offset)
+                values.append((offset, value))
+            if not self.plain_out:
+                for offset, value in values:
+                    k.vstore(value, k.args[0], offset)
+                continue
+
+            def scatter(lanes: int) -> None:
+                for lane in range(lanes):
+                    index = ir.Constant(ir.IntType(32), lane)
+                    for offset, value in values:
+                        k.store(k.builder.extract_element(value, index), k.args[0], k.add(offset, lane * out_plane))
+            self.real_lanes(place, v, scatter)
