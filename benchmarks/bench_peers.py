@@ -88,28 +88,31 @@ def layer_flops(layer: Layer, x_shape: tuple[int, ...], out_shape: tuple[int, ..
 
 
 # the engines -------------------------------------------------------------------------------------
+def apply_layers(functional: Any, workload: Workload, params: list, x: Any) -> Any:
+    """The workload's layers through `functional` (convc.ops or torch.nn.functional: the same
+    names and argument orders); a residual adds the workload's input before the activation."""
+    y = x
+    for layer, (w, b) in zip(workload.layers, params):
+        rank = len(layer.w) - 2
+        if layer.kind == "conv":
+            y2 = getattr(functional, f"conv{rank}d")(y, w, b, layer.stride, layer.padding, layer.dilation, layer.groups)
+        else:
+            y2 = getattr(functional, f"conv_transpose{rank}d")(y, w, b, layer.stride, layer.padding, 0, layer.groups,
+                                                               layer.dilation)
+        if layer.residual:
+            y2 = y2 + x
+        y = functional.relu(y2) if layer.relu else y2
+    return y
+
+
 def convc_runner(workload: Workload, params: list) -> tuple[Callable[[np.ndarray], Any], float, int]:
     """(run, compile seconds, kernels after fusion)."""
     import convc
     from convc import ops
 
-    def model(x):
-        y = x
-        for layer, (w, b) in zip(workload.layers, params):
-            rank = len(layer.w) - 2
-            if layer.kind == "conv":
-                y2 = getattr(ops, f"conv{rank}d")(y, w, b, layer.stride, layer.padding, layer.dilation, layer.groups)
-            else:
-                y2 = getattr(ops, f"conv_transpose{rank}d")(y, w, b, layer.stride, layer.padding, 0, layer.groups,
-                                                            layer.dilation)
-            if layer.residual:
-                y2 = ops.add(y2, x)
-            y = ops.relu(y2) if layer.relu else y2
-        return y
-
     example = np.zeros(workload.x, np.float32)
     start = time.perf_counter()
-    compiled = convc.compile(model, example)
+    compiled = convc.compile(lambda x: apply_layers(ops, workload, params, x), example)
     seconds = time.perf_counter() - start
     return compiled, seconds, len(compiled.graph.op_nodes())
 
@@ -125,19 +128,7 @@ def torch_runner(workload: Workload, params: list) -> Callable[[np.ndarray], Any
 
     def run(x: np.ndarray) -> Any:
         with torch.no_grad():
-            t = torch.from_numpy(x)
-            y = t
-            for layer, (w, b) in zip(workload.layers, tparams):
-                rank = len(layer.w) - 2
-                if layer.kind == "conv":
-                    y2 = getattr(F, f"conv{rank}d")(y, w, b, layer.stride, layer.padding, layer.dilation, layer.groups)
-                else:
-                    y2 = getattr(F, f"conv_transpose{rank}d")(y, w, b, layer.stride, layer.padding, 0, layer.groups,
-                                                              layer.dilation)
-                if layer.residual:
-                    y2 = y2 + t
-                y = F.relu(y2) if layer.relu else y2
-            return y.numpy()
+            return apply_layers(F, workload, tparams, torch.from_numpy(x)).numpy()
     return run
 
 

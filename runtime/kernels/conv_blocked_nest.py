@@ -31,7 +31,8 @@ from typing import Callable
 import llvmlite.ir as ir
 
 from ..codegen import Kernel, i64
-from .conv_geometry import Axis, ConvGeometry, divmod_index, map_index, tap_plane
+from .conv_geometry import (Axis, ConvGeometry, RowPhase, conv_row, divmod_index, map_index, tap_plane,
+                            transposed_row)
 from .elementwise import SCALAR_OPS
 
 L1_WEIGHT_SHARE = 3  # a chunk's packed weights take a third of L1
@@ -45,49 +46,6 @@ def channel_unroll(lanes: int, block: int) -> int:
     in one step leaves LLVM a loop-free body that it schedules into spills (znver4: 384 FMAs with
     306 stack accesses, 39% of the peak for resnet_3x3; with two steps of 8 channels none, 95%)."""
     return max(d for d in range(1, max(1, min(block, lanes) // 2) + 1) if lanes % d == 0)
-
-
-@dataclass(frozen=True)
-class RowPhase:
-    """Outputs first + step*q (q < count) of a row; tap k reads input column q*in_stride + offset
-    for each (k, offset) in `taps`, an arithmetic progression in both."""
-
-    first: int
-    step: int
-    count: int
-    in_stride: int
-    taps: tuple[tuple[int, int], ...]
-
-    def interior(self, size: int) -> tuple[int, int]:
-        """[start, stop) of q whose every tap reads inside an input row of `size`."""
-        if not self.taps:
-            return 0, self.count
-        low, high = min(o for _, o in self.taps), max(o for _, o in self.taps)
-        start = min(self.count, max(0, -(low // self.in_stride)))
-        stop = min(self.count, max(0, (size - 1 - high) // self.in_stride + 1))
-        return start, max(start, stop)
-
-    def progression(self) -> tuple[int, int, int, int]:
-        """(first tap, tap step, first offset, offset step) of the taps."""
-        (k0, o0), (k1, o1) = self.taps[0], self.taps[1] if len(self.taps) > 1 else (self.taps[0][0] + 1, 0)
-        return k0, k1 - k0, o0, (o1 - o0) if len(self.taps) > 1 else 0
-
-
-def conv_row(axis: Axis) -> list[RowPhase]:
-    """A forward conv's row: one phase, tap kw reading column ow*stride + kw*dilation - pad_lo."""
-    taps = tuple((kw, kw * axis.dilation - axis.pad_lo) for kw in range(axis.kernel))
-    return [RowPhase(0, 1, axis.out, axis.stride, taps)]
-
-
-def transposed_row(axis: Axis) -> list[RowPhase]:
-    """A transposed conv's row: output o receives input i through tap k when
-    o + pad_lo = i*stride + k*dilation; outputs of one residue modulo the stride form a phase."""
-    phases = []
-    for first in range(min(axis.stride, axis.out)):
-        taps = tuple((k, (first + axis.pad_lo - k * axis.dilation) // axis.stride) for k in range(axis.kernel)
-                     if (first + axis.pad_lo - k * axis.dilation) % axis.stride == 0)
-        phases.append(RowPhase(first, axis.stride, -(-(axis.out - first) // axis.stride), 1, taps))
-    return phases
 
 
 def plan_row(out: int, width: int, interior: tuple[int, int]) -> tuple[list[tuple[int, int]], int, int,
@@ -153,6 +111,8 @@ class BlockedConvNest:
         self.tile_groups = self.out_blocks // vectors
         self.w_block = geo.k_plane * c * vectors * c  # packed weights of one input block for a tile group
         self.chunk = max(1, l1_bytes // L1_WEIGHT_SHARE // (self.w_block * k.itemsize))
+        if plain_out:  # partial sums are revisited in the blocked layout only; a plain output is written once
+            self.chunk = max(1, self.full_blocks)
         self.chunks = max(1, -(-self.full_blocks // self.chunk))
         phases = transposed_row(geo.w) if transposed else conv_row(geo.w)
         rows = geo.batch * self.tile_groups * geo.d.out * geo.h.out
@@ -253,11 +213,10 @@ class BlockedConvNest:
                 for r in range(width):
                     k.builder.store(bias, accumulators[v][r])
 
-        def start_from_partial_sums() -> None:
+        def start_from_partial_sums() -> None:  # blocked outputs only: a plain one is a single chunk
             for v in range(self.vectors):
                 for r in range(width):
-                    offset = k.add(out_base, v * plane + r * column)
-                    k.builder.store(self.load_output(place, v, offset, out_plane), accumulators[v][r])
+                    k.builder.store(k.vload(k.args[0], k.add(out_base, v * plane + r * column), c), accumulators[v][r])
 
         last_chunk = k.builder.icmp_unsigned("==", chunk, i64(self.chunks - 1))
         self.branch(k.builder.icmp_unsigned("==", chunk, i64(0)), start_from_bias, start_from_partial_sums)
@@ -373,62 +332,43 @@ class BlockedConvNest:
                         x_value = k.load(x_row, k.add(k.mul(ci, self.ci_stride), source * self.col_stride))
                         weights = self.fma_column(x_value, w_offset, r, accumulators, weights)
 
-    def real_lanes(self, place: _Place, v: int, body: Callable[[int], None]) -> None:
-        """body(lanes) with the real output channels of block cob + v: all of them, or, where the
-        channel count is not a multiple of the block, fewer in the last block (a plain output
-        has no room for the others)."""
-        last = self.geo.c_out - (self.out_blocks - 1) * self.c
-        if last == self.c:
-            body(self.c)
-            return
-        b = self.k.builder
-        is_last = b.icmp_unsigned("==", self.k.add(place.cob, v), i64(self.out_blocks - 1))
-        with b.if_else(is_last) as (partial, full):
-            with partial:
-                body(last)
-            with full:
-                body(self.c)
+    def real_lanes(self, place: _Place, v: int) -> ir.Value:
+        """The real output channels of block cob + v: the block, or fewer in a partial last block
+        (a plain output has no room for the others)."""
+        k = self.k
+        return k.builder.select(k.builder.icmp_unsigned("<", k.add(place.cob, v), i64(self.out_blocks - 1)),
+                                i64(self.c), i64(self.geo.c_out - (self.out_blocks - 1) * self.c))
 
-    def load_output(self, place: _Place, v: int, offset: ir.Value, out_plane: int) -> ir.Value:
-        """The partial sums of one output column of block cob + v."""
+    def scatter_plain(self, place: _Place, v: int, offsets: list[ir.Value], buffer: ir.Value, out_plane: int) -> None:
+        """Write a tile's columns of block cob + v (their vectors one after another in `buffer`) to
+        the plain output, one real channel (an output plane) per step of a runtime loop."""
         k, c = self.k, self.c
-        if not self.plain_out:
-            return k.vload(k.args[0], offset, c)
-        slot = k.alloca(k.vector_type(c), "partial")
-
-        def gather(lanes: int) -> None:
-            vector = ir.Constant(k.vector_type(c), [0.0] * c)
-            for lane in range(lanes):
-                vector = k.builder.insert_element(vector, k.load(k.args[0], k.add(offset, lane * out_plane)),
-                                                  ir.Constant(ir.IntType(32), lane))
-            k.builder.store(vector, slot)
-        self.real_lanes(place, v, gather)
-        return k.builder.load(slot)
+        with k.loop(0, self.real_lanes(place, v), "lane") as lane:
+            plane = k.mul(lane, out_plane)
+            for r, offset in enumerate(offsets):
+                k.store(k.load(buffer, k.add(lane, r * c)), k.args[0], k.add(offset, plane))
 
     def store(self, place: _Place, out_base: ir.Value, plane: int, column: int, width: int,
               accumulators: list[list[ir.Value]], finished: bool) -> None:
         """Store the tile; when the sum is finished, after the epilogue (residual, activation). A
         plain output takes each vector's channels apart, one output plane each."""
         k, c = self.k, self.c
-        out_plane = plane // c
         for v in range(self.vectors):
+            offsets = [k.add(out_base, v * plane + r * column) for r in range(width)]
             values = []
-            for r in range(width):
-                offset = k.add(out_base, v * plane + r * column)
+            for r, offset in enumerate(offsets):
                 value = k.builder.load(accumulators[v][r])
                 if finished and self.residual:
                     value = k.builder.fadd(value, k.vload(k.args[4], offset, c))
                 if finished and self.activation:
                     value = SCALAR_OPS[self.activation](k, [value])
-                values.append((offset, value))
+                values.append(value)
             if not self.plain_out:
-                for offset, value in values:
+                for offset, value in zip(offsets, values):
                     k.vstore(value, k.args[0], offset)
                 continue
-
-            def scatter(lanes: int) -> None:
-                for lane in range(lanes):
-                    index = ir.Constant(ir.IntType(32), lane)
-                    for offset, value in values:
-                        k.store(k.builder.extract_element(value, index), k.args[0], k.add(offset, lane * out_plane))
-            self.real_lanes(place, v, scatter)
+            array = k.alloca(ir.ArrayType(k.ftype, width * c), "columns")
+            buffer = k.builder.bitcast(array, k.ftype.as_pointer())
+            for r, value in enumerate(values):
+                k.vstore(value, buffer, r * c)
+            self.scatter_plain(place, v, offsets, buffer, plane // c)

@@ -152,3 +152,46 @@ def map_index(index: int, size: int, mode: str) -> int | None:
     if mode == "reflect":
         return -index if index < 0 else 2 * size - 2 - index
     return 0 if index < 0 else size - 1
+
+
+@dataclass(frozen=True)
+class RowPhase:
+    """Outputs first + step*q (q < count) of a row; tap k reads input column q*in_stride + offset
+    for each (k, offset) in `taps`, an arithmetic progression in both."""
+
+    first: int
+    step: int
+    count: int
+    in_stride: int
+    taps: tuple[tuple[int, int], ...]
+
+    def interior(self, size: int) -> tuple[int, int]:
+        """[start, stop) of q whose every tap reads inside an input row of `size`."""
+        if not self.taps:
+            return 0, self.count
+        low, high = min(o for _, o in self.taps), max(o for _, o in self.taps)
+        start = min(self.count, max(0, -(low // self.in_stride)))
+        stop = min(self.count, max(0, (size - 1 - high) // self.in_stride + 1))
+        return start, max(start, stop)
+
+    def progression(self) -> tuple[int, int, int, int]:
+        """(first tap, tap step, first offset, offset step) of the taps."""
+        (k0, o0), (k1, o1) = self.taps[0], self.taps[1] if len(self.taps) > 1 else (self.taps[0][0] + 1, 0)
+        return k0, k1 - k0, o0, (o1 - o0) if len(self.taps) > 1 else 0
+
+
+def conv_row(axis: Axis) -> list[RowPhase]:
+    """A forward conv's row: one phase, tap kw reading column ow*stride + kw*dilation - pad_lo."""
+    taps = tuple((kw, kw * axis.dilation - axis.pad_lo) for kw in range(axis.kernel))
+    return [RowPhase(0, 1, axis.out, axis.stride, taps)]
+
+
+def transposed_row(axis: Axis) -> list[RowPhase]:
+    """A transposed conv's row: output o receives input i through tap k when
+    o + pad_lo = i*stride + k*dilation; outputs of one residue modulo the stride form a phase."""
+    phases = []
+    for first in range(min(axis.stride, axis.out)):
+        taps = tuple((k, (first + axis.pad_lo - k * axis.dilation) // axis.stride) for k in range(axis.kernel)
+                     if (first + axis.pad_lo - k * axis.dilation) % axis.stride == 0)
+        phases.append(RowPhase(first, axis.stride, -(-(axis.out - first) // axis.stride), 1, taps))
+    return phases

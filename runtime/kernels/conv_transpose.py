@@ -16,7 +16,7 @@ input row adds w * x into the outputs i*stride + shift, a progression computed a
 """
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import astuple
 from typing import Any, Callable
 
 import llvmlite.ir as ir
@@ -26,8 +26,8 @@ from convc.types import TensorType
 
 from ..codegen import Kernel, i64
 from ..jit import host_target
-from .conv_geometry import (MAX_EDGE_VECTORS, MAX_UNROLLED_TAPS, Axis, ConvGeometry, activate_row, divmod_index,
-                            out_row)
+from .conv_geometry import (MAX_EDGE_VECTORS, MAX_UNROLLED_TAPS, Axis, ConvGeometry, RowPhase, activate_row,
+                            divmod_index, out_row, transposed_row)
 from .conv_tiles import cover, gather_vector, tile_shape
 
 
@@ -42,33 +42,7 @@ def transpose_geometry(attrs: dict[str, Any], in_types: list[TensorType], out: T
                         attrs["groups"], d, h, w_axis, "zeros", len(in_types) > 2, attrs.get("activation"))
 
 
-@dataclass(frozen=True)
-class Phase:
-    """The outputs ph + stride*q, q < count, of a row and the taps (k, c_k) that reach them."""
-
-    offset: int
-    count: int
-    taps: tuple[tuple[int, int], ...]
-
-    def interior(self, size: int) -> tuple[int, int]:
-        """[start, stop) of q whose every tap input q + c lies inside a row of `size`."""
-        if not self.taps:
-            return 0, self.count
-        start = max(0, max(-c for _, c in self.taps))
-        stop = min(self.count, min(size - c for _, c in self.taps))
-        return min(start, self.count), max(min(start, self.count), stop)
-
-
-def row_phases(axis: Axis) -> list[Phase]:
-    phases = []
-    for offset in range(min(axis.stride, axis.out)):
-        taps = tuple((k, (offset + axis.pad_lo - k * axis.dilation) // axis.stride) for k in range(axis.kernel)
-                     if (offset + axis.pad_lo - k * axis.dilation) % axis.stride == 0)
-        phases.append(Phase(offset, -(-(axis.out - offset) // axis.stride), taps))
-    return phases
-
-
-def phase_cover(phase: Phase, size: int, lanes: int, vectors: int) -> tuple[int, int, int, list[int]] | None:
+def phase_cover(phase: RowPhase, size: int, lanes: int, vectors: int) -> tuple[int, int, int, list[int]] | None:
     """conv_tiles.cover of one phase, or None where the borders would need more than
     MAX_EDGE_VECTORS edge vectors a side; an edge position may leave lanes past the phase's end,
     which are not stored."""
@@ -111,7 +85,7 @@ def emit_conv_transpose(module: ir.Module, name: str, attrs: dict[str, Any], in_
     if max(geo.w.kernel, geo.w.stride) > MAX_UNROLLED_TAPS:
         _emit_gather(k, geo)
         return k.finish()
-    phases = row_phases(geo.w)
+    phases = transposed_row(geo.w)
     covers = [phase_cover(phase, geo.w.size, lanes, vectors) for phase in phases]
     if any(cover is None for cover in covers):
         _emit_gather(k, geo)
@@ -156,7 +130,7 @@ class _PhaseTiles:
         self.w_base = k.add(k.mul(k.mul(group, self.cin_g), geo.cout_g * geo.k_plane), k.mul(co_local, geo.k_plane))
         self.od, self.oh = od, oh
 
-    def emit(self, phase: Phase, offsets: list[int], q0: ir.Value | int | None) -> None:
+    def emit(self, phase: RowPhase, offsets: list[int], q0: ir.Value | int | None) -> None:
         """One tile of the phase: vectors at q0 + offsets (bulk), or at the compile-time positions
         `offsets` (edges: lanes outside the input are zero, lanes past the phase are not stored)."""
         k, geo, lanes, channels = self.k, self.geo, self.lanes, self.channels
@@ -174,16 +148,16 @@ class _PhaseTiles:
             for t, offset in enumerate(offsets):
                 value = b.load(slots[r][t])
                 if q0 is not None and stride == 1:
-                    k.vstore(value, self.rows[r], k.add(q0, offset + phase.offset))
+                    k.vstore(value, self.rows[r], k.add(q0, offset + phase.first))
                     continue
                 for lane in range(lanes):
                     if q0 is None and offset + lane >= phase.count:
                         break
                     q = k.add(offset + lane) if q0 is None else k.add(q0, offset + lane)
                     element = b.extract_element(value, ir.Constant(ir.IntType(32), lane))
-                    k.store(element, self.rows[r], k.add(k.mul(q, stride), phase.offset))
+                    k.store(element, self.rows[r], k.add(k.mul(q, stride), phase.first))
 
-    def _accumulate(self, phase: Phase, offsets: list[int], q0: ir.Value | int | None,
+    def _accumulate(self, phase: RowPhase, offsets: list[int], q0: ir.Value | int | None,
                     slots: list[list[ir.Value]]) -> None:
         k, geo, lanes, channels = self.k, self.geo, self.lanes, self.channels
         b = k.builder
