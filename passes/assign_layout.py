@@ -9,8 +9,9 @@ between them, keep the blocked layout throughout.
 A conv (or transposed conv) is blocked when its input is batched and it is depthwise (one output
 channel per input channel), or its groups fill whole blocks (dense convs, or groups of multiples
 of c channels) with at least c/2 output channels per group (narrower convs would waste most
-lanes). Its weights and bias are packed at compile time where they are constants, by a generated
-prologue on each call otherwise. An elementwise op is blocked when one of its operands is, and
+lanes); depthwise convs only in a graph with other blocked convs (alone, the plain kernel with no
+reorders is faster). Weights and bias are packed at compile time where they are constants, by a
+generated prologue on each call otherwise. An elementwise op is blocked when one of its operands is, and
 every other operand has its shape (it is reordered if plain) or is a single value.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from convc.ir import Graph, Node
 from convc.op_conv import spatial_rank
 from convc.registry import has_trait
+from convc.types import TensorType
 
 from .pipeline import ChannelBlock, Pass
 
@@ -39,11 +41,16 @@ def conv_is_blockable(graph: Graph, node: Node, lanes: int) -> bool:
         cin_g, cout_g = w.shape[0] // groups, w.shape[1]
     else:
         cin_g, cout_g = w.shape[1], w.shape[0] // groups
-    if groups > 1 and cin_g == cout_g == 1 and not transposed:
-        return True  # depthwise: vectorized over each block of channels
+    if is_depthwise(node, w):
+        return True  # vectorized over each block of channels
     if groups > 1 and (cin_g % lanes or cout_g % lanes):
         return False
     return 2 * cout_g >= lanes
+
+
+def is_depthwise(node: Node, weight: TensorType) -> bool:
+    groups = node.attrs["groups"]
+    return has_trait(node.op, "conv") and groups > 1 and weight.shape[0] == groups and weight.shape[1] == 1
 
 
 def data_operands(node: Node) -> list[int]:
@@ -61,15 +68,15 @@ class AssignLayout(Pass):
         self.channel_block = channel_block
 
     def run(self, graph: Graph) -> Graph:
+        convs = {n.name for n in graph.op_nodes() if conv_is_blockable(graph, n, self.channel_block(n.type.dtype))}
+        if all(is_depthwise(graph.node(c), graph.type_of(graph.node(c).operands[1])) for c in convs):
+            return graph  # depthwise convs alone, and elementwise ops, run as fast on the plain layout
         blocked: list[Node] = []
         names: set[str] = set()
         for node in graph.op_nodes():
-            lanes = self.channel_block(node.type.dtype)
-            if conv_is_blockable(graph, node, lanes) or self._elementwise_blocks(graph, node, names):
+            if node.name in convs or self._elementwise_blocks(graph, node, names):
                 blocked.append(node)
                 names.add(node.name)
-        if not any(n.op != "reorder" and not has_trait(n.op, "elementwise") for n in blocked):
-            return graph  # elementwise ops alone gain nothing from the blocked layout
         to_blocked: dict[str, str] = {}
         for node in blocked:
             lanes = self.channel_block(node.type.dtype)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from convc.ir import Graph, Node
 from convc.registry import has_trait
 
+from .assign_layout import is_depthwise
 from .pipeline import Pass
 
 
@@ -20,10 +21,7 @@ def broadcast_kernel(node: Node, graph: Graph) -> bool:
     """A conv whose blocked kernel broadcasts its inputs (not a depthwise conv)."""
     if not (has_trait(node.op, "conv") or has_trait(node.op, "conv_transpose")):
         return False
-    w = graph.type_of(node.operands[1])
-    groups = node.attrs["groups"]
-    depthwise = has_trait(node.op, "conv") and groups > 1 and w.shape[0] == groups and w.shape[1] == 1
-    return not depthwise and len(node.operands) <= 3
+    return not is_depthwise(node, graph.type_of(node.operands[1])) and len(node.operands) <= 3
 
 
 class FoldReorders(Pass):

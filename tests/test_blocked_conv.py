@@ -89,8 +89,13 @@ def check_blocked_conv(vector_bits, case):
     residual = np.random.default_rng(7).uniform(-1, 1, expected.shape).astype(x.dtype)
 
     weights = [w] if bias is None else [w, bias]
+    depthwise = groups > 1 and w.shape[:2] == (groups, 1)
+    # a depthwise conv is blocked beside other blocked convs only: an identity 1x1 conv comes first
+    identity = np.eye(x.shape[1], dtype=x.dtype).reshape(x.shape[1], x.shape[1], *(1,) * rank)
 
     def model(x, r, *given):  # the weights as graph inputs (packed on each call) or as constants
+        if depthwise:
+            x = ops.apply(conv, [x, identity], stride=1, padding=0, dilation=1, groups=1)
         y = ops.apply(conv, [x, *(given or weights)], stride=stride, padding=padding, dilation=dilation,
                       groups=groups, padding_mode=mode)
         if epilogue and epilogue.startswith("residual"):
@@ -108,7 +113,9 @@ def check_blocked_conv(vector_bits, case):
     if epilogue == "sigmoid":
         expected = 1 / (1 + np.exp(-expected))
     lanes = vector_bits // (32 if x.dtype == np.float32 else 64)
-    if w.shape[0] // groups * 2 >= lanes or (groups > 1 and w.shape[:2] == (groups, 1)):
+    if depthwise:  # blocked when its identity conv is
+        assert [block_of(compiled, n) for n in blocked_nodes(compiled)] == [lanes] * 2 * (2 * groups >= lanes)
+    elif w.shape[0] // groups * 2 >= lanes:
         assert [block_of(compiled, n) for n in blocked_nodes(compiled)] == [lanes]
     assert_close(compiled(*inputs), expected, int(np.prod(w.shape[1:])) + 2)
 
@@ -234,15 +241,19 @@ def test_weights_that_are_inputs_are_packed_on_every_call(vector_bits, kind):
     x = rng.standard_normal((2, 20, 7, 9)).astype(np.float32)
     shape = {"dense": (24, 20, 3, 3), "depthwise": (20, 1, 3, 3), "transposed": (20, 12, 4, 4)}[kind]
 
+    identity = np.eye(20, dtype=np.float32).reshape(20, 20, 1, 1)
+
     def model(x, w, b):
         if kind == "transposed":
             return ops.conv_transpose2d(x, w, b, stride=2, padding=1)
-        return ops.conv2d(x, w, b, padding=1, groups=20 if kind == "depthwise" else 1)
+        if kind == "depthwise":  # blocked beside another blocked conv
+            return ops.conv2d(ops.conv2d(x, identity), w, b, padding=1, groups=20)
+        return ops.conv2d(x, w, b, padding=1)
 
     channels = shape[1] if kind == "transposed" else shape[0]
     w, b = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(channels).astype(np.float32)
     compiled = convc.compile(model, x, w, b)
-    assert len(blocked_nodes(compiled)) == 1
+    assert len(blocked_nodes(compiled)) == (2 if kind == "depthwise" else 1)
     for _ in range(2):  # new weights each call: nothing of the first call's packing may stay
         w, b = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(channels).astype(np.float32)
         if kind == "transposed":

@@ -98,3 +98,20 @@ graph @g(%x: f32[1,32,6,6], %u: f32[32,6,6], %w: f32[32,4,3,3], %v: f32[32,32,3,
 }}"""
     # groups of 4 channels do not fill a block; an unbatched input; an activation with no conv
     assert run(text) == Pipeline([ShapeInference()]).run(parse(text))
+
+
+def test_a_depthwise_conv_is_blocked_only_beside_other_blocked_convs():
+    depthwise = 'stride=[1,1], pad_lo=[1,1], pad_hi=[1,1], dilation=[1,1], groups=32, padding_mode="zeros"'
+    alone = f"""
+graph @g(%x: f32[1,32,6,6], %w: f32[32,1,3,3]) {{
+  %0 = conv2d(%x, %w) {{{depthwise}}}
+  return %0
+}}"""
+    assert run(alone) == Pipeline([ShapeInference()]).run(parse(alone))
+    beside = f"""
+graph @g(%x: f32[1,32,6,6], %w: f32[32,1,3,3], %v: f32[32,32,3,3]) {{
+  %0 = conv2d(%x, %w) {{{depthwise}}}
+  %1 = conv2d(%0, %v) {{{CONV}}}
+  return %1
+}}"""
+    assert [n.type.block for n in run(beside).op_nodes()] == [16, 16, 16, 0]
