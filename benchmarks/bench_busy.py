@@ -16,7 +16,7 @@ from convc import ops
 from convc.runtime.threads import num_threads
 
 SHAPE = (1, 16, 32, 32)
-ROUNDS = 9
+ROUNDS = 15
 ROUND_SECONDS = 0.2
 
 
@@ -28,9 +28,10 @@ def build() -> tuple[convc.Compiled, np.ndarray]:
     return convc.compile(lambda x: ops.conv2d(ops.conv2d(x, w1, padding=1), w2, padding=1), x), x
 
 
-def ms_per_call(compiled: convc.Compiled, x: np.ndarray) -> float:
-    """Median over ROUNDS rounds of the mean per-call time in ms (a median, not a best: a busy
-    neighbour makes some rounds slow, and those are what this benchmark is about)."""
+def ms_per_call(compiled: convc.Compiled, x: np.ndarray) -> tuple[float, float]:
+    """Median and best over ROUNDS rounds of the mean per-call time in ms. The median is what the
+    goal is judged on (a busy neighbour makes some rounds slow, and those are what this benchmark is
+    about); the best shows the speed when the machine was quiet for a round."""
     compiled(x)
     calls = 1
     while True:
@@ -45,8 +46,8 @@ def ms_per_call(compiled: convc.Compiled, x: np.ndarray) -> float:
         start = time.perf_counter()
         for _ in range(calls):
             compiled(x)
-        times.append((time.perf_counter() - start) / calls)
-    return statistics.median(times) * 1e3
+        times.append((time.perf_counter() - start) / calls * 1e3)
+    return statistics.median(times), min(times)
 
 
 def cpu_name() -> str:
@@ -59,10 +60,11 @@ def cpu_name() -> str:
             f"{fields.get('Model', '?')}, LLVM cpu {host_target().cpu}), {os.cpu_count()} cpus")
 
 
-def subprocess_ms(env: dict[str, str]) -> float:
+def subprocess_ms(env: dict[str, str]) -> tuple[float, float]:
     result = subprocess.run([sys.executable, __file__, "--time"], env=env, capture_output=True, text=True,
                             check=True)
-    return float(result.stdout.split()[-1])
+    median, best = result.stdout.split()[-2:]
+    return float(median), float(best)
 
 
 def main() -> None:
@@ -78,18 +80,18 @@ def main() -> None:
     finally:
         neighbour.terminate()
         neighbour.wait()
-    print(f"{'case':<44}{'ms/call':>9}")
-    print(f"{'(a) alone, default threads':<44}{alone:>9.3f}")
-    print(f"{'(b) alone, CONVC_NUM_THREADS=1':<44}{single:>9.3f}")
-    print(f"{'(c) beside a process running the graph':<44}{busy:>9.3f}")
-    print(f"c/b = {busy / single:.2f} (goal <= 2), a/b = {alone / single:.2f}")
-    print(f"goal c <= 2b: {'met' if busy <= 2 * single else 'NOT met'}; compare (a) with the number "
+    print(f"{'case':<44}{'median ms':>10}{'best ms':>9}")
+    for name, (median, best) in (("(a) alone, default threads", alone), ("(b) alone, CONVC_NUM_THREADS=1", single),
+                                 ("(c) beside a process running the graph", busy)):
+        print(f"{name:<44}{median:>10.3f}{best:>9.3f}")
+    print(f"medians: c/b = {busy[0] / single[0]:.2f} (goal <= 2), a/b = {alone[0] / single[0]:.2f}")
+    print(f"goal c <= 2b: {'met' if busy[0] <= 2 * single[0] else 'NOT met'}; compare (a) with the number "
           f"recorded before the change")
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--time"]:
-        print(f"{ms_per_call(*build()):.4f}")
+        print("%.4f %.4f" % ms_per_call(*build()))
     elif sys.argv[1:] == ["--loop"]:
         compiled, x = build()
         compiled(x)

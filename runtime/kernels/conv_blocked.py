@@ -1,19 +1,15 @@
-"""Direct convolution on channel-blocked tensors: conv1d/2d/3d from (N, C_in/c, *S, c) to
-(N, C_out/c, *S_out, c), any stride, dilation and padding mode, groups whose channels fill whole
-blocks (dense convs included).
+"""Convolutions on channel-blocked tensors, (N, C_in/c, *S, c) to (N, C_out/c, *S_out, c): conv1d/2d/3d
+and conv_transpose1d/2d/3d, any stride, dilation and padding mode, groups whose channels fill whole
+blocks (dense convs included), and depthwise convs; this module picks the register tile and the
+packing and hands the loops to conv_blocked_nest (or conv_depthwise_blocked).
 
 The register tile is `width` output positions of one row x `vectors` blocks of c output channels:
-for each input channel, the tile loads `vectors` weight vectors (c output channels each, packed at
-compile time by `pack_weights`), broadcasts one input value per position and issues
-width x vectors FMAs. The reduction over input-channel blocks, kd, kh and kw runs in real loops;
-only the c input channels of a block and the tile are unrolled. Each output row is covered by
-compile-time edge tiles at the borders (every tap's source column resolved at compile time:
-skipped where it reads a zero, mapped for circular / reflect / replicate) and a runtime loop of
-interior tiles with no bounds checks. The epilogue (bias, a residual tensor, an activation) is
-applied to the accumulators before the single store.
-
-The outer, parallel loop runs over (batch, block of output channels, od, oh) with the rows
-innermost, so a block's packed weights stay in cache while its rows are computed.
+for each input channel, the tile loads `vectors` weight vectors (c output channels each, packed by
+packing.pack_weights at compile time, or by a generated prologue where the weights are inputs),
+broadcasts one input value per position and issues width x vectors FMAs. The reduction over
+input-channel blocks and taps runs in real loops; only steps of a block's input channels and the
+tile are unrolled. The epilogue (bias, a residual tensor, an activation) is applied to the
+accumulators before the single store. One side of the kernel may be plain (a reorder folded in).
 """
 from __future__ import annotations
 
