@@ -14,13 +14,14 @@ before the chunk is counted in `finished`; the task and arguments are read only 
 A fetch-add that returns next >= chunks owns nothing and touches nothing else. `finished` is reset
 before the next job's word is published, and every increment of it belongs to the current job.
 
-Every wait is bounded in spinning: a worker without a job spins with `pause` for a few tens of
-microseconds (enough for back-to-back calls), then calls sched_yield for a while (so that a busy
-neighbour process gets the core at once), then sleeps on a futex; the caller's join spins briefly
-and then sleeps on a futex that the last finisher wakes. These mirror OpenMP's OMP_WAIT_POLICY /
-GOMP_SPINCOUNT and ONNX Runtime's allow_spinning: spinning buys latency only while the core is
-otherwise idle. Workers are POSIX threads running native code only, so they never touch the GIL;
-one Python lock serializes whole parallel executions, since there is one job slot.
+Every wait is bounded in spinning: a worker without a job spins with `pause` for a few
+microseconds (the next kernel of the same graph), then calls sched_yield for about a millisecond
+(still quick to notice the next call, while a busy neighbour process gets the core at once), then
+sleeps on a futex; the caller's join spins briefly and then sleeps on a futex that the last
+finisher wakes. These mirror OpenMP's OMP_WAIT_POLICY / GOMP_SPINCOUNT and ONNX Runtime's
+allow_spinning: spinning buys latency only while the core is otherwise idle. Workers are POSIX
+threads running native code only, so they never touch the GIL; one Python lock serializes whole
+parallel executions, since there is one job slot.
 
 A forked child has the pool's memory, possibly mid-job, but none of its threads and none of the
 Python threads that held its locks: the child gets fresh locks, an empty job slot and new workers.
@@ -42,9 +43,12 @@ BYTE_PTR = ir.IntType(8).as_pointer()
 TASK_TYPE = ir.FunctionType(ir.VoidType(), [BYTE_PTR, I64, I64])  # task(args, chunk, chunks)
 RUN_SYMBOL = "convc_parallel_run"
 CHUNKS_PER_THREAD = 4  # enough for the caller to absorb a missing worker's share in small pieces
-WORKER_PAUSE_ROUNDS = 2_000  # pause-spin before a worker yields: ~50 us on the Zen 4 it was tuned on
-WORKER_YIELD_ROUNDS = 2_000  # sched_yield calls before a worker sleeps on the futex: ~1 ms idle
-JOIN_PAUSE_ROUNDS = 2_000  # pause-spin of the caller's join before it sleeps on the futex: ~50 us
+# spin budgets, in rounds (a pause takes about 28 ns and a sched_yield about 0.5 us on the Zen 4
+# they were measured on): pause long enough to catch the next kernel of the same graph, yield for
+# about a millisecond between calls, then sleep; the caller's join pauses ~60 us before sleeping
+WORKER_PAUSE_ROUNDS = 200
+WORKER_YIELD_ROUNDS = 2_000
+JOIN_PAUSE_ROUNDS = 2_000
 SYS_FUTEX, FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 202, 128, 129
 
 lock = threading.Lock()  # one parallel execution at a time (the job slot is global)
@@ -246,6 +250,7 @@ class _Pool:
 
 
 def _after_fork_in_child() -> None:
+    """Fresh locks (the threads that held them are not in the child), an empty job slot, new workers."""
     global lock, _pool_lock
     lock, _pool_lock = threading.Lock(), threading.Lock()
     if _pool is not None:
