@@ -19,7 +19,11 @@ def _normalize_reorder(block: Any) -> dict[str, Any]:
 
 
 def _infer_reorder(types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
-    return types[0].with_block(attrs["block"])
+    source, block = types[0], attrs["block"]
+    if bool(source.block) == bool(block):
+        raise ConvcError(f"reorder: converts between the plain and a channel-blocked layout; the input "
+                         f"{source} cannot become block={block}")
+    return source.with_block(block)
 
 
 register(OpDef("reorder", ("input",), normalize=_normalize_reorder, infer=_infer_reorder,

@@ -21,6 +21,25 @@ def check_node(node: Node) -> OpDef:
     return opdef
 
 
+def layout_problem(node: Node, opdef: OpDef, operand_types: list) -> str | None:
+    """What is wrong with the layouts of a node's result and operands, if anything: only ops with
+    blocked kernels see blocked tensors; an elementwise op's operands are laid out as its result
+    (or are single values); a conv's weights and bias are plain, its residual is laid out as its
+    result, and at most one of its input and result is plain."""
+    blocks = [t.block for t in operand_types]
+    if not (node.type.block or any(blocks)):
+        return None
+    if "blocked" not in opdef.traits:
+        return "has no kernel for channel-blocked tensors"
+    if "elementwise" in opdef.traits:
+        if any(t.block != node.type.block and t.size > 1 for t in operand_types):
+            return f"operands {[str(t) for t in operand_types]} are not all laid out as the result {node.type}"
+    elif "conv" in opdef.traits or "conv_transpose" in opdef.traits:
+        if any(blocks[1:3]) or (len(blocks) > 3 and blocks[3] != node.type.block):
+            return "weights and bias must be plain and a residual laid out as the result"
+    return None
+
+
 def verify(graph: Graph) -> None:
     """Raise ConvcError unless the graph is acyclic, fully defined and typed by its ops' shape rules."""
     where = f"verify @{graph.name}"
@@ -50,8 +69,9 @@ def verify(graph: Graph) -> None:
         if set(node.operands) != set(graph.dag.predecessors(node.name)):
             raise ConvcError(f"{where}: %{node.name}: operands and graph edges disagree")
         operand_types = [graph.type_of(o) for o in node.operands]
-        if (node.type.block or any(t.block for t in operand_types)) and "blocked" not in opdef.traits:
-            raise ConvcError(f"{where}: %{node.name} = {node.op} has no kernel for channel-blocked tensors")
+        problem = layout_problem(node, opdef, operand_types)
+        if problem:
+            raise ConvcError(f"{where}: %{node.name} = {node.op}: {problem}")
         expected = opdef.infer(operand_types, node.attrs).with_block(node.type.block)
         if expected != node.type:
             raise ConvcError(f"{where}: %{node.name} = {node.op} is typed {node.type} but its shape rule gives {expected}")

@@ -24,8 +24,8 @@ class ShapeInference(Pass):
                 continue
             operand_types = [graph.type_of(o) for o in node.operands]
             try:
-                block = node.type.block if node.type is not None else 0  # the layout a pass chose stays
-                node.type = check_node(node).infer(operand_types, node.attrs).with_block(block)
+                inferred = check_node(node).infer(operand_types, node.attrs)
+                node.type = inferred if node.type is None else inferred.with_block(node.type.block)  # a chosen layout stays
             except ConvcError as error:
                 raise ConvcError(f"shape_inference: %{node.name} = {node.op}: {error}") from None
         return graph

@@ -129,6 +129,31 @@ class Kernel:
         mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
         return self.builder.shuffle_vector(single, ir.Constant(vector, None), mask)
 
+    def transpose(self, rows: list[ir.Value]) -> list[ir.Value]:
+        """The transpose of a square of vectors (n rows of n lanes, n a power of two): log2(n)
+        stages, each swapping one bit of the row index with that bit of the lane index by two
+        two-source shuffles per pair of rows (n*log2(n) shuffles in all)."""
+        n = len(rows)
+        rows = list(rows)
+        bit = 1
+        while bit < n:
+            lower = ir.Constant(ir.VectorType(ir.IntType(32), n), [j if not j & bit else n + (j ^ bit) for j in range(n)])
+            upper = ir.Constant(ir.VectorType(ir.IntType(32), n), [j ^ bit if not j & bit else n + j for j in range(n)])
+            for i in range(n):
+                if not i & bit:
+                    a, b = rows[i], rows[i | bit]
+                    rows[i] = self.builder.shuffle_vector(a, b, lower)
+                    rows[i | bit] = self.builder.shuffle_vector(a, b, upper)
+            bit <<= 1
+        return rows
+
+    def vstore_prefix(self, value: ir.Value, base: ir.Value, index: int | ir.Value, count: int) -> None:
+        """Store the first `count` lanes of a vector at base[index]."""
+        if count < value.type.count:
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), count), list(range(count)))
+            value = self.builder.shuffle_vector(value, ir.Constant(value.type, None), mask)
+        self.vstore(value, base, index)
+
     def vfma(self, a: ir.Value, b: ir.Value, acc: ir.Value) -> ir.Value:
         """a * b + acc on vectors (llvm.fma: always fused)."""
         return self.intrinsic("fma", a, b, acc)

@@ -3,7 +3,7 @@ only at its ends, a residual block stays blocked, plain users get one plain copy
 without a blocked kernel keep the plain layout."""
 import numpy as np
 
-from convc import parse
+from convc import parse, verify
 from convc.passes.assign_layout import AssignLayout
 from convc.passes.dead_code import DeadCodeElimination
 from convc.passes.fuse_epilogue import FuseEpilogue
@@ -115,3 +115,16 @@ graph @g(%x: f32[1,32,6,6], %w: f32[32,1,3,3], %v: f32[32,32,3,3]) {{
   return %1
 }}"""
     assert [n.type.block for n in run(beside).op_nodes()] == [16, 16, 16, 0]
+
+
+def test_the_verifier_rejects_layouts_no_kernel_could_run():
+    import pytest
+    from convc import ConvcError
+    with pytest.raises(ConvcError, match="reorder: converts between the plain and a channel-blocked layout"):
+        parse("graph @g(%x: f32[1,8,4,4]) {\n  %0 = reorder(%x) {block=0}\n  return %0\n}")
+    with pytest.raises(ConvcError, match="not all laid out as the result"):
+        verify(parse("graph @g(%x: f32[1,8,4,4;c8], %y: f32[1,8,4,4]) {\n  %0 = add(%x, %y) : f32[1,8,4,4;c8]\n"
+              "  return %0\n}"))
+    with pytest.raises(ConvcError, match="has no kernel for channel-blocked tensors"):
+        verify(parse("graph @g(%x: f32[1,8,4,4;c8]) {\n  %0 = pad(%x) {pad_lo=[0,0,1,1], pad_hi=[0,0,1,1], "
+              "mode=\"reflect\", value=0.0} : f32[1,8,6,6;c8]\n  return %0\n}"))

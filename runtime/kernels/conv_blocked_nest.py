@@ -339,6 +339,33 @@ class BlockedConvNest:
         return k.builder.select(k.builder.icmp_unsigned("<", k.add(place.cob, v), i64(self.out_blocks - 1)),
                                 i64(self.c), i64(self.geo.c_out - (self.out_blocks - 1) * self.c))
 
+    def transpose_plain(self, place: _Place, v: int, offsets: list[ir.Value], values: list[ir.Value],
+                        out_plane: int) -> None:
+        """Write consecutive columns of block cob + v to the plain output: c columns at a time are
+        transposed in registers, then each real channel's run of columns is one vector store."""
+        k, c = self.k, self.c
+        runs = []
+        for first in range(0, len(values), c):
+            rows = values[first:first + c]
+            rows += [ir.Constant(k.vector_type(c), None)] * (c - len(rows))
+            runs.append((offsets[first], min(c, len(values) - first), k.transpose(rows)))
+
+        def write(lanes: int) -> None:
+            for offset, count, channels in runs:
+                for lane in range(lanes):
+                    k.vstore_prefix(channels[lane], k.args[0], k.add(offset, lane * out_plane), count)
+
+        last = self.geo.c_out - (self.out_blocks - 1) * c
+        if last == c:
+            write(c)
+            return
+        b = k.builder
+        with b.if_else(b.icmp_unsigned("==", k.add(place.cob, v), i64(self.out_blocks - 1))) as (partial, full):
+            with partial:
+                write(last)
+            with full:
+                write(c)
+
     def scatter_plain(self, place: _Place, v: int, offsets: list[ir.Value], buffer: ir.Value, out_plane: int) -> None:
         """Write a tile's columns of block cob + v (their vectors one after another in `buffer`) to
         the plain output, one real channel (an output plane) per step of a runtime loop."""
@@ -366,6 +393,9 @@ class BlockedConvNest:
             if not self.plain_out:
                 for offset, value in zip(offsets, values):
                     k.vstore(value, k.args[0], offset)
+                continue
+            if column == 1:
+                self.transpose_plain(place, v, offsets, values, plane // c)
                 continue
             array = k.alloca(ir.ArrayType(k.ftype, width * c), "columns")
             buffer = k.builder.bitcast(array, k.ftype.as_pointer())

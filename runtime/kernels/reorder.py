@@ -1,8 +1,9 @@
 """Kernel emitter for `reorder`: plain (N, C, *S) <-> channel-blocked (N, C/c, *S, c).
 
-The outer (parallel) loop runs over (batch, channel block); each spatial position moves one
-vector of c channels: c strided reads and one vector store into the blocked tensor (the lanes
-past C are written as zeros), or one vector load and c strided writes out of it.
+The outer (parallel) loop runs over (batch, channel block); c spatial positions at a time move as
+a square of c x c values: c vector loads, a transpose in registers (Kernel.transpose), c vector
+stores (the lanes past C are written as zeros in the blocked tensor). The positions left over
+move one at a time.
 """
 from __future__ import annotations
 
@@ -34,7 +35,21 @@ def emit_reorder(module: ir.Module, name: str, attrs: dict[str, Any], in_types: 
         blocked_base = k.mul(nb, plane * lanes)
 
         def move(real_lanes: int) -> None:
-            with k.loop(0, plane, "s") as s:
+            whole = plane // lanes
+            with k.loop(0, whole, "g") as group:  # squares of lanes x lanes, transposed in registers
+                first = k.mul(group, lanes)
+                if to_blocked:
+                    zero = ir.Constant(k.vector_type(lanes), [0.0] * lanes)
+                    rows = [k.vload(k.args[1], k.add(plain_base, first, lane * plane), lanes) if lane < real_lanes
+                            else zero for lane in range(lanes)]
+                    for position, vector in enumerate(k.transpose(rows)):
+                        k.vstore(vector, k.args[0], k.add(blocked_base, k.mul(k.add(first, position), lanes)))
+                else:
+                    rows = [k.vload(k.args[1], k.add(blocked_base, k.mul(k.add(first, position), lanes)), lanes)
+                            for position in range(lanes)]
+                    for lane, vector in enumerate(k.transpose(rows)[:real_lanes]):
+                        k.vstore(vector, k.args[0], k.add(plain_base, first, lane * plane))
+            with k.loop(whole * lanes, plane, "s") as s:  # the rest, one position at a time
                 plain = k.add(plain_base, s)
                 blocked = k.add(blocked_base, k.mul(s, lanes))
                 if to_blocked:
