@@ -121,7 +121,7 @@ def test_the_verifier_rejects_layouts_no_kernel_could_run():
     import pytest
     from convc import ConvcError
     with pytest.raises(ConvcError, match="reorder: converts between the plain and a channel-blocked layout"):
-        parse("graph @g(%x: f32[1,8,4,4]) {\n  %0 = reorder(%x) {block=0}\n  return %0\n}")
+        parse("graph @g(%x: f32[1,8,4,4]) {\n  %0 = reorder(%x) {block=0} : f32[1,8,4,4]\n  return %0\n}")
     with pytest.raises(ConvcError, match="not all laid out as the result"):
         verify(parse("graph @g(%x: f32[1,8,4,4;c8], %y: f32[1,8,4,4]) {\n  %0 = add(%x, %y) : f32[1,8,4,4;c8]\n"
               "  return %0\n}"))
