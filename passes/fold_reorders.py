@@ -3,7 +3,8 @@ scattering its vectors or broadcasting from the plain layout, so the reorder at 
 region's border need not be a pass over memory of its own.
 
 - `reorder(conv, block=0)`, where the conv (not depthwise, without a residual) has no other user
-  and is no graph output, becomes the conv writing the plain layout;
+  and is no graph output, becomes the conv writing the plain layout (not for a transposed conv
+  whose row phases interleave: their scattered stores cost more code than the reorder costs time);
 - `conv(reorder(x, block=c))` with at most c input channels (so the conv reads one input plane per
   channel of a single block, as cheaply as the blocked copy) reads x itself, where the conv's
   output stays blocked (a kernel has one plain side at most).
@@ -32,7 +33,8 @@ class FoldReorders(Pass):
             if reorder.op != "reorder" or reorder.name not in graph.dag or reorder.attrs["block"]:
                 continue
             conv = graph.node(reorder.operands[0])
-            if (broadcast_kernel(conv, graph) and graph.type_of(conv.operands[0]).block
+            strided_phases = has_trait(conv.op, "conv_transpose") and conv.attrs["stride"][-1] > 1
+            if (broadcast_kernel(conv, graph) and graph.type_of(conv.operands[0]).block and not strided_phases
                     and len(graph.users(conv.name)) == 1 and conv.name not in graph.outputs):
                 conv.type = reorder.type
                 graph.replace_all_uses(reorder.name, conv.name)
