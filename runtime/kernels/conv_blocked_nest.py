@@ -332,13 +332,6 @@ class BlockedConvNest:
                         x_value = k.load(x_row, k.add(k.mul(ci, self.ci_stride), source * self.col_stride))
                         weights = self.fma_column(x_value, w_offset, r, accumulators, weights)
 
-    def real_lanes(self, place: _Place, v: int) -> ir.Value:
-        """The real output channels of block cob + v: the block, or fewer in a partial last block
-        (a plain output has no room for the others)."""
-        k = self.k
-        return k.builder.select(k.builder.icmp_unsigned("<", k.add(place.cob, v), i64(self.out_blocks - 1)),
-                                i64(self.c), i64(self.geo.c_out - (self.out_blocks - 1) * self.c))
-
     def transpose_plain(self, place: _Place, v: int, offsets: list[ir.Value], values: list[ir.Value],
                         out_plane: int) -> None:
         """Write consecutive columns of block cob + v to the plain output: c columns at a time are
@@ -366,15 +359,6 @@ class BlockedConvNest:
             with full:
                 write(c)
 
-    def scatter_plain(self, place: _Place, v: int, offsets: list[ir.Value], buffer: ir.Value, out_plane: int) -> None:
-        """Write a tile's columns of block cob + v (their vectors one after another in `buffer`) to
-        the plain output, one real channel (an output plane) per step of a runtime loop."""
-        k, c = self.k, self.c
-        with k.loop(0, self.real_lanes(place, v), "lane") as lane:
-            plane = k.mul(lane, out_plane)
-            for r, offset in enumerate(offsets):
-                k.store(k.load(buffer, k.add(lane, r * c)), k.args[0], k.add(offset, plane))
-
     def store(self, place: _Place, out_base: ir.Value, plane: int, column: int, width: int,
               accumulators: list[list[ir.Value]], finished: bool) -> None:
         """Store the tile; when the sum is finished, after the epilogue (residual, activation). A
@@ -394,11 +378,5 @@ class BlockedConvNest:
                 for offset, value in zip(offsets, values):
                     k.vstore(value, k.args[0], offset)
                 continue
-            if column == 1:
-                self.transpose_plain(place, v, offsets, values, plane // c)
-                continue
-            array = k.alloca(ir.ArrayType(k.ftype, width * c), "columns")
-            buffer = k.builder.bitcast(array, k.ftype.as_pointer())
-            for r, value in enumerate(values):
-                k.vstore(value, buffer, r * c)
-            self.scatter_plain(place, v, offsets, buffer, plane // c)
+            assert column == 1, "a plain output is written by phases of consecutive outputs only"
+            self.transpose_plain(place, v, offsets, values, plane // c)
