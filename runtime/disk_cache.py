@@ -99,11 +99,14 @@ def _source_digest() -> str:
     """sha256 over convc's Python sources (the IR core, passes and runtime)."""
     import convc
     from convc import passes, runtime
-    files = {path.resolve() for package in (convc, passes, runtime)
-             for path in Path(package.__file__).parent.rglob("*.py")}
+    files = {}  # by module path within convc, the same for an installed package and a checkout
+    for prefix, package in (("", convc), ("passes/", passes), ("runtime/", runtime)):
+        folder = Path(package.__file__).parent
+        for path in folder.rglob("*.py"):
+            files[prefix + path.relative_to(folder).as_posix()] = path
     digest = hashlib.sha256()
-    for path in sorted(files):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
     return digest.hexdigest()
 
 
