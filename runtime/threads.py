@@ -110,6 +110,18 @@ class _PoolEmitter:
         if self.pause is not None:
             b.call(self.pause, [])
 
+    def _pause_while(self, b: ir.IRBuilder, rounds: ir.Value, limit: int, spin: ir.Block, other: ir.Block,
+                     again: ir.Block) -> ir.Value:
+        """Count a round; for the first `limit` rounds pause in `spin` and go back to `again`, after
+        that go to `other`. Returns the count (builder left at the end of `spin`'s branch)."""
+        count = b.add(b.load(rounds), i64(1))
+        b.store(count, rounds)
+        b.cbranch(b.icmp_unsigned("<=", count, i64(limit)), spin, other)
+        b.position_at_end(spin)
+        self._relax(b)
+        b.branch(again)
+        return count
+
     def _claim(self) -> ir.Function:
         """claim(): run chunks of the current job until none is left; wake a sleeping joiner."""
         claim = ir.Function(self.module, ir.FunctionType(ir.VoidType(), []), "convc_pool_claim")
@@ -154,12 +166,7 @@ class _PoolEmitter:
         b.store(current, seen)
         b.branch(work)
         b.position_at_end(idle)
-        count = b.add(b.load(rounds), i64(1))
-        b.store(count, rounds)
-        b.cbranch(b.icmp_unsigned("<=", count, i64(WORKER_PAUSE_ROUNDS)), spin, not_spin)
-        b.position_at_end(spin)
-        self._relax(b)
-        b.branch(wait)
+        count = self._pause_while(b, rounds, WORKER_PAUSE_ROUNDS, spin, not_spin, wait)
         b.position_at_end(not_spin)
         b.cbranch(b.icmp_unsigned("<=", count, i64(WORKER_PAUSE_ROUNDS + WORKER_YIELD_ROUNDS)), give_way, sleep)
         b.position_at_end(give_way)
@@ -196,12 +203,7 @@ class _PoolEmitter:
         b.position_at_end(join)
         b.cbranch(b.icmp_unsigned(">=", b.load_atomic(self.finished, "acquire", 4), total), done, wait)
         b.position_at_end(wait)
-        count = b.add(b.load(rounds), i64(1))
-        b.store(count, rounds)
-        b.cbranch(b.icmp_unsigned("<=", count, i64(JOIN_PAUSE_ROUNDS)), spin, sleep)
-        b.position_at_end(spin)
-        self._relax(b)
-        b.branch(join)
+        self._pause_while(b, rounds, JOIN_PAUSE_ROUNDS, spin, sleep, join)
         b.position_at_end(sleep)
         # `joining` is set before `finished` is read again, so the last finisher sees it and wakes us
         b.store_atomic(i32(1), self.joining, "seq_cst", 4)
