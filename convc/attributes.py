@@ -81,7 +81,8 @@ REQUIRED: dict[str, tuple[set[str], tuple[set[str], ...]]] = {
 }
 
 
-OPTIONAL_BY_TRAIT = {"has_epilogue": {"activation"}, "conv": {"padding_mode"}, "separable": {"depthwise_activation"}}
+OPTIONAL_BY_TRAIT = {"has_epilogue": {"activation"}, "conv": {"padding_mode", "block"}, "conv_transpose": {"block"},
+                     "separable": {"depthwise_activation"}}
 
 
 def optional_attributes(op: str) -> set[str]:

@@ -6,8 +6,8 @@ region's border need not be a pass over memory of its own.
   and is no graph output, becomes the conv writing the plain layout (not for a transposed conv
   whose row phases interleave: their scattered stores cost more code than the reorder costs time);
 - `conv(reorder(x, block=c))` with at most c input channels (so the conv reads one input plane per
-  channel of a single block, as cheaply as the blocked copy) reads x itself, where the conv's
-  output stays blocked (a kernel has one plain side at most).
+  channel of a single block, as cheaply as the blocked copy) reads x itself; a conv left plain on
+  both sides keeps its blocked kernel through the attribute `block=c`.
 """
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ class FoldReorders(Pass):
                 continue
             for user in graph.users(reorder.name):
                 if (broadcast_kernel(user, graph) and user.operands[0] == reorder.name
-                        and reorder.name not in user.operands[1:] and user.type.block):
+                        and reorder.name not in user.operands[1:]):
+                    if not user.type.block:  # plain on both sides: the attribute keeps the blocked kernel
+                        user.attrs["block"] = reorder.attrs["block"]
                     graph.set_operands(user.name, [reorder.operands[0]] + user.operands[1:])
         return graph

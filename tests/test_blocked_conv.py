@@ -35,8 +35,9 @@ def narrowed(bits):
 
 
 def block_of(compiled, node):
-    """The channel block a conv's kernel works in: its output's, or its input's where it writes plain."""
-    return node.type.block or compiled.graph.type_of(node.operands[0]).block
+    """The channel block a conv's kernel works in: its output's, its input's where it writes plain,
+    or its `block` attribute where both are plain."""
+    return node.type.block or compiled.graph.type_of(node.operands[0]).block or node.attrs.get("block", 0)
 
 
 def blocked_nodes(compiled):
@@ -212,6 +213,17 @@ def test_convs_read_a_plain_input_and_write_a_plain_output(vector_bits, rank, ch
     y = np.maximum(conv_nd(x, w1, None, 2, 1), 0)
     expected = conv_transpose_nd(y, w2, b, 1, 1) if transposed else conv_nd(y, w2, b, 1, 1)
     assert_close(actual, expected, middle * 3 ** rank + channels * 3 ** rank)
+
+
+@pytest.mark.parametrize("shape, weight, stride", [((1, 1, 400), (40, 1, 10), 5), ((2, 3, 30, 31), (20, 3, 7, 7), 2)])
+def test_a_conv_with_few_input_channels_runs_blocked_between_plain_tensors(vector_bits, shape, weight, stride):
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(weight).astype(np.float32)
+    conv = getattr(ops, f"conv{len(shape) - 2}d")
+    compiled = convc.compile(lambda x: conv(x, w, None, stride, 1), x)
+    (node,) = compiled.graph.op_nodes()  # no reorder: the kernel reads and writes the plain tensors
+    assert node.attrs["block"] == vector_bits // 32 and not node.type.block
+    assert_close(compiled(x), conv_nd(x, w, None, stride, 1), int(np.prod(weight[1:])))
 
 
 def test_blocked_values_feed_plain_users_and_outputs_through_one_reorder():

@@ -29,7 +29,7 @@ Emitter = Callable[[ir.Module, str, Node, list[TensorType], Values], Kernel]
 
 
 def _conv(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
-    if node.type.block or in_types[0].block:
+    if node.type.block or in_types[0].block or node.attrs.get("block"):
         return emit_blocked_conv(module, name, node.attrs, in_types, node.type, node.op, host_target(), values)
     return emit_conv(module, name, node.attrs, in_types, node.type, node.op)
 
@@ -39,7 +39,7 @@ def _elementwise(module: ir.Module, name: str, node: Node, in_types: list[Tensor
 
 
 def _conv_transpose(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
-    if node.type.block or in_types[0].block:
+    if node.type.block or in_types[0].block or node.attrs.get("block"):
         return emit_blocked_conv(module, name, node.attrs, in_types, node.type, node.op, host_target(), values)
     return emit_conv_transpose(module, name, node.attrs, in_types, node.type, node.op)
 

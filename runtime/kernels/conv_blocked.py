@@ -65,19 +65,22 @@ def blocked_tiling(host: HostTarget, dtype: str, out_blocks: int, out_width: int
 
 def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
                       out_type: TensorType, op: str, host: HostTarget, values: list[np.ndarray | None]) -> Kernel:
-    """Arguments: out, x, packed weights, packed bias, [residual (blocked like out)]. The input or
-    the output (not both, nor for depthwise convs) may be plain: the kernel reads its broadcasts
-    from, or scatters its vectors into, the plain layout, so a reorder there costs no pass.
+    """Arguments: out, x, packed weights, packed bias, [residual (blocked like out)]. The input and
+    the output (not for depthwise convs) may be plain, both where the attribute `block` says so:
+    the kernel reads its broadcasts from, or transposes its vectors into, the plain layout, so a
+    reorder there costs no pass.
     Constant weights and biases are packed here, on the host; others by a generated prologue that
     runs before the kernel on every call (pack_kernels)."""
     transposed = op.startswith("conv_transpose")
     geo = (transpose_geometry if transposed else conv_geometry)(attrs, in_types[:2], out_type, op)
     residual = len(in_types) > 3
     k = Kernel(module, name, out_type.dtype, 5 if residual else 4, ("out", "x", "w", "bias", "residual"))
-    lanes = out_type.block or in_types[0].block  # either side may be plain (a reorder folded in)
+    lanes = out_type.block or in_types[0].block or attrs["block"]  # sides may be plain (reorders folded in)
     plain_in, plain_out = not in_types[0].block, not out_type.block
     depthwise = not transposed and geo.groups > 1 and geo.groups == geo.c_in == geo.c_out
     if depthwise:
+        if plain_in or plain_out:
+            raise NotImplementedError(f"{op}: the blocked depthwise kernel reads and writes blocked tensors only")
         vectors, width = 1, depthwise_width(host.vector_bits, geo.w.out)
     else:
         row = geo.w.out if not transposed else -(-geo.w.out // geo.w.stride)  # a phase's outputs
