@@ -78,6 +78,32 @@ class PhasePlan:
     segments: int
 
 
+def cover_row(k: Kernel, plan: PhasePlan, width: int, segment: ir.Value,
+              tile: Callable[[ir.Value, int, bool], None]) -> None:
+    """tile(first output, width, edge) over segment `segment` of a row: the left edge tiles in the
+    first segment, this segment's share of the interior tiles, the right edge tiles in the last."""
+    b, split = k.builder, plan.segments > 1
+    with k.when(b.icmp_unsigned("==", segment, i64(0)) if split else None):
+        for start, size in plan.left:
+            tile(k.add(start), size, True)
+    if plan.interior_tiles:
+        first = b.udiv(k.mul(segment, plan.interior_tiles), i64(plan.segments))
+        last = b.udiv(k.mul(k.add(segment, 1), plan.interior_tiles), i64(plan.segments))
+        with k.loop(first, last, "tile") as index:
+            tile(k.add(k.mul(index, width), plan.interior_start), width, False)
+    with k.when(b.icmp_unsigned("==", segment, i64(plan.segments - 1)) if split else None):
+        for start, size in plan.right:
+            tile(k.add(start), size, True)
+
+
+def epilogue(k: Kernel, value: ir.Value, residual: ir.Value | None, offset: ir.Value,
+             activation: str | None) -> ir.Value:
+    """A finished accumulator plus the residual at `offset` (if any), through the activation."""
+    if residual is not None:
+        value = k.builder.fadd(value, k.vload(residual, offset, value.type.count))
+    return SCALAR_OPS[activation](k, [value]) if activation else value
+
+
 @dataclass(frozen=True)
 class _Place:
     """Where one job of the outer loop works: batch, output row, its group's first input block,
@@ -173,21 +199,10 @@ class BlockedConvNest:
 
     def phase_part(self, place: _Place, plan: PhasePlan, segment: ir.Value) -> None:
         k = self.k
-        first = k.builder.udiv(k.mul(segment, plan.interior_tiles), i64(plan.segments))
-        last = k.builder.udiv(k.mul(k.add(segment, 1), plan.interior_tiles), i64(plan.segments))
 
         def over_row(chunk: ir.Value) -> None:
-            split = plan.segments > 1
-            with k.when(k.builder.icmp_unsigned("==", segment, i64(0)) if split else None):
-                for start, width in plan.left:
-                    self.tile(place, plan.phase, chunk, k.add(start), width, edge=True)
-            if plan.interior_tiles:
-                with k.loop(first, last, "tile") as tile:
-                    self.tile(place, plan.phase, chunk, k.add(k.mul(tile, self.width), plan.interior_start),
-                              self.width, edge=False)
-            with k.when(k.builder.icmp_unsigned("==", segment, i64(plan.segments - 1)) if split else None):
-                for start, width in plan.right:
-                    self.tile(place, plan.phase, chunk, k.add(start), width, edge=True)
+            cover_row(k, plan, self.width, segment,
+                      lambda q, width, edge: self.tile(place, plan.phase, chunk, q, width, edge))
 
         if self.chunks == 1:
             over_row(i64(0))
@@ -369,10 +384,8 @@ class BlockedConvNest:
             values = []
             for r, offset in enumerate(offsets):
                 value = k.builder.load(accumulators[v][r])
-                if finished and self.residual:
-                    value = k.builder.fadd(value, k.vload(k.args[4], offset, c))
-                if finished and self.activation:
-                    value = SCALAR_OPS[self.activation](k, [value])
+                if finished:
+                    value = epilogue(k, value, k.args[4] if self.residual else None, offset, self.activation)
                 values.append(value)
             if not self.plain_out:
                 for offset, value in zip(offsets, values):

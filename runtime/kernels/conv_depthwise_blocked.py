@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
-from ..codegen import Kernel, i64
-from .conv_blocked_nest import MIN_PARALLEL_EXTENT, plan_row
-from .conv_geometry import ConvGeometry, divmod_index, map_index, tap_plane
-from .elementwise import SCALAR_OPS
+from ..codegen import Kernel
+from .conv_blocked_nest import MIN_PARALLEL_EXTENT, PhasePlan, cover_row, epilogue, plan_row
+from .conv_geometry import ConvGeometry, conv_row, divmod_index, map_index, tap_plane
 
 DEPTHWISE_ACCUMULATORS = {512: 16, 256: 6}  # beside the taps' weight vectors and one input vector
 
@@ -31,33 +30,24 @@ class DepthwiseNest:
         self.k, self.geo, self.c, self.width = k, geo, lanes, width
         self.residual, self.activation = residual, activation
         self.blocks = -(-geo.c_in // lanes)
+        (phase,) = conv_row(geo.w)
         left, start, count, right = plan_row(geo.w.out, width, geo.w.interior())
         rows = geo.batch * self.blocks * geo.d.out * geo.h.out
-        self.left, self.interior_start, self.interior_tiles, self.right = left, start, count, right
-        self.segments = max(1, min(count, -(-MIN_PARALLEL_EXTENT // rows)))
+        segments = max(1, min(count, -(-MIN_PARALLEL_EXTENT // rows)))
+        self.plan = PhasePlan(phase, tuple(left), start, count, tuple(right), segments)
 
     def emit(self) -> None:
         k, geo, c = self.k, self.geo, self.c
-        with k.outer_loop(geo.batch * self.blocks * geo.d.out * geo.h.out * self.segments, "job") as job:
-            rest, segment = divmod_index(k, job, self.segments)
+        with k.outer_loop(geo.batch * self.blocks * geo.d.out * geo.h.out * self.plan.segments, "job") as job:
+            rest, segment = divmod_index(k, job, self.plan.segments)
             rest, oh = divmod_index(k, rest, geo.h.out)
             block_row, od = divmod_index(k, rest, geo.d.out)  # block_row = n * blocks + b
             _, block = divmod_index(k, block_row, self.blocks)
             out_row = k.mul(k.add(k.mul(k.add(k.mul(block_row, geo.d.out), od), geo.h.out), oh), geo.w.out * c)
             in_plane = k.mul(block_row, geo.d.size * geo.h.size * geo.w.size * c)
             context = (block, od, oh, in_plane, out_row)
-            split = self.segments > 1
-            with k.when(k.builder.icmp_unsigned("==", segment, i64(0)) if split else None):
-                for start, width in self.left:
-                    self.tile(context, k.add(start), width, edge=True)
-            if self.interior_tiles:
-                first = k.builder.udiv(k.mul(segment, self.interior_tiles), i64(self.segments))
-                last = k.builder.udiv(k.mul(k.add(segment, 1), self.interior_tiles), i64(self.segments))
-                with k.loop(first, last, "tile") as tile:
-                    self.tile(context, k.add(k.mul(tile, self.width), self.interior_start), self.width, edge=False)
-            with k.when(k.builder.icmp_unsigned("==", segment, i64(self.segments - 1)) if split else None):
-                for start, width in self.right:
-                    self.tile(context, k.add(start), width, edge=True)
+            cover_row(k, self.plan, self.width, segment,
+                      lambda position, width, edge: self.tile(context, position, width, edge))
 
     def tile(self, context: tuple, position: ir.Value, width: int, edge: bool) -> None:
         k, geo, c = self.k, self.geo, self.c
@@ -96,9 +86,5 @@ class DepthwiseNest:
             tap_plane(k, geo.mode, d, id_, plane)
         for r, slot in enumerate(accumulators):
             offset = k.add(out_row, k.mul(k.add(position, r), c))
-            value = k.builder.load(slot)
-            if self.residual:
-                value = k.builder.fadd(value, k.vload(k.args[4], offset, c))
-            if self.activation:
-                value = SCALAR_OPS[self.activation](k, [value])
+            value = epilogue(k, k.builder.load(slot), k.args[4] if self.residual else None, offset, self.activation)
             k.vstore(value, k.args[0], offset)
