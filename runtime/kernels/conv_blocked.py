@@ -23,7 +23,7 @@ from convc.types import TensorType
 
 from ..codegen import Kernel
 from ..jit import HostTarget
-from .conv_blocked_nest import BlockedConvNest
+from .conv_blocked_nest import BlockedConvNest, Buffers
 from .conv_depthwise_blocked import DepthwiseNest, depthwise_width
 from .conv_geometry import conv_geometry
 from .conv_transpose import transpose_geometry
@@ -102,9 +102,9 @@ def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_ty
         k.prologue = emit_pack_prologue(module, f"{name}_pack", out_type.dtype, geo, lanes, vectors, transposed,
                                         depthwise, has_bias)
     if depthwise:
-        DepthwiseNest(k, geo, lanes, width, residual, attrs.get("activation")).emit()
+        DepthwiseNest(k, geo, lanes, width, Buffers.of(k, residual), attrs.get("activation")).emit()
     else:
-        BlockedConvNest(k, geo, lanes, vectors, width, residual, attrs.get("activation"), transposed,
+        BlockedConvNest(k, geo, lanes, vectors, width, Buffers.of(k, residual), attrs.get("activation"), transposed,
                         host.l1d_bytes, plain_in, plain_out).emit()
     return k.finish()
 

@@ -105,6 +105,28 @@ def epilogue(k: Kernel, value: ir.Value, residual: ir.Value | None, offset: ir.V
 
 
 @dataclass(frozen=True)
+class Buffers:
+    """The arrays a nest reads and writes: by default its kernel's arguments (out, x, packed
+    weights, packed bias, residual); a fused kernel points a nest at a buffer of its own."""
+
+    out: ir.Value
+    x: ir.Value
+    w: ir.Value
+    bias: ir.Value
+    residual: ir.Value | None
+
+    @staticmethod
+    def of(k: Kernel, residual: bool) -> "Buffers":
+        return Buffers(k.args[0], k.args[1], k.args[2], k.args[3], k.args[4] if residual else None)
+
+
+def row_segments(count: int, rows: int, wanted: int = 1) -> int:
+    """Parts of a row's `count` interior tiles: at least `wanted`, and enough for the parallel loop
+    over `rows` rows to have MIN_PARALLEL_EXTENT iterations."""
+    return max(1, min(count, max(wanted, -(-MIN_PARALLEL_EXTENT // rows))))
+
+
+@dataclass(frozen=True)
 class _Place:
     """Where one job of the outer loop works: batch, output row, its group's first input block,
     its tile group's packed weights, output row offset and first output block."""
@@ -119,16 +141,17 @@ class _Place:
 
 
 class BlockedConvNest:
-    def __init__(self, k: Kernel, geo: ConvGeometry, lanes: int, vectors: int, width: int, residual: bool,
+    def __init__(self, k: Kernel, geo: ConvGeometry, lanes: int, vectors: int, width: int, buffers: Buffers,
                  activation: str | None, transposed: bool, l1_bytes: int, plain_in: bool = False,
-                 plain_out: bool = False) -> None:
+                 plain_out: bool = False, whole_rows: bool = False) -> None:
+        """`whole_rows`: one part per row (a fused kernel runs `row` itself, from its own loop)."""
         self.k, self.geo, self.transposed = k, geo, transposed
         self.plain_in, self.plain_out = plain_in, plain_out
         in_plane = geo.d.size * geo.h.size * geo.w.size
         # element strides of the input between columns and between channels of a block
         self.col_stride, self.ci_stride = (1, in_plane) if plain_in else (lanes, 1)
         self.c, self.vectors, self.width = lanes, vectors, width
-        self.residual, self.activation = residual, activation
+        self.buf, self.activation = buffers, activation
         c = lanes
         self.in_blocks, self.out_blocks = -(-geo.c_in // c), -(-geo.c_out // c)
         self.in_blocks_g, self.out_blocks_g = -(-geo.cin_g // c), -(-geo.cout_g // c)
@@ -146,11 +169,10 @@ class BlockedConvNest:
         for phase in phases:
             left, start, count, right = plan_row(phase.count, width, phase.interior(geo.w.size))
             segments = 1
-            if len(phases) == 1:
+            if len(phases) == 1 and not whole_rows:
                 row_bytes = geo.w.out * vectors * c * k.itemsize
-                wanted = max(-(-row_bytes // (l1_bytes // L1_OUTPUT_SHARE)) if self.chunks > 1 else 1,
-                             -(-MIN_PARALLEL_EXTENT // rows))
-                segments = max(1, min(count, wanted))
+                segments = row_segments(count, rows, -(-row_bytes // (l1_bytes // L1_OUTPUT_SHARE))
+                                        if self.chunks > 1 else 1)
             self.plans.append(PhasePlan(phase, tuple(left), start, count, tuple(right), segments))
         self.parts = sum(plan.segments for plan in self.plans)
 
@@ -161,10 +183,10 @@ class BlockedConvNest:
         if self.plain_in:
             channel_row = k.add(k.mul(n, geo.c_in), k.mul(cib, self.c))
             row = k.add(k.mul(k.add(k.mul(channel_row, geo.d.size), id_), geo.h.size), ih)
-            return k.offset(k.args[1], k.mul(row, geo.w.size))
+            return k.offset(self.buf.x, k.mul(row, geo.w.size))
         block = k.add(k.mul(n, self.in_blocks), cib)
         row = k.add(k.mul(k.add(k.mul(block, geo.d.size), id_), geo.h.size), ih)
-        return k.offset(k.args[1], k.mul(row, geo.w.size * self.c))
+        return k.offset(self.buf.x, k.mul(row, geo.w.size * self.c))
 
     def out_offset(self, n: ir.Value, cob: ir.Value, od: ir.Value, oh: ir.Value) -> ir.Value:
         """The output row of (batch, output block, od, oh): its first channel's column 0."""
@@ -183,19 +205,24 @@ class BlockedConvNest:
             rest, oh = divmod_index(k, rest, geo.h.out)
             rest, od = divmod_index(k, rest, geo.d.out)
             n, tile_group = divmod_index(k, rest, self.tile_groups)
-            group, _ = divmod_index(k, tile_group, self.out_blocks_g // self.vectors)
-            cob = k.mul(tile_group, self.vectors)
-            place = _Place(n, od, oh, k.mul(group, self.in_blocks_g), k.mul(tile_group, self.w_block * self.in_blocks_g),
-                           self.out_offset(n, cob, od, oh), cob)
-            base = 0
-            for plan in self.plans:
-                inside = None
-                if self.parts > 1:
-                    b = k.builder
-                    inside = b.and_(b.icmp_unsigned(">=", part, i64(base)), b.icmp_unsigned("<", part, i64(base + plan.segments)))
-                with k.when(inside):
-                    self.phase_part(place, plan, k.builder.sub(part, i64(base)))
-                base += plan.segments
+            self.row(n, tile_group, od, oh, part)
+
+    def row(self, n: ir.Value, tile_group: ir.Value, od: ir.Value, oh: ir.Value, part: ir.Value) -> None:
+        """Part `part` of output row (n, od, oh) for the output blocks of `tile_group`."""
+        k = self.k
+        group, _ = divmod_index(k, tile_group, self.out_blocks_g // self.vectors)
+        cob = k.mul(tile_group, self.vectors)
+        place = _Place(n, od, oh, k.mul(group, self.in_blocks_g), k.mul(tile_group, self.w_block * self.in_blocks_g),
+                       self.out_offset(n, cob, od, oh), cob)
+        base = 0
+        for plan in self.plans:
+            inside = None
+            if self.parts > 1:
+                b = k.builder
+                inside = b.and_(b.icmp_unsigned(">=", part, i64(base)), b.icmp_unsigned("<", part, i64(base + plan.segments)))
+            with k.when(inside):
+                self.phase_part(place, plan, k.builder.sub(part, i64(base)))
+            base += plan.segments
 
     def phase_part(self, place: _Place, plan: PhasePlan, segment: ir.Value) -> None:
         k = self.k
@@ -224,14 +251,14 @@ class BlockedConvNest:
 
         def start_from_bias() -> None:
             for v in range(self.vectors):
-                bias = k.vload(k.args[3], k.add(k.mul(place.cob, c), v * c), c)
+                bias = k.vload(self.buf.bias, k.add(k.mul(place.cob, c), v * c), c)
                 for r in range(width):
                     k.builder.store(bias, accumulators[v][r])
 
         def start_from_partial_sums() -> None:  # blocked outputs only: a plain one is a single chunk
             for v in range(self.vectors):
                 for r in range(width):
-                    k.builder.store(k.vload(k.args[0], k.add(out_base, v * plane + r * column), c), accumulators[v][r])
+                    k.builder.store(k.vload(self.buf.out, k.add(out_base, v * plane + r * column), c), accumulators[v][r])
 
         last_chunk = k.builder.icmp_unsigned("==", chunk, i64(self.chunks - 1))
         self.branch(k.builder.icmp_unsigned("==", chunk, i64(0)), start_from_bias, start_from_partial_sums)
@@ -302,7 +329,7 @@ class BlockedConvNest:
         input channel and tap, then reused by every position of the tile)."""
         k, c = self.k, self.c
         if weights is None:
-            weights = [k.vload(k.args[2], k.add(w_offset, v * c), c) for v in range(self.vectors)]
+            weights = [k.vload(self.buf.w, k.add(w_offset, v * c), c) for v in range(self.vectors)]
         splat = k.splat(x_value, c)
         for v, weight in enumerate(weights):
             slot = accumulators[v][r]
@@ -361,7 +388,7 @@ class BlockedConvNest:
         def write(lanes: int) -> None:
             for offset, count, channels in runs:
                 for lane in range(lanes):
-                    k.vstore_prefix(channels[lane], k.args[0], k.add(offset, lane * out_plane), count)
+                    k.vstore_prefix(channels[lane], self.buf.out, k.add(offset, lane * out_plane), count)
 
         last = self.geo.c_out - (self.out_blocks - 1) * c
         if last == c:
@@ -385,11 +412,11 @@ class BlockedConvNest:
             for r, offset in enumerate(offsets):
                 value = k.builder.load(accumulators[v][r])
                 if finished:
-                    value = epilogue(k, value, k.args[4] if self.residual else None, offset, self.activation)
+                    value = epilogue(k, value, self.buf.residual, offset, self.activation)
                 values.append(value)
             if not self.plain_out:
                 for offset, value in zip(offsets, values):
-                    k.vstore(value, k.args[0], offset)
+                    k.vstore(value, self.buf.out, offset)
                 continue
             assert column == 1, "a plain output is written by phases of consecutive outputs only"
             self.transpose_plain(place, v, offsets, values, plane // c)

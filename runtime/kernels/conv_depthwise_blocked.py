@@ -14,7 +14,7 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from ..codegen import Kernel
-from .conv_blocked_nest import MIN_PARALLEL_EXTENT, PhasePlan, cover_row, epilogue, plan_row
+from .conv_blocked_nest import Buffers, PhasePlan, cover_row, epilogue, plan_row, row_segments
 from .conv_geometry import ConvGeometry, conv_row, divmod_index, map_index, tap_plane
 
 DEPTHWISE_ACCUMULATORS = {512: 16, 256: 6}  # beside the taps' weight vectors and one input vector
@@ -25,15 +25,16 @@ def depthwise_width(vector_bits: int, out_width: int) -> int:
 
 
 class DepthwiseNest:
-    def __init__(self, k: Kernel, geo: ConvGeometry, lanes: int, width: int, residual: bool,
-                 activation: str | None) -> None:
+    def __init__(self, k: Kernel, geo: ConvGeometry, lanes: int, width: int, buffers: Buffers,
+                 activation: str | None, whole_rows: bool = False) -> None:
+        """`whole_rows`: one part per row (a fused kernel runs `row` itself, from its own loop)."""
         self.k, self.geo, self.c, self.width = k, geo, lanes, width
-        self.residual, self.activation = residual, activation
+        self.buf, self.activation = buffers, activation
         self.blocks = -(-geo.c_in // lanes)
         (phase,) = conv_row(geo.w)
         left, start, count, right = plan_row(geo.w.out, width, geo.w.interior())
         rows = geo.batch * self.blocks * geo.d.out * geo.h.out
-        segments = max(1, min(count, -(-MIN_PARALLEL_EXTENT // rows)))
+        segments = 1 if whole_rows else row_segments(count, rows)
         self.plan = PhasePlan(phase, tuple(left), start, count, tuple(right), segments)
 
     def emit(self) -> None:
@@ -44,16 +45,23 @@ class DepthwiseNest:
             block_row, od = divmod_index(k, rest, geo.d.out)  # block_row = n * blocks + b
             _, block = divmod_index(k, block_row, self.blocks)
             out_row = k.mul(k.add(k.mul(k.add(k.mul(block_row, geo.d.out), od), geo.h.out), oh), geo.w.out * c)
-            in_plane = k.mul(block_row, geo.d.size * geo.h.size * geo.w.size * c)
-            context = (block, od, oh, in_plane, out_row)
-            cover_row(k, self.plan, self.width, segment,
-                      lambda position, width, edge: self.tile(context, position, width, edge))
+            self.row(block_row, block, od, oh, segment, out_row)
+
+    def row(self, block_row: ir.Value, block: ir.Value, od: ir.Value, oh: ir.Value, segment: ir.Value,
+            out_row: ir.Value) -> None:
+        """Part `segment` of output row (od, oh) of input plane `block_row` (= n * blocks + block),
+        written from `out_row` on in the output buffer."""
+        k, geo = self.k, self.geo
+        in_plane = k.mul(block_row, geo.d.size * geo.h.size * geo.w.size * self.c)
+        context = (block, od, oh, in_plane, out_row)
+        cover_row(k, self.plan, self.width, segment,
+                  lambda position, width, edge: self.tile(context, position, width, edge))
 
     def tile(self, context: tuple, position: ir.Value, width: int, edge: bool) -> None:
         k, geo, c = self.k, self.geo, self.c
         block, od, oh, in_plane, out_row = context
         d, h, w = geo.d, geo.h, geo.w
-        bias = k.vload(k.args[3], k.mul(block, c), c)
+        bias = k.vload(self.buf.bias, k.mul(block, c), c)
         accumulators = [k.alloca(k.vector_type(c), f"acc{r}") for r in range(width)]
         for slot in accumulators:
             k.builder.store(bias, slot)
@@ -66,10 +74,10 @@ class DepthwiseNest:
                     ih = k.add(k.mul(oh, h.stride), k.mul(kh, h.dilation), -h.pad_lo)
 
                     def row(ih_m: ir.Value) -> None:
-                        x_row = k.offset(k.args[1], k.add(in_plane, k.mul(k.add(k.mul(id_m, h.size), ih_m), w.size * c)))
+                        x_row = k.offset(self.buf.x, k.add(in_plane, k.mul(k.add(k.mul(id_m, h.size), ih_m), w.size * c)))
                         w_row = k.add(w_block, k.mul(k.add(k.mul(kd, h.kernel), kh), w.kernel * c))
                         for kw in range(w.kernel):
-                            weight = k.vload(k.args[2], k.add(w_row, kw * c), c)
+                            weight = k.vload(self.buf.w, k.add(w_row, kw * c), c)
                             for r in range(width):
                                 if edge:
                                     source = map_index((position.constant + r) * w.stride + kw * w.dilation - w.pad_lo,
@@ -86,5 +94,5 @@ class DepthwiseNest:
             tap_plane(k, geo.mode, d, id_, plane)
         for r, slot in enumerate(accumulators):
             offset = k.add(out_row, k.mul(k.add(position, r), c))
-            value = epilogue(k, k.builder.load(slot), k.args[4] if self.residual else None, offset, self.activation)
-            k.vstore(value, k.args[0], offset)
+            value = epilogue(k, k.builder.load(slot), self.buf.residual, offset, self.activation)
+            k.vstore(value, self.buf.out, offset)
