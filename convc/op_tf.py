@@ -146,16 +146,22 @@ def _infer_separable(types: list[TensorType], attrs: dict[str, Any]) -> TensorTy
     oh = windowed_size(h, kh, sh, rh, lo[0], hi[0])
     ow = windowed_size(w, kw, sw, rw, lo[1], hi[1])
     f = pw.shape[3]
-    if len(types) not in (3, 5):
-        raise ConvcError(f"{op}: takes 3 operands, or 5 with depthwise_bias and bias, got {len(types)}")
-    if len(types) == 5 and (types[3].shape != (c * mult,) or types[4].shape != (f,)):
+    if len(types) not in (3, 5, 6):
+        raise ConvcError(f"{op}: takes 3 operands, or 5 with depthwise_bias and bias (6 with a residual), "
+                         f"got {len(types)}")
+    if len(types) >= 5 and (types[3].shape != (c * mult,) or types[4].shape != (f,)):
         raise ConvcError(f"{op}: depthwise_bias must have shape ({c * mult},) and bias ({f},), got "
                          f"{types[3].shape} and {types[4].shape}")
-    return TensorType((n, oh, ow, f) if nhwc else (n, f, oh, ow), dtype)
+    out = (n, oh, ow, f) if nhwc else (n, f, oh, ow)
+    if len(types) == 6 and types[5].shape != out:
+        raise ConvcError(f"{op}: the residual must have the output's shape {out}, got {types[5].shape}")
+    return TensorType(out, dtype)
 
 
-# depthwise_bias and bias (and the attributes depthwise_activation, activation) are set only by
-# the depthwise + pointwise fusion pass; the public op takes the three tensors of TF's.
-register(OpDef("separable_conv2d", ("input", "depthwise_filter", "pointwise_filter", "depthwise_bias", "bias"),
+# depthwise_bias and bias, a residual (added before the activation), and the attributes
+# depthwise_activation and activation are set only by the depthwise + pointwise fusion pass; the
+# public op takes the three tensors of TF's.
+register(OpDef("separable_conv2d", ("input", "depthwise_filter", "pointwise_filter", "depthwise_bias", "bias",
+                                    "residual"),
                normalize=_normalize_separable, infer=_infer_separable, min_operands=3,
-               traits=frozenset({"separable", "has_epilogue"})))
+               traits=frozenset({"separable", "has_epilogue", "blocked"})))

@@ -25,7 +25,8 @@ def layout_problem(node: Node, opdef: OpDef, operand_types: list) -> str | None:
     """What is wrong with the layouts of a node's result and operands, if anything: only ops with
     blocked kernels see blocked tensors; an elementwise op's operands are laid out as its result
     (or are single values); a conv's weights and bias are plain, its residual is laid out as its
-    result, and at most one of its input and result is plain."""
+    result, and at most one of its input and result is plain; a blocked separable conv's filters
+    and biases are plain, its input blocked, its residual laid out as its result."""
     blocks = [t.block for t in operand_types]
     if not (node.type.block or any(blocks)):
         return None
@@ -37,6 +38,9 @@ def layout_problem(node: Node, opdef: OpDef, operand_types: list) -> str | None:
     elif "conv" in opdef.traits or "conv_transpose" in opdef.traits:
         if any(blocks[1:3]) or (len(blocks) > 3 and blocks[3] != node.type.block):
             return "weights and bias must be plain and a residual laid out as the result"
+    elif "separable" in opdef.traits:
+        if not blocks[0] or any(blocks[1:5]) or (len(blocks) > 5 and blocks[5] != node.type.block):
+            return "filters and biases must be plain, the input blocked and a residual laid out as the result"
     return None
 
 

@@ -2,9 +2,10 @@
 scattering its vectors or broadcasting from the plain layout, so the reorder at a blocked
 region's border need not be a pass over memory of its own.
 
-- `reorder(conv, block=0)`, where the conv (not depthwise, without a residual) has no other user
-  and is no graph output, becomes the conv writing the plain layout (not for a transposed conv
-  whose row phases interleave: their scattered stores cost more code than the reorder costs time);
+- `reorder(conv, block=0)`, where the conv (not depthwise, without a residual; or a blocked
+  separable conv, whose 1x1 product is such a conv) has no other user and is no graph output,
+  becomes the conv writing the plain layout (not for a transposed conv whose row phases
+  interleave: their scattered stores cost more code than the reorder costs time);
 - `conv(reorder(x, block=c))` with at most c input channels (so the conv reads one input plane per
   channel of a single block, as cheaply as the blocked copy) reads x itself; a conv left plain on
   both sides keeps its blocked kernel through the attribute `block=c`.
@@ -25,6 +26,14 @@ def broadcast_kernel(node: Node, graph: Graph) -> bool:
     return not is_depthwise(node, graph.type_of(node.operands[1])) and len(node.operands) <= 3
 
 
+def writes_plain(node: Node, graph: Graph) -> bool:
+    """A blocked-input kernel that can transpose its output into the plain layout."""
+    if has_trait(node.op, "separable"):
+        return len(node.operands) <= 5
+    strided_phases = has_trait(node.op, "conv_transpose") and node.attrs["stride"][-1] > 1
+    return broadcast_kernel(node, graph) and not strided_phases
+
+
 class FoldReorders(Pass):
     name = "fold_reorders"
 
@@ -33,8 +42,7 @@ class FoldReorders(Pass):
             if reorder.op != "reorder" or reorder.name not in graph.dag or reorder.attrs["block"]:
                 continue
             conv = graph.node(reorder.operands[0])
-            strided_phases = has_trait(conv.op, "conv_transpose") and conv.attrs["stride"][-1] > 1
-            if (broadcast_kernel(conv, graph) and graph.type_of(conv.operands[0]).block and not strided_phases
+            if (writes_plain(conv, graph) and graph.type_of(conv.operands[0]).block
                     and len(graph.users(conv.name)) == 1 and conv.name not in graph.outputs):
                 conv.type = reorder.type
                 graph.replace_all_uses(reorder.name, conv.name)

@@ -136,8 +136,10 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
             passes.append(FoldConstants(evaluate))
         passes.append(DeadCodeElimination())
     if opt_level >= 2:
-        passes += [FuseBroadcast(), FoldBias(), FuseEpilogue(), FuseSeparable()]
-        if channel_block is not None:
-            passes += [AssignLayout(channel_block), FuseResidual(), FuseEpilogue(), FoldReorders()]
+        passes += [FuseBroadcast(), FoldBias(), FuseEpilogue()]
+        if channel_block is None:
+            passes.append(FuseSeparable())
+        else:  # depthwise + pointwise pairs fuse in the layout they were given, with their residual
+            passes += [AssignLayout(channel_block), FuseResidual(), FuseEpilogue(), FuseSeparable(), FoldReorders()]
         passes.append(DeadCodeElimination())
     return Pipeline(passes, instruments)

@@ -23,6 +23,7 @@ from .patches import emit_extract_patches
 from .pool import emit_adaptive_avg_pool1d
 from .reorder import emit_reorder
 from .separable import emit_separable_conv2d
+from .separable_blocked import emit_blocked_separable
 
 Values = list["np.ndarray | None"]
 Emitter = Callable[[ir.Module, str, Node, list[TensorType], Values], Kernel]
@@ -44,6 +45,12 @@ def _conv_transpose(module: ir.Module, name: str, node: Node, in_types: list[Ten
     return emit_conv_transpose(module, name, node.attrs, in_types, node.type, node.op)
 
 
+def _separable(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
+    if in_types[0].block:
+        return emit_blocked_separable(module, name, node.attrs, in_types, node.type, host_target(), values)
+    return emit_separable_conv2d(module, name, node.attrs, in_types, node.type)
+
+
 def _broadcast_to(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
     return emit_elementwise(module, name, in_types, node.type, lambda k, operands: operands[0])
 
@@ -55,10 +62,11 @@ def _from_attrs(emit: Callable[..., Kernel]) -> Emitter:
 
 EMITTERS: dict[str, Emitter] = {"conv1d": _conv, "conv2d": _conv, "conv3d": _conv,
                                 "conv_transpose1d": _conv_transpose, "conv_transpose2d": _conv_transpose,
-                                "conv_transpose3d": _conv_transpose, "broadcast_to": _broadcast_to}
+                                "conv_transpose3d": _conv_transpose, "broadcast_to": _broadcast_to,
+                                "separable_conv2d": _separable}
 EMITTERS.update({op: _elementwise for op in SCALAR_OPS})
 for _op, _emit in (("pad", emit_pad), ("adaptive_avg_pool1d", emit_adaptive_avg_pool1d),
-                   ("extract_patches", emit_extract_patches), ("separable_conv2d", emit_separable_conv2d),
+                   ("extract_patches", emit_extract_patches),
                    ("reorder", emit_reorder)):
     EMITTERS[_op] = _from_attrs(_emit)
 

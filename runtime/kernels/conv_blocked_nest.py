@@ -143,8 +143,11 @@ class _Place:
 class BlockedConvNest:
     def __init__(self, k: Kernel, geo: ConvGeometry, lanes: int, vectors: int, width: int, buffers: Buffers,
                  activation: str | None, transposed: bool, l1_bytes: int, plain_in: bool = False,
-                 plain_out: bool = False, whole_rows: bool = False) -> None:
-        """`whole_rows`: one part per row (a fused kernel runs `row` itself, from its own loop)."""
+                 plain_out: bool = False, whole_rows: bool = False,
+                 input_row: Callable[[ir.Value], ir.Value] | None = None) -> None:
+        """`whole_rows`: one part per row (a fused kernel runs `row` itself, from its own loop);
+        `input_row(input block)`: where a fused kernel keeps the input row of a 1x1 conv."""
+        self.input_row = input_row
         self.k, self.geo, self.transposed = k, geo, transposed
         self.plain_in, self.plain_out = plain_in, plain_out
         in_plane = geo.d.size * geo.h.size * geo.w.size
@@ -180,6 +183,8 @@ class BlockedConvNest:
     def in_row(self, n: ir.Value, cib: ir.Value, id_: ir.Value, ih: ir.Value) -> ir.Value:
         """The input row of (batch, input block, id, ih): its first channel's column 0."""
         k, geo = self.k, self.geo
+        if self.input_row is not None:
+            return self.input_row(cib)
         if self.plain_in:
             channel_row = k.add(k.mul(n, geo.c_in), k.mul(cib, self.c))
             row = k.add(k.mul(k.add(k.mul(channel_row, geo.d.size), id_), geo.h.size), ih)
