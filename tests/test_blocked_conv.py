@@ -315,3 +315,24 @@ def test_the_resnet_3x3_hot_loop_has_no_stack_spills(vector_bits):
     register = "zmm" if vector_bits == 512 else "ymm"
     assert len(fmas) >= 16 and all(register in line for line in fmas)
     assert not [line for line in loop if "rsp" in line], "stack traffic in the hot loop"
+
+
+@pytest.mark.parametrize("shape, out, residual", [((1, 96, 7, 7), 40, False), ((2, 20, 3, 5, 7), 24, True),
+                                                  ((2, 5, 7, 7), 24, False), ((1, 40, 14, 14), 16, True)])
+def test_pointwise_convs_tile_across_rows(vector_bits, shape, out, residual):
+    """A 1x1 conv with stride 1 and no padding joins its rows into one run of positions (tiles
+    wider than a 7-wide row), reading a plain input (5 channels) or writing a plain output."""
+    rng = np.random.default_rng(len(shape) + out)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((out, shape[1]) + (1,) * (len(shape) - 2)).astype(np.float32)
+    r = rng.standard_normal((shape[0], out) + shape[2:]).astype(np.float32)
+    conv = getattr(ops, f"conv{len(shape) - 2}d")
+
+    def model(x, r):
+        y = conv(x, w)
+        return ops.relu(ops.add(y, r)) if residual else y
+
+    compiled = convc.compile(model, x, r)
+    assert [block_of(compiled, n) for n in blocked_nodes(compiled)] == [vector_bits // 32]
+    expected = conv_nd(x, w)
+    assert_close(compiled(x, r), np.maximum(expected + r, 0) if residual else expected, shape[1])
