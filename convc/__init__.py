@@ -6,7 +6,9 @@
     compiled = convc.compile(graph)         # passes + LLVM codegen + JIT
     y = compiled(example)
 """
+import importlib as _importlib
 import os as _os
+import pkgutil as _pkgutil
 
 # In a source checkout passes/ and runtime/ sit beside this folder instead of inside it (they install
 # as convc.passes and convc.runtime): let convc's submodule search see them there too, so that Python
@@ -16,7 +18,9 @@ if not _os.path.isdir(_os.path.join(__path__[0], "passes")) and _os.path.isfile(
         _os.path.join(_checkout, "passes", "__init__.py")):
     __path__.append(_checkout)
 
-from . import op_conv, op_elementwise, op_layout, op_pad_pool, op_tf  # noqa: E402,F401  (register the ops)
+for _module in _pkgutil.iter_modules(__path__[:1]):  # each op_*.py registers the ops it defines
+    if _module.name.startswith("op_"):
+        _importlib.import_module(f"{__name__}.{_module.name}")
 from .compiler import Compiled, compile
 from .eager import clear_caches
 from .errors import ConvcError

@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from .args import as_int, int_tuple, one_of
+from .attributes import EPILOGUE, choice, integer, ints
 from .errors import ConvcError
-from .registry import OpDef, register, same_dtype
+from .registry import AttrSchema, OpDef, Rule, register, same_dtype
 from .types import TensorType
 
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
-CONV_TRAITS = frozenset({"conv", "has_epilogue"})
 
 
 def _groups(op: str, groups: Any) -> int:
@@ -183,16 +183,66 @@ def infer_conv_transpose(op: str, rank: int, types: list[TensorType], attrs: dic
     return TensorType(shape, dtype)
 
 
+def canonical_conv_attrs(attrs: dict[str, Any], types: list[TensorType]) -> dict[str, Any]:
+    """Explicit pad_lo / pad_hi in place of a conv's padding; a padding_mode is dropped (zeros)
+    where nothing is padded."""
+    if "padding" not in attrs:
+        return attrs
+    pad_lo, pad_hi = conv_pads(attrs, types[1].shape[2:])
+    mode = attrs.get("padding_mode", "zeros")
+    if not any(pad_lo) and not any(pad_hi):
+        mode = "zeros"
+    rest = {key: value for key, value in attrs.items() if key not in ("padding", "padding_mode")}
+    return {"stride": rest.pop("stride"), "pad_lo": pad_lo, "pad_hi": pad_hi, **rest, "padding_mode": mode}
+
+
+def canonical_conv_transpose_attrs(attrs: dict[str, Any], types: list[TensorType]) -> dict[str, Any]:
+    """Explicit pad_lo / pad_hi in place of a transposed conv's padding and output_padding."""
+    if "padding" not in attrs:
+        return attrs
+    pad_lo, pad_hi = conv_transpose_pads(attrs)
+    return {"stride": attrs["stride"], "pad_lo": pad_lo, "pad_hi": pad_hi, "dilation": attrs["dilation"],
+            "groups": attrs["groups"]}
+
+
+def conv_flops(types: list[TensorType], out: TensorType) -> int:
+    """Multiply-adds x 2 of a (transposed) conv: every output element takes a weight row."""
+    weight = types[1]
+    return 2 * out.size * max(1, weight.size // max(1, weight.shape[0]))
+
+
+def _conv_padding(rank: int) -> Rule:
+    explicit = ints(0, rank)
+    return lambda value: None if value in ("same", "valid") else explicit(value)
+
+
+def _conv_schema(rank: int, transposed: bool) -> AttrSchema:
+    common = {"stride": ints(1, rank), "dilation": ints(1, rank), "groups": integer(1)}
+    if transposed:
+        return AttrSchema(common, ({"padding": ints(0, rank), "output_padding": ints(0, rank)},
+                                   {"pad_lo": ints(0, rank), "pad_hi": ints(None, rank)}),
+                          {**EPILOGUE, "block": integer(0)})
+    return AttrSchema(common, ({"padding": _conv_padding(rank)}, {"pad_lo": ints(0, rank), "pad_hi": ints(0, rank)}),
+                      {**EPILOGUE, "padding_mode": choice(PADDING_MODES), "block": integer(0)})
+
+
 for _rank in (1, 2, 3):
+    # the channel axis precedes the spatial ones (batched or not); the bias is operand 2
+    _facts = dict(min_operands=2, channel_axis=lambda attrs, rank, r=_rank: rank - r - 1, bias_operand=2,
+                  flops=conv_flops)
     # a residual (added before the activation) is set only by the residual fusion, with a bias
     register(OpDef(f"conv{_rank}d", ("input", "weight", "bias", "residual"),
                    normalize=lambda r=_rank, **kw: normalize_conv(f"conv{r}d", r, **kw),
                    infer=lambda types, attrs, r=_rank: infer_conv(f"conv{r}d", r, types, attrs),
-                   min_operands=2, traits=CONV_TRAITS | {"blocked"}))
+                   attributes=_conv_schema(_rank, transposed=False),
+                   traits=frozenset({"conv", "has_epilogue", "blocked"}),
+                   canonicalize=canonical_conv_attrs, **_facts))
     register(OpDef(f"conv_transpose{_rank}d", ("input", "weight", "bias"),
                    normalize=lambda r=_rank, **kw: normalize_conv_transpose(f"conv_transpose{r}d", r, **kw),
                    infer=lambda types, attrs, r=_rank: infer_conv_transpose(f"conv_transpose{r}d", r, types, attrs),
-                   min_operands=2, traits=frozenset({"conv_transpose", "has_epilogue", "blocked"})))
+                   attributes=_conv_schema(_rank, transposed=True),
+                   traits=frozenset({"conv_transpose", "has_epilogue", "blocked"}),
+                   canonicalize=canonical_conv_transpose_attrs, **_facts))
 
 
 def spatial_rank(op: str) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from .args import shape_tuple
+from .attributes import ints
 from .errors import ConvcError
-from .registry import OpDef, register, same_dtype
+from .registry import AttrSchema, OpDef, register, same_dtype
 from .types import TensorType
 
 BINARY_OPS = ("add", "sub", "mul", "div", "maximum", "minimum")
@@ -64,4 +65,4 @@ def _infer_broadcast_to(types: list[TensorType], attrs: dict[str, Any]) -> Tenso
 
 
 register(OpDef("broadcast_to", ("input",), normalize=_normalize_broadcast_to, infer=_infer_broadcast_to,
-               traits=frozenset({"broadcast"})))
+               attributes=AttrSchema({"shape": ints(0)}), traits=frozenset({"broadcast"})))

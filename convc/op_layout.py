@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from .args import as_int
+from .attributes import integer
 from .errors import ConvcError
-from .registry import OpDef, register
+from .registry import AttrSchema, OpDef, register
 from .types import TensorType
 
 
@@ -27,4 +28,4 @@ def _infer_reorder(types: list[TensorType], attrs: dict[str, Any]) -> TensorType
 
 
 register(OpDef("reorder", ("input",), normalize=_normalize_reorder, infer=_infer_reorder,
-               traits=frozenset({"reorder", "blocked"})))
+               attributes=AttrSchema({"block": integer(0)}), traits=frozenset({"reorder", "blocked"})))

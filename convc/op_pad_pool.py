@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from .args import is_int, one_of
+from .attributes import choice, integer, ints, number
 from .errors import ConvcError
-from .registry import OpDef, register
+from .registry import AttrSchema, OpDef, register
 from .types import TensorType
 
 PAD_MODES = ("constant", "circular", "reflect", "replicate")
@@ -75,7 +76,18 @@ def _infer_pad(types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
     return TensorType(tuple(shape), x.dtype)
 
 
-register(OpDef("pad", ("input",), normalize=_normalize_pad, infer=_infer_pad, traits=frozenset({"pad"})))
+def canonical_pad_attrs(attrs: dict[str, Any], types: list[TensorType]) -> dict[str, Any]:
+    """Per-axis pad_lo / pad_hi over every axis of the input in place of torch's flat list."""
+    if "pad" not in attrs:
+        return attrs
+    pad_lo, pad_hi = pad_amounts(attrs, types[0].rank)
+    return {"pad_lo": pad_lo, "pad_hi": pad_hi, "mode": attrs["mode"], "value": attrs["value"]}
+
+
+register(OpDef("pad", ("input",), normalize=_normalize_pad, infer=_infer_pad,
+               attributes=AttrSchema({"mode": choice(PAD_MODES), "value": number},
+                                     ({"pad": ints()}, {"pad_lo": ints(), "pad_hi": ints()})),
+               traits=frozenset({"pad"}), canonicalize=canonical_pad_attrs))
 
 
 def _normalize_pool(output_size: Any) -> dict[str, Any]:
@@ -101,4 +113,4 @@ def _infer_pool(types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
 
 
 register(OpDef("adaptive_avg_pool1d", ("input",), normalize=_normalize_pool, infer=_infer_pool,
-               traits=frozenset({"pool"})))
+               attributes=AttrSchema({"output_size": integer(0)}), traits=frozenset({"pool"})))

@@ -7,9 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 from .args import is_int, one_of
+from .attributes import EPILOGUE, activation, choice, ints
 from .errors import ConvcError
-from .registry import OpDef, register, same_dtype
+from .registry import AttrSchema, OpDef, register, same_dtype
 from .types import TensorType
+
+
+def _tf_padding(value: Any) -> str | None:
+    return None if value in ("SAME", "VALID") else "must be 'SAME' or 'VALID'"
+
+
+TF_PADS = ({"padding": _tf_padding}, {"pad_lo": ints(0, 2), "pad_hi": ints(0, 2)})  # TF padding, or canonical
 
 
 def windowed_size(size: int, kernel: int, stride: int, dilation: int, pad_lo: int, pad_hi: int) -> int:
@@ -95,8 +103,17 @@ def _infer_extract_patches(types: list[TensorType], attrs: dict[str, Any]) -> Te
     return TensorType((x.shape[0], oh, ow, kh * kw * x.shape[3]), x.dtype)
 
 
+def _canonical_patches_attrs(attrs: dict[str, Any], types: list[TensorType]) -> dict[str, Any]:
+    if "padding" not in attrs:
+        return attrs
+    pad_lo, pad_hi = patch_pads(attrs, types[0].shape)
+    return {**{k: v for k, v in attrs.items() if k != "padding"}, "pad_lo": pad_lo, "pad_hi": pad_hi}
+
+
 register(OpDef("extract_patches", ("images",), normalize=_normalize_extract_patches,
-               infer=_infer_extract_patches, traits=frozenset({"patches"})))
+               infer=_infer_extract_patches,
+               attributes=AttrSchema({"sizes": ints(1, 2), "strides": ints(1, 2), "rates": ints(1, 2)}, TF_PADS),
+               traits=frozenset({"patches"}), canonicalize=_canonical_patches_attrs))
 
 
 def _normalize_separable(strides: Any, padding: Any, data_format: str = "NHWC", dilations: Any = None,
@@ -158,10 +175,22 @@ def _infer_separable(types: list[TensorType], attrs: dict[str, Any]) -> TensorTy
     return TensorType(out, dtype)
 
 
+def _canonical_separable_attrs(attrs: dict[str, Any], types: list[TensorType]) -> dict[str, Any]:
+    if "padding" not in attrs:
+        return attrs
+    pad_lo, pad_hi = separable_pads(attrs, types[0].shape, types[1].shape[:2])
+    return {**{k: v for k, v in attrs.items() if k != "padding"}, "pad_lo": pad_lo, "pad_hi": pad_hi}
+
+
 # depthwise_bias and bias, a residual (added before the activation), and the attributes
 # depthwise_activation and activation are set only by the depthwise + pointwise fusion pass; the
 # public op takes the three tensors of TF's.
 register(OpDef("separable_conv2d", ("input", "depthwise_filter", "pointwise_filter", "depthwise_bias", "bias",
                                     "residual"),
                normalize=_normalize_separable, infer=_infer_separable, min_operands=3,
-               traits=frozenset({"separable", "has_epilogue", "blocked"})))
+               attributes=AttrSchema({"strides": ints(1, 2), "data_format": choice(("NHWC", "NCHW")),
+                                      "dilations": ints(1, 2)}, TF_PADS,
+                                     {**EPILOGUE, "depthwise_activation": activation}),
+               traits=frozenset({"separable", "has_epilogue", "blocked"}), canonicalize=_canonical_separable_attrs,
+               channel_axis=lambda attrs, rank: rank - 1 if attrs["data_format"] == "NHWC" else 1,
+               bias_operand=4, bias_fill=lambda types: [types[2].shape[2]]))  # a zero depthwise_bias

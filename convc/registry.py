@@ -1,31 +1,86 @@
 """The op registry: each op is defined once, as an OpDef, and every layer reads that definition.
 
-Tracing and eager calls use `normalize` (user arguments -> canonical attributes) and `infer`
-(operand types + attributes -> result type, raising ConvcError for invalid shapes); the shape
-inference pass and the verifier call `infer` again; the printer and parser need only the name.
+An OpDef declares everything the compiler knows about an op:
+- its operands (`operand_names`, the trailing ones optional past `min_operands`);
+- `normalize` (user arguments -> canonical attributes), used by tracing and eager calls;
+- its attribute schema (`attributes`: required ones, alternative sets such as `padding` vs
+  `pad_lo`/`pad_hi`, optional ones, each with its rule), checked by convc.attributes whenever a
+  node arrives another way (parsed text, a pass);
+- `infer`, its shape rule (operand types + attributes -> result type, ConvcError when invalid),
+  run by tracing, shape inference, the parser and the verifier;
+- its traits (TRAITS below) and the few facts passes and the runtime need (channel axis, bias
+  operand, canonical attributes, arithmetic), so that they ask the definition, never the name.
+Its kernel is registered on the runtime side (convc.runtime.kernels.registry), by the kernel module.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .errors import ConvcError
 from .types import TensorType
 
 Normalize = Callable[..., dict[str, Any]]
 Infer = Callable[[list[TensorType], dict[str, Any]], TensorType]
+Rule = Callable[[Any], "str | None"]  # what is wrong with an attribute's value, or None (convc.attributes)
+Attrs = dict[str, Any]
+
+TRAITS: dict[str, str] = {
+    "elementwise": "each result element comes from the operand elements at its (broadcast) index",
+    "binary": "elementwise over two operands (a, b) with NumPy broadcasting",
+    "unary": "elementwise over one operand",
+    "activation": "unary, and usable as the fused `activation` of an op with an epilogue",
+    "broadcast": "broadcast_to: its consumers may read its source with stride 0 instead",
+    "conv": "a forward convolution: input, weight[, bias[, residual]], channels first",
+    "conv_transpose": "a transposed convolution: input, weight[, bias], channels first",
+    "separable": "a depthwise conv followed by a pointwise one, in one kernel",
+    "has_epilogue": "its kernel applies a fused activation (the optional attribute `activation`)",
+    "blocked": "it has a kernel for channel-blocked tensors",
+    "reorder": "a change of memory layout only (plain <-> channel-blocked)",
+    "pad": "pads or crops its input",
+    "pool": "a pooling op",
+    "patches": "copies sliding windows of its input",
+}
+
+
+@dataclass(frozen=True)
+class AttrSchema:
+    """The attributes of an op's nodes: every one of `required`, every one of the first set of
+    `alternatives` that is complete (and none of the others), any of `optional`; each name maps to
+    the rule its value must pass."""
+
+    required: Mapping[str, Rule] = field(default_factory=dict)
+    alternatives: tuple[Mapping[str, Rule], ...] = ({},)
+    optional: Mapping[str, Rule] = field(default_factory=dict)
+
+    def rules(self) -> dict[str, Rule]:
+        """Every attribute name the schema mentions, with its rule."""
+        return {name: rule for group in (self.required, *self.alternatives, self.optional)
+                for name, rule in group.items()}
 
 
 @dataclass(frozen=True)
 class OpDef:
-    """The single definition of one op."""
+    """The single definition of one op (see the module docstring for who reads which field)."""
 
     name: str
     operand_names: tuple[str, ...]
     normalize: Normalize
     infer: Infer
     min_operands: int | None = None
+    attributes: AttrSchema = AttrSchema()
     traits: frozenset[str] = field(default_factory=frozenset)
+    # the result's channel axis, from the attributes and the result's rank
+    channel_axis: Callable[[Attrs, int], int] | None = None
+    # the operand that adds a per-channel bias along channel_axis (bias folding targets it)
+    bias_operand: int | None = None
+    # lengths of the zero vectors an op with only its required operands needs before a bias
+    bias_fill: Callable[[list[TensorType]], list[int]] | None = None
+    # traced attributes -> canonical ones (explicit per-side pads); canonical ones unchanged
+    canonicalize: Callable[[Attrs, list[TensorType]], Attrs] | None = None
+    # arithmetic of one node (operand types, result type), for the choice to run it on threads;
+    # None: 4 per result element
+    flops: Callable[[list[TensorType], TensorType], int] | None = None
 
     @property
     def required_operands(self) -> int:
@@ -52,6 +107,11 @@ def get_op(name: str) -> OpDef:
 def has_trait(op: str, trait: str) -> bool:
     opdef = REGISTRY.get(op)
     return opdef is not None and trait in opdef.traits
+
+
+def ops_with_trait(trait: str) -> list[str]:
+    """The registered ops that have `trait`, in registration order."""
+    return [name for name, opdef in REGISTRY.items() if trait in opdef.traits]
 
 
 def same_dtype(op: str, types: list[TensorType], names: tuple[str, ...]) -> str:

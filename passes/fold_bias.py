@@ -1,27 +1,25 @@
 """Bias folding: `add(conv, c)` with a constant c that varies only along the conv's output-channel
 axis becomes part of the conv's bias, so the addition costs nothing and an activation after it
-can then fuse into the kernel too. Applies to convolutions, transposed convolutions and
-separable_conv2d (whose pointwise bias takes it), when the existing bias is constant or absent.
+can then fuse into the kernel too. Applies to every op whose definition names a channel axis and
+a bias operand (convolutions, transposed convolutions, separable_conv2d's pointwise bias), when the
+existing bias is constant or absent.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from convc.ir import Graph, Node
-from convc.op_conv import spatial_rank
-from convc.registry import has_trait
+from convc.registry import get_op
 
 from .pipeline import Pass
 
 
 def channel_axis(graph: Graph, node: Node) -> int | None:
     """The output-channel axis of a node with a bias, or None for other ops."""
-    rank = node.type.rank
-    if node.op == "separable_conv2d":
-        return rank - 1 if node.attrs["data_format"] == "NHWC" else 1
-    if has_trait(node.op, "conv") or has_trait(node.op, "conv_transpose"):
-        return rank - spatial_rank(node.op) - 1
-    return None
+    opdef = get_op(node.op)
+    if opdef.channel_axis is None or opdef.bias_operand is None:
+        return None
+    return opdef.channel_axis(node.attrs, node.type.rank)
 
 
 def _per_channel(value: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray | None:
@@ -58,15 +56,16 @@ class FoldBias(Pass):
             return False
         channels, dtype = producer.type.shape[axis], other.value.dtype
         operands = list(producer.operands)
-        bias_index = 4 if producer.op == "separable_conv2d" else 2
+        opdef = get_op(producer.op)
+        bias_index = opdef.bias_operand
         if len(operands) > bias_index:
             current = graph.node(operands[bias_index])
             if current.op != "const" or current.value is None:
                 return False
             vector = current.value + vector
-        elif producer.op == "separable_conv2d":
-            middle = graph.type_of(operands[2]).shape[2]
-            operands.append(graph.add_const(np.zeros(middle, dtype)))
+        elif len(operands) < bias_index:  # optional operands before the bias, as zeros
+            operands += [graph.add_const(np.zeros(length, dtype))
+                         for length in opdef.bias_fill([graph.type_of(o) for o in operands])]
         operands = operands[:bias_index] + [graph.add_const(np.asarray(vector, dtype).reshape(channels))]
         graph.set_operands(producer.name, operands)
         graph.replace_all_uses(add.name, producer.name)

@@ -14,6 +14,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from convc.ir import Graph, Node
+from convc.registry import get_op
 from convc.types import TensorType
 
 from .codegen import FLOAT_TYPES, I64, i64
@@ -26,10 +27,10 @@ PARALLEL_MIN_WORK = 200_000  # flops (or elements x 4) below which a fork/join c
 
 
 def work_estimate(node: Node, in_types: list[TensorType]) -> int:
-    """Rough arithmetic of one op: flops for convolutions, 4 per output element otherwise."""
-    if len(in_types) > 1 and node.op.startswith("conv"):
-        return 2 * node.type.size * max(1, in_types[1].size // max(1, in_types[1].shape[0]))
-    return 4 * node.type.size
+    """Rough arithmetic of one op: its definition's flops where it counts them (convolutions),
+    4 per output element otherwise."""
+    flops = get_op(node.op).flops
+    return flops(in_types, node.type) if flops is not None else 4 * node.type.size
 
 
 def _task(module: ir.Module, kernel: ir.Function, extent: int, name: str) -> ir.Function:

@@ -1,7 +1,8 @@
-"""Kernel emitters for the elementwise ops: strided loop nests with NumPy broadcasting.
+"""Kernel emitters for the elementwise ops and broadcast_to: strided loop nests with NumPy
+broadcasting.
 
 The scalar ops (SCALAR_OPS) take scalars or vectors alike, so conv epilogues apply them to
-whole accumulator vectors.
+whole accumulator vectors; each one is the kernel of the elementwise op of its name.
 
 Each operand is read through its own strides, 0 on broadcast axes, so a broadcast input is never
 materialized. Axes that are contiguous for every operand are merged, so the innermost loop is as
@@ -13,9 +14,11 @@ from typing import Callable
 
 import llvmlite.ir as ir
 
+from convc.ir import Node
 from convc.types import TensorType
 
 from ..codegen import Kernel
+from .registry import Values, kernel
 
 ScalarOp = Callable[[Kernel, list[ir.Value]], ir.Value]
 
@@ -105,3 +108,13 @@ SCALAR_OPS: dict[str, ScalarOp] = {
     "sigmoid": _sigmoid,
     "tanh": lambda k, v: k.libm("tanh", v[0]),
 }
+
+
+@kernel(*SCALAR_OPS)
+def _elementwise(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
+    return emit_elementwise(module, name, in_types, node.type, SCALAR_OPS[node.op])
+
+
+@kernel("broadcast_to")
+def _broadcast_to(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
+    return emit_elementwise(module, name, in_types, node.type, lambda k, operands: operands[0])

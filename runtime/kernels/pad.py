@@ -16,6 +16,7 @@ from convc.types import TensorType
 
 from ..codegen import Kernel
 from .conv_geometry import divmod_index
+from .registry import simple_kernel
 
 BORDER_MODE = {"constant": "zeros", "circular": "circular", "reflect": "reflect", "replicate": "replicate"}
 
@@ -30,6 +31,7 @@ def _source(k: Kernel, out_index: ir.Value, lo: int, hi: int, size: int, mode: s
     return k.add(index, crop_lo), valid
 
 
+@simple_kernel("pad")
 def emit_pad(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
              out_type: TensorType) -> Kernel:
     x = in_types[0]

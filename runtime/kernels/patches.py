@@ -11,8 +11,10 @@ from convc.types import TensorType
 
 from ..codegen import Kernel
 from .conv_geometry import divmod_index
+from .registry import simple_kernel
 
 
+@simple_kernel("extract_patches")
 def emit_extract_patches(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
                          out_type: TensorType) -> Kernel:
     x = in_types[0]

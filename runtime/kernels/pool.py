@@ -10,8 +10,10 @@ import llvmlite.ir as ir
 from convc.types import TensorType
 
 from ..codegen import Kernel, i64
+from .registry import simple_kernel
 
 
+@simple_kernel("adaptive_avg_pool1d")
 def emit_adaptive_avg_pool1d(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
                              out_type: TensorType) -> Kernel:
     x = in_types[0]

@@ -15,8 +15,10 @@ from convc.types import TensorType
 
 from ..codegen import Kernel
 from .conv_geometry import divmod_index
+from .registry import simple_kernel
 
 
+@simple_kernel("reorder")
 def emit_reorder(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
                  out_type: TensorType) -> Kernel:
     source = in_types[0]

@@ -1,0 +1,63 @@
+"""The kernel emitter of each op, registered by the kernel module that owns it.
+
+An emitter is emit(module, name, node, in_types, values) -> Kernel, where `values` holds the
+operands that are compile-time constants (None for the others), for kernels that repack them on
+the host (`Kernel.host_constants`). A kernel module registers its emitters with `@kernel(op, ...)`,
+or `@simple_kernel(op, ...)` for an emitter that reads only the node's attributes and result
+type: emit(module, name, attrs, in_types, out_type). `emitter_for` is what lowering asks.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+import llvmlite.ir as ir
+import numpy as np
+
+from convc.errors import ConvcError
+from convc.ir import Node
+from convc.types import TensorType
+
+from ..codegen import Kernel
+
+Values = list["np.ndarray | None"]
+Emitter = Callable[[ir.Module, str, Node, list[TensorType], Values], Kernel]
+SimpleEmitter = Callable[[ir.Module, str, dict[str, Any], list[TensorType], TensorType], Kernel]
+F = TypeVar("F", bound=Callable[..., Kernel])
+
+EMITTERS: dict[str, Emitter] = {}
+
+
+def register_emitter(op: str, emit: Emitter) -> None:
+    """Make `emit` the kernel of `op` (one per op)."""
+    if op in EMITTERS:
+        raise ConvcError(f"{op}: a kernel emitter is registered twice")
+    EMITTERS[op] = emit
+
+
+def kernel(*ops: str) -> Callable[[F], F]:
+    """Decorator: registers emit(module, name, node, in_types, values) as the kernel of `ops`."""
+    def decorate(emit: F) -> F:
+        for op in ops:
+            register_emitter(op, emit)
+        return emit
+    return decorate
+
+
+def simple_kernel(*ops: str) -> Callable[[F], F]:
+    """Decorator: registers emit(module, name, attrs, in_types, out_type) as the kernel of `ops`;
+    the function itself is returned unchanged."""
+    def decorate(emit: F) -> F:
+        for op in ops:
+            register_emitter(op, lambda module, name, node, in_types, values: emit(module, name, node.attrs,
+                                                                                    in_types, node.type))
+        return emit
+    return decorate
+
+
+def emitter_for(op: str) -> Emitter:
+    """The emitter of `op`; NotImplementedError naming the op where it has no kernel yet."""
+    try:
+        return EMITTERS[op]
+    except KeyError:
+        raise NotImplementedError(f"{op}: this op is defined (shapes and validation) but has no generated "
+                                  f"kernel yet") from None
