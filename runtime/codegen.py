@@ -111,6 +111,16 @@ class Kernel:
         return self.intrinsic("fmuladd", a, b, acc)
 
     # vectors ------------------------------------------------------------------------------
+    def lookup(self, values: list[int], index: ir.Value) -> ir.Value:
+        """values[index] (i64) from a constant table in the module; the value itself where all agree."""
+        if len(set(values)) == 1:
+            return i64(values[0])
+        type_ = ir.ArrayType(I64, len(values))
+        table = ir.GlobalVariable(self.module, type_, self.module.get_unique_name(f"{self.function.name}.table"))
+        table.global_constant, table.linkage = True, "internal"
+        table.initializer = ir.Constant(type_, list(values))
+        return self.builder.load(self.builder.gep(table, [i64(0), index], inbounds=True))
+
     def vector_type(self, lanes: int) -> ir.VectorType:
         return ir.VectorType(self.ftype, lanes)
 

@@ -15,6 +15,8 @@ import convc
 from convc import ops
 from convc.runtime.jit import host_target
 from convc.runtime.kernels.conv_blocked import MAX_ACCUMULATORS, blocked_tiling
+from convc.runtime.kernels.conv_blocked_nest import shared_interior
+from convc.runtime.kernels.conv_geometry import Axis, transposed_row
 from reference import assert_close, conv_nd, conv_transpose_nd, pad
 
 NATIVE_BITS = host_target().vector_bits
@@ -336,3 +338,22 @@ def test_pointwise_convs_tile_across_rows(vector_bits, shape, out, residual):
     assert [block_of(compiled, n) for n in blocked_nodes(compiled)] == [vector_bits // 32]
     expected = conv_nd(x, w)
     assert_close(compiled(x, r), np.maximum(expected + r, 0) if residual else expected, shape[1])
+
+
+@pytest.mark.parametrize("shape, weight, stride, padding", [((1, 32, 20), (32, 24, 16), 8, 4),
+                                                            ((2, 20, 6, 5), (20, 16, 4, 4), 2, 1),
+                                                            ((1, 16, 9), (16, 16, 7), 3, 2)])
+def test_transposed_phases_share_one_interior_loop(vector_bits, shape, weight, stride, padding):
+    """Phases with the same number of taps (kernel a multiple of the stride) run one interior
+    loop, their first output, tap and offset read from tables; phases that differ (k7, s3) do not."""
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(weight).astype(np.float32)
+    b = rng.standard_normal(weight[1]).astype(np.float32)
+    conv = getattr(ops, f"conv_transpose{len(shape) - 2}d")
+    compiled = convc.compile(lambda x: ops.relu(conv(x, w, b, stride, padding)), x)
+    assert [block_of(compiled, n) for n in blocked_nodes(compiled)] == [vector_bits // 32]
+    size = shape[-1]
+    axis = Axis(size, (size - 1) * stride - 2 * padding + weight[-1], weight[-1], stride, 1, padding)
+    assert (shared_interior(transposed_row(axis), size) is not None) == (weight[-1] % stride == 0)
+    expected = np.maximum(conv_transpose_nd(x, w, b, stride, padding), 0)
+    assert_close(compiled(x), expected, weight[0] * int(np.prod(weight[2:])))

@@ -12,9 +12,12 @@ layout and the register tile).
 A row is one or more phases (`RowPhase`): a forward conv's row is one phase; a transposed conv's
 row has one phase per residue of the output index modulo the stride, each a stride-1
 correlation over contiguous inputs with its own taps, whose outputs are `stride` apart (no
-zero-inserted input, no FMA on an inserted zero). Rows above (kh, kd) are taps with the input
-row computed at run time: mapped by the padding mode for forward convs, skipped where a
-transposed conv's output row does not meet them.
+zero-inserted input, no FMA on an inserted zero). Phases that differ only in their first output,
+tap and offset (a kernel that is a multiple of the stride) share one interior loop, reading those
+three from tables by phase (SharedPhase); only their edge tiles are code of their own (a
+stride-8 row: a third of the code and half the compile time). Rows above (kh, kd) are taps with
+the input row computed at run time: mapped by the padding mode for forward convs, skipped where
+a transposed conv's output row does not meet them.
 
 Splitting the reduction into chunks keeps a chunk's weights in L1 while they serve a whole row
 part (1x1 and 1-D convs would otherwise stream every weight from L2 once per tile), and limits
@@ -48,14 +51,15 @@ def channel_unroll(lanes: int, block: int) -> int:
     return max(d for d in range(1, max(1, min(block, lanes) // 2) + 1) if lanes % d == 0)
 
 
-def plan_row(out: int, width: int, interior: tuple[int, int]) -> tuple[list[tuple[int, int]], int, int,
-                                                                       list[tuple[int, int]]]:
-    """(left edge tiles, interior start, interior tile count, right edge tiles) of a row."""
+def plan_row(out: int, width: int, interior: tuple[int, int], narrow_left: bool = False
+             ) -> tuple[list[tuple[int, int]], int, int, list[tuple[int, int]]]:
+    """(left edge tiles, interior start, interior tile count, right edge tiles) of a row; with
+    `narrow_left`, the left edge tiles end where the interior starts."""
     start, stop = interior
     left, position = [], 0
     while position < start:
-        left.append((position, min(width, out - position)))
-        position += width
+        left.append((position, min(width, (start if narrow_left else out) - position)))
+        position += left[-1][1]
     count = max(0, (stop - position) // width)
     interior_start = position
     position += count * width
@@ -102,6 +106,37 @@ def epilogue(k: Kernel, value: ir.Value, residual: ir.Value | None, offset: ir.V
     if residual is not None:
         value = k.builder.fadd(value, k.vload(residual, offset, value.type.count))
     return SCALAR_OPS[activation](k, [value]) if activation else value
+
+
+@dataclass(frozen=True)
+class SharedPhase:
+    """The phases of a transposed conv's row that differ only in their first output, first tap and
+    first offset (same count, steps and number of taps): one interior loop serves them all, these
+    three read from tables by the phase index at run time."""
+
+    first: ir.Value
+    step: int
+    in_stride: int
+    tap_count: int
+    tap0: ir.Value
+    tap_step: int
+    offset0: ir.Value
+    offset_step: int
+
+    def progression(self) -> tuple[ir.Value, int, ir.Value, int]:
+        return self.tap0, self.tap_step, self.offset0, self.offset_step
+
+
+def shared_interior(phases: list[RowPhase], size: int) -> tuple[int, int] | None:
+    """The interior common to phases that one loop can serve (see SharedPhase), else None."""
+    def shape(phase: RowPhase) -> tuple:
+        _, tap_step, _, offset_step = phase.progression()
+        return phase.count, phase.step, phase.in_stride, phase.tap_count, tap_step, offset_step
+    if len(phases) < 2 or not all(p.taps for p in phases) or any(shape(p) != shape(phases[0]) for p in phases):
+        return None
+    ranges = [p.interior(size) for p in phases]
+    start, stop = max(r[0] for r in ranges), min(r[1] for r in ranges)
+    return (start, stop) if start < stop else None
 
 
 @dataclass(frozen=True)
@@ -168,9 +203,11 @@ class BlockedConvNest:
         self.chunks = max(1, -(-self.full_blocks // self.chunk))
         phases = transposed_row(geo.w) if transposed else conv_row(geo.w)
         rows = geo.batch * self.tile_groups * geo.d.out * geo.h.out
+        self.shared = shared_interior(phases, geo.w.size)  # one interior loop for every phase
         self.plans = []
         for phase in phases:
-            left, start, count, right = plan_row(phase.count, width, phase.interior(geo.w.size))
+            interior = self.shared or phase.interior(geo.w.size)
+            left, start, count, right = plan_row(phase.count, width, interior, narrow_left=bool(self.shared))
             segments = 1
             if len(phases) == 1 and not whole_rows:
                 row_bytes = geo.w.out * vectors * c * k.itemsize
@@ -219,6 +256,9 @@ class BlockedConvNest:
         cob = k.mul(tile_group, self.vectors)
         place = _Place(n, od, oh, k.mul(group, self.in_blocks_g), k.mul(tile_group, self.w_block * self.in_blocks_g),
                        self.out_offset(n, cob, od, oh), cob)
+        if self.shared:
+            self.shared_phases(place, part)
+            return
         base = 0
         for plan in self.plans:
             inside = None
@@ -242,8 +282,39 @@ class BlockedConvNest:
             with k.loop(0, self.chunks, "chunk") as chunk:
                 over_row(chunk)
 
+    def shared_phases(self, place: _Place, part: ir.Value) -> None:
+        """Phase `part` of the row: its edge tiles in code of their own, its interior tiles in
+        the loop all phases share (the phase's first output, tap and offset read from tables)."""
+        k, plans = self.k, self.plans
+        tap0, tap_step, offset0, offset_step = plans[0].phase.progression()
+        phase = SharedPhase(k.lookup([p.phase.first for p in plans], part), plans[0].phase.step,
+                            plans[0].phase.in_stride, plans[0].phase.tap_count,
+                            k.lookup([p.phase.progression()[0] for p in plans], part), tap_step,
+                            k.lookup([p.phase.progression()[2] for p in plans], part), offset_step)
+
+        def edges(side: str, chunk: ir.Value) -> None:
+            for index, plan in enumerate(plans):
+                with k.when(k.builder.icmp_unsigned("==", part, i64(index))):
+                    for start, size in getattr(plan, side):
+                        self.tile(place, plan.phase, chunk, k.add(start), size, True)
+
+        def over_row(chunk: ir.Value) -> None:
+            edges("left", chunk)
+            plan = plans[0]
+            if plan.interior_tiles:
+                with k.loop(0, plan.interior_tiles, "tile") as index:
+                    self.tile(place, phase, chunk, k.add(k.mul(index, self.width), plan.interior_start), self.width,
+                              False)
+            edges("right", chunk)
+
+        if self.chunks == 1:
+            over_row(i64(0))
+        else:
+            with k.loop(0, self.chunks, "chunk") as chunk:
+                over_row(chunk)
+
     # one tile ----------------------------------------------------------------------------------
-    def tile(self, place: _Place, phase: RowPhase, chunk: ir.Value, q: ir.Value, width: int, edge: bool) -> None:
+    def tile(self, place: _Place, phase: RowPhase | SharedPhase, chunk: ir.Value, q: ir.Value, width: int, edge: bool) -> None:
         """A tile of `width` outputs of a phase from index q; an edge tile's q is a compile-time
         constant, and each of its taps' source columns is resolved at compile time."""
         k, c = self.k, self.c
@@ -267,7 +338,7 @@ class BlockedConvNest:
 
         last_chunk = k.builder.icmp_unsigned("==", chunk, i64(self.chunks - 1))
         self.branch(k.builder.icmp_unsigned("==", chunk, i64(0)), start_from_bias, start_from_partial_sums)
-        if phase.taps:
+        if phase.tap_count:
             low = k.mul(chunk, self.chunk)
             high = k.builder.select(k.builder.icmp_unsigned("<", k.add(low, self.chunk), i64(self.full_blocks)),
                                     k.add(low, self.chunk), i64(self.full_blocks))
@@ -309,7 +380,7 @@ class BlockedConvNest:
         with k.when(valid):
             body(row)
 
-    def taps(self, place: _Place, phase: RowPhase, cib: ir.Value, q: ir.Value, width: int, edge: bool, lanes: int,
+    def taps(self, place: _Place, phase: RowPhase | SharedPhase, cib: ir.Value, q: ir.Value, width: int, edge: bool, lanes: int,
              accumulators: list[list[ir.Value]]) -> None:
         """acc += every tap of input block `cib` (of the group) with `lanes` real channels."""
         k, geo, c = self.k, self.geo, self.c
@@ -341,13 +412,13 @@ class BlockedConvNest:
             k.builder.store(k.vfma(splat, weight, k.builder.load(slot)), slot)
         return weights
 
-    def interior_row(self, x_row: ir.Value, w_row: ir.Value, phase: RowPhase, q: ir.Value, width: int, lanes: int,
+    def interior_row(self, x_row: ir.Value, w_row: ir.Value, phase: RowPhase | SharedPhase, q: ir.Value, width: int, lanes: int,
                      accumulators: list[list[ir.Value]]) -> None:
         """The taps as a runtime loop, the block's input channels in unrolled steps, no bounds checks."""
         k, c, stride = self.k, self.c, phase.in_stride
         unroll = channel_unroll(lanes, c)
         tap0, tap_step, offset0, offset_step = phase.progression()
-        with k.loop(0, len(phase.taps), "kw") as j:
+        with k.loop(0, phase.tap_count, "kw") as j:
             column = k.add(k.mul(q, stride), offset0, k.builder.mul(j, i64(offset_step)))
             x_base = k.offset(x_row, k.mul(column, self.col_stride))
             w_base = k.add(w_row, k.mul(k.add(k.mul(j, tap_step), tap0), c * self.vectors * c))

@@ -165,6 +165,10 @@ class RowPhase:
     in_stride: int
     taps: tuple[tuple[int, int], ...]
 
+    @property
+    def tap_count(self) -> int:
+        return len(self.taps)
+
     def interior(self, size: int) -> tuple[int, int]:
         """[start, stop) of q whose every tap reads inside an input row of `size`."""
         if not self.taps:
