@@ -19,6 +19,7 @@ from typing import Any
 import llvmlite.ir as ir
 import numpy as np
 
+from convc.registry import has_trait
 from convc.types import TensorType
 
 from ..codegen import Kernel
@@ -86,7 +87,7 @@ def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_ty
     reorder there costs no pass.
     Constant weights and biases are packed here, on the host; others by a generated prologue that
     runs before the kernel on every call (pack_kernels)."""
-    transposed = op.startswith("conv_transpose")
+    transposed = has_trait(op, "conv_transpose")
     geo = (transpose_geometry if transposed else conv_geometry)(attrs, in_types[:2], out_type, op)
     if not transposed:
         geo = flattened_pointwise(geo)
