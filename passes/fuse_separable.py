@@ -51,7 +51,7 @@ class FuseSeparable(Pass):
             return False
         depthwise = graph.node(pointwise.operands[0])
         if (not _zero_padded_conv2d(depthwise) or "block" in depthwise.attrs or len(graph.users(depthwise.name)) != 1
-                or depthwise.name in graph.outputs):
+                or pointwise.operands.count(depthwise.name) != 1 or depthwise.name in graph.outputs):
             return False
         x = graph.type_of(depthwise.operands[0])
         if x.rank != 4 or depthwise.attrs["groups"] != x.shape[1]:

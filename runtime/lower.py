@@ -8,6 +8,7 @@ enough work runs on every core: its task wrapper `task(args, chunk, chunks)` run
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import llvmlite.ir as ir
@@ -17,7 +18,7 @@ from convc.ir import Graph, Node
 from convc.registry import get_op
 from convc.types import TensorType
 
-from .codegen import FLOAT_TYPES, I64, i64
+from .codegen import FLOAT_TYPES, I64, Kernel, i64
 from .kernels import emitter_for
 from .memory import ALIGN, Plan, plan_memory
 from .threads import BYTE_PTR, RUN_SYMBOL, TASK_TYPE, chunk_count, ensure_pool
@@ -61,6 +62,26 @@ class Lowered:
     host_constants: dict[str, np.ndarray]  # arrays prepared by emitters (packed weights), by slot name
 
 
+def _emit(module: ir.Module, emitted_for: dict[tuple, Kernel], name: str, node: Node, in_types: list[TensorType],
+          values: list[np.ndarray | None]) -> Kernel:
+    """The node's kernel. A kernel's code depends only on the op, its attributes, the operand and
+    result types and which operands are constants (their values only shape the packed host
+    constants), so a node identical in those reuses the function emitted first: its emitter runs
+    again in a scratch module for the host constants alone, and LLVM compiles the code once."""
+    key = (node.op, repr(sorted(node.attrs.items())), tuple(in_types), node.type, tuple(v is None for v in values))
+    emit = emitter_for(node.op)
+    first = emitted_for.get(key)
+    if first is None:
+        emitted_for[key] = emitted = emit(module, name, node, in_types, values)
+        return emitted
+    if not any(v is not None for v in values):
+        return first
+    again = emit(ir.Module(name=f"{name}.constants"), name, node, in_types, values)
+    shared = copy.copy(first)
+    shared.host_constants = again.host_constants
+    return shared
+
+
 def lower(graph: Graph) -> Lowered:
     module = ir.Module(name=graph.name)
     plan = plan_memory(graph)
@@ -75,13 +96,14 @@ def lower(graph: Graph) -> Lowered:
     host_constants: dict[str, np.ndarray] = {}
     scratch: dict[str, int] = {}  # arena offsets of the kernels' scratch, one region after the plan's buffers
     scratch_bytes, scratch_used = plan.arena_bytes, 0
+    emitted_for: dict[tuple, Kernel] = {}  # identical nodes share one kernel function
     for index, node in enumerate(graph.op_nodes()):
         in_types = [graph.type_of(o) for o in node.operands]
         values = [graph.node(o).value if graph.node(o).op == "const" else None for o in node.operands]
-        emitted = emitter_for(node.op)(module, f"k{index}_{node.op}", node, in_types, values)
+        emitted = _emit(module, emitted_for, f"k{index}_{node.op}", node, in_types, values)
         operands = [node.name] + list(node.operands)
         for position, array in sorted(emitted.host_constants.items()):
-            name = f"{emitted.function.name}.arg{position}"
+            name = f"k{index}.arg{position}"
             host_constants[name], slots[name] = array, len(slots)
             operands[position:position + 1] = [name]
         prologue_operands = []
@@ -89,7 +111,7 @@ def lower(graph: Graph) -> Lowered:
             raw = [operands[p] for p in sorted(emitted.scratch) if p < len(operands)]
             start = scratch_bytes
             for position, elements in sorted(emitted.scratch.items()):
-                name = f"{emitted.function.name}.scratch{position}"
+                name = f"k{index}.scratch{position}"
                 scratch[name] = start
                 start += -(-elements * emitted.itemsize // ALIGN) * ALIGN
                 operands[position:position + 1] = [name]
@@ -113,6 +135,7 @@ def lower(graph: Graph) -> Lowered:
     run_parallel = ir.Function(module, ir.FunctionType(ir.VoidType(), [TASK_TYPE.as_pointer(), BYTE_PTR, I64]),
                                RUN_SYMBOL)
     parallel = False
+    tasks: dict[tuple[str, int], ir.Function] = {}
     for index, node, in_types, emitted, operands, prologue_operands in kernels:
         kernel, extent = emitted.function, emitted.extent
         if emitted.prologue is not None:
@@ -127,7 +150,9 @@ def lower(graph: Graph) -> Lowered:
                 table = builder.alloca(BYTE_PTR, len(pointers), name=f"args{index}")
             for slot, value in enumerate(pointers):
                 builder.store(builder.bitcast(value, BYTE_PTR), builder.gep(table, [i64(slot)]))
-            task = _task(module, kernel, extent, f"task{index}_{node.op}")
+            if (kernel.name, extent) not in tasks:  # nodes sharing a kernel share its task wrapper
+                tasks[kernel.name, extent] = _task(module, kernel, extent, f"task{index}_{node.op}")
+            task = tasks[kernel.name, extent]
             builder.call(run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(chunk_count(extent, threads))])
         else:
             builder.call(kernel, pointers + [i64(0), i64(extent)])

@@ -119,3 +119,18 @@ def test_a_separable_pair_between_plain_tensors_writes_its_output_plain():
     lanes = host_target().lanes("f32")
     assert [(n.op, n.type.block) for n in compiled.graph.op_nodes()] == [("reorder", lanes), ("separable_conv2d", 0)]
     assert_close(compiled(x), conv_nd(conv_nd(x, dw, None, 1, 1, 1, 32), pw), 9 * 32)
+
+
+def test_a_depthwise_result_also_added_as_the_residual_is_not_fused_away():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 16, 9, 9)).astype(np.float32)
+    dw, pw = rng.standard_normal((16, 1, 3, 3)).astype(np.float32), rng.standard_normal((16, 16, 1, 1)).astype(np.float32)
+    w0 = rng.standard_normal((16, 16, 1, 1)).astype(np.float32)
+
+    def model(x):
+        y = ops.conv2d(ops.conv2d(x, w0), dw, None, 1, 1, 1, 16)
+        return ops.add(ops.conv2d(y, pw), y)
+
+    compiled = convc.compile(model, x)
+    y = conv_nd(conv_nd(x, w0), dw, None, 1, 1, 1, 16)
+    assert_close(compiled(x), conv_nd(y, pw) + y, 16 * 16 * 9)

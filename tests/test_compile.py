@@ -176,3 +176,27 @@ def test_compiled_returns_what_the_function_returns():
     assert isinstance(convc.compile(lambda a: (ops.relu(a),), x)(x), tuple)
     assert isinstance(convc.compile(lambda a: ops.relu(a), x)(x), np.ndarray)
     assert len(convc.compile(lambda a: [ops.relu(a), a], x)(x)) == 2
+
+
+def test_identical_nodes_share_one_kernel_and_keep_their_own_weights():
+    """Convs alike in op, attributes and types are compiled once; each call still reads its own
+    (packed) weights."""
+    from reference import conv_nd
+    rng = np.random.default_rng(3)
+    weights = [rng.standard_normal((32, 32, 3, 3)).astype(np.float32) / 20 for _ in range(4)]
+    biases = [rng.standard_normal(32).astype(np.float32) for _ in range(4)]
+
+    def model(x):
+        for w, b in zip(weights, biases):
+            x = ops.relu(ops.conv2d(x, w, b, 1, 1))
+        return ops.tanh(x)  # the last conv stays blocked like the others
+
+    x = rng.standard_normal((1, 32, 12, 12)).astype(np.float32)
+    compiled = convc.compile(model, x)
+    conv_kernels = {line.split("@")[1].split("(")[0] for line in compiled.llvm_ir.splitlines()
+                    if line.startswith("define") and "_conv2d(" in line}
+    assert len(conv_kernels) <= 2, conv_kernels  # one kernel and its task wrapper (or the two inlined)
+    expected = x
+    for w, b in zip(weights, biases):
+        expected = np.maximum(conv_nd(expected, w, b, 1, 1), 0)
+    assert_close(compiled(x), np.tanh(expected), 32 * 9 * 4)
