@@ -2,7 +2,8 @@
 
 An emitter is emit(module, name, node, in_types, values) -> Kernel, where `values` holds the
 operands that are compile-time constants (None for the others), for kernels that repack them on
-the host (`Kernel.host_constants`). A kernel module registers its emitters with `@kernel(op, ...)`,
+the host (`Kernel.host_constants`); the values must not shape the generated code, which lowering
+shares between identical nodes. A kernel module registers its emitters with `@kernel(op, ...)`,
 or `@simple_kernel(op, ...)` for an emitter that reads only the node's attributes and result
 type: emit(module, name, attrs, in_types, out_type). `emitter_for` is what lowering asks.
 """
