@@ -1,10 +1,13 @@
 """The `convc` command line: dump a model's IR at any stage, run it, benchmark the kernels.
 
 A model file is a Python file that defines
-    model           a function of convc.ops, or a convc.nn module
-    example_inputs  a tuple of arrays (or a function returning one) fixing shapes and dtypes
+    model           a function of convc.ops, a convc.nn module, or a torch.nn.Module (imported
+                    with convc.from_torch: torch.export, ATen ops mapped onto convc's)
+    example_inputs  a tuple of arrays or torch tensors (or a function returning one) fixing
+                    shapes and dtypes
 and optionally
-    reference       a function of the same inputs returning the expected output(s).
+    reference       a function of the same inputs returning the expected output(s); for a
+                    torch model without one, torch's own eager output is the reference.
 
 `convc run` judges the compiled model against `reference`: the same number of outputs, the same
 shapes, and every value within |out - ref| <= atol + rtol * |ref| (a NaN matches a NaN, an
@@ -126,12 +129,41 @@ def load_model(path: str) -> tuple[Any, tuple[Any, ...], Any]:
                          f"shapes and dtypes")
     if isinstance(inputs, np.ndarray) or not isinstance(inputs, (tuple, list)):
         inputs = (inputs,)
-    return model, tuple(inputs), namespace.get("reference")
+    inputs = tuple(_array(x) for x in inputs)
+    reference = namespace.get("reference")
+    if reference is None and _is_torch_module(model):
+        reference = _torch_reference(model)
+    return model, inputs, reference
+
+
+def _is_torch_module(model: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+def _array(value: Any) -> Any:
+    """A torch tensor as a NumPy array (convc's inputs); anything else unchanged."""
+    torch = sys.modules.get("torch")
+    return value.detach().cpu().numpy() if torch is not None and isinstance(value, torch.Tensor) else value
+
+
+def _torch_reference(model: Any) -> Any:
+    """torch's eager output of the model in eval mode, flattened as from_torch flattens it."""
+    import torch
+
+    def reference(*inputs: np.ndarray) -> tuple[np.ndarray, ...]:
+        model.eval()
+        with torch.no_grad():
+            outputs = model(*(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs))
+        return tuple(_array(leaf) for leaf in torch.utils._pytree.tree_leaves(outputs))
+    return reference
 
 
 def _trace(path: str, model: Any, inputs: tuple[Any, ...]) -> Any:
     import convc
     with _user_code(Path(path), "while tracing `model`"):
+        if _is_torch_module(model):
+            return convc.from_torch(model, *inputs)
         return convc.trace(model, *inputs)
 
 

@@ -196,3 +196,30 @@ def test_bench_rejects_unknown_names_even_beside_known_ones(capsys):
     assert main(["bench", "--only", "resnet_3x3", "resnet_9x9"]) == 2
     err = capsys.readouterr().err
     assert "no benchmark named resnet_9x9; choose from resnet_3x3, resnet_1x1" in err
+
+
+TORCH_MODEL = """
+import torch
+class Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.act = torch.nn.ReLU6()
+    def forward(self, x):
+        return self.act(self.conv(x)) * 0.5
+torch.manual_seed(0)
+model = Block().eval()
+example_inputs = (torch.randn(1, 3, 10, 12),)
+"""
+
+
+def test_dump_and_run_import_a_torch_module(tmp_path, capsys):
+    """A model file whose `model` is a torch.nn.Module goes through convc.from_torch; without a
+    `reference`, `convc run` judges it against torch's own output."""
+    pytest.importorskip("torch")
+    (tmp_path / "block.py").write_text(TORCH_MODEL)
+    assert main(["dump", str(tmp_path / "block.py"), "--stage", "traced"]) == 0
+    assert "conv2d(" in capsys.readouterr().out
+    assert main(["run", str(tmp_path / "block.py")]) == 0
+    out = capsys.readouterr().out
+    assert "output 0: float32[1, 16, 10, 12]" in out and "reference: match, 1 output(s)" in out
