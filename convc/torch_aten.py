@@ -159,11 +159,15 @@ def _to_copy(c: Call) -> Any:
     return _in_dtype(c.self, c.dtype)
 
 
-def _same_shape(c: Call) -> Any:
+def _view(c: Call) -> Any:
     """view, squeeze, unsqueeze (reshape and flatten decompose to view): the data under a new shape.
-    Until convc has a reshape op, only the calls that keep the shape map."""
+    Until convc has a reshape op, the calls that keep the shape map, and so do views of a constant
+    (`self.mean[:, None]`), which become the constant in its new shape (no value changes)."""
     if tuple(c.self.shape) == c.shape:
         return c.self
+    node = c.self.graph.node(c.self.name)
+    if node.op == "const" and node.value is not None:
+        return named_constant(c.self.graph, node.value.reshape(c.shape), f"{c.self.name}.view")
     raise Unsupported(f"{c.self.type} reshaped to {list(c.shape)} needs a convc reshape op")
 
 
@@ -223,10 +227,10 @@ ATEN: dict[str, Callable[[Call], Any]] = {
     "aten.detach": _identity,
     "aten.lift_fresh_copy": _identity,
     "aten._to_copy": _to_copy,
-    "aten.view": _same_shape,
-    "aten._unsafe_view": _same_shape,
-    "aten.squeeze": _same_shape,
-    "aten.unsqueeze": _same_shape,
+    "aten.view": _view,
+    "aten._unsafe_view": _view,
+    "aten.squeeze": _view,
+    "aten.unsqueeze": _view,
     "aten.expand": _expand,
     # checks that export inserts; they compute nothing
     "aten._assert_tensor_metadata": lambda c: None,

@@ -145,8 +145,8 @@ def test_nested_outputs_are_flattened_in_order():
 
 class Arithmetic(tnn.Module):
     """Activations and arithmetic: in-place ops, alpha, scalars on either side, a float64 0-d buffer
-    (torch computes in the other operand's dtype), an integer buffer no op uses, and the activations
-    that torch decomposes into ops convc has (hardswish, hardsigmoid, silu)."""
+    (torch computes in the other operand's dtype), a view of a buffer, an integer buffer no op uses,
+    and the activations that torch decomposes into ops convc has (hardswish, hardsigmoid, silu)."""
 
     def __init__(self):
         super().__init__()
@@ -154,9 +154,10 @@ class Arithmetic(tnn.Module):
         self.act = tnn.ReLU(inplace=True)
         self.register_buffer("scale", torch.tensor(0.5, dtype=torch.float64))
         self.register_buffer("steps", torch.tensor(3))
+        self.register_buffer("offset", torch.linspace(-1, 1, 4))
 
     def forward(self, x, y):
-        z = self.act(self.conv(x))
+        z = self.act(self.conv(x)) + self.offset[:, None, None]
         z = torch.add(z, y, alpha=0.5) - torch.sub(y, 2.0, alpha=3)
         z = 1 - z / 3 + (-z) * self.scale
         z.mul_(2)
