@@ -26,7 +26,8 @@ def layout_problem(node: Node, opdef: OpDef, operand_types: list) -> str | None:
     blocked kernels see blocked tensors; an elementwise op's operands are laid out as its result
     (or are single values); a conv's weights and bias are plain, its residual is laid out as its
     result, and at most one of its input and result is plain; a blocked separable conv's filters
-    and biases are plain, its input blocked, its residual laid out as its result."""
+    and biases are plain, its input blocked, its residual laid out as its result; a channelwise
+    op's first operand is laid out as its result, its other operands are plain."""
     blocks = [t.block for t in operand_types]
     if not (node.type.block or any(blocks)):
         return None
@@ -41,6 +42,9 @@ def layout_problem(node: Node, opdef: OpDef, operand_types: list) -> str | None:
     elif "separable" in opdef.traits:
         if not blocks[0] or any(blocks[1:5]) or (len(blocks) > 5 and blocks[5] != node.type.block):
             return "filters and biases must be plain, the input blocked and a residual laid out as the result"
+    elif "channelwise" in opdef.traits:
+        if blocks[0] != node.type.block or any(blocks[1:]):
+            return "the first operand must be laid out as the result and the others plain"
     return None
 
 

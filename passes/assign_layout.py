@@ -12,7 +12,10 @@ of c channels) with at least c/2 output channels per group (narrower convs would
 lanes); depthwise convs only in a graph with other blocked convs (alone, the plain kernel with no
 reorders is faster). Weights and bias are packed at compile time where they are constants, by a
 generated prologue on each call otherwise. An elementwise op is blocked when one of its operands is, and
-every other operand has its shape (it is reordered if plain) or is a single value.
+every other operand has its shape (it is reordered if plain) or is a single value. An op with the
+traits `channelwise` and `blocked` (pooling, say) is blocked when its first operand is; its other
+operands (per-channel parameters) stay plain. So conv -> max_pool2d -> conv has no reorder between
+the convs, and a global average pool reorders only its small result.
 """
 from __future__ import annotations
 
@@ -54,10 +57,12 @@ def is_depthwise(node: Node, weight: TensorType) -> bool:
 
 
 def data_operands(node: Node) -> list[int]:
-    """Operand positions that carry the node's layout (a conv's input and residual; every
-    operand of an elementwise op)."""
+    """Operand positions that carry the node's layout (a conv's input and residual; a channelwise
+    op's first operand; every operand of an elementwise op)."""
     if has_trait(node.op, "conv") or has_trait(node.op, "conv_transpose"):
         return [i for i in (0, 3) if i < len(node.operands)]
+    if has_trait(node.op, "channelwise"):
+        return [0]
     return list(range(len(node.operands)))
 
 
@@ -74,7 +79,8 @@ class AssignLayout(Pass):
         blocked: list[Node] = []
         names: set[str] = set()
         for node in graph.op_nodes():
-            if node.name in convs or self._elementwise_blocks(graph, node, names):
+            if (node.name in convs or self._elementwise_blocks(graph, node, names)
+                    or self._channelwise_blocks(node, names)):
                 blocked.append(node)
                 names.add(node.name)
         to_blocked: dict[str, str] = {}
@@ -101,6 +107,9 @@ class AssignLayout(Pass):
         types = [graph.type_of(o) for o in node.operands]
         return (any(o in names for o in node.operands) and
                 all(t.shape == node.type.shape or t.size == 1 for t in types))
+
+    def _channelwise_blocks(self, node: Node, names: set[str]) -> bool:
+        return has_trait(node.op, "channelwise") and has_trait(node.op, "blocked") and node.operands[0] in names
 
     def _plain_for_the_rest(self, graph: Graph, node: Node, names: set[str]) -> None:
         """Users without a blocked kernel, or using the value outside its data operands, and the
