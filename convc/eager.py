@@ -53,13 +53,13 @@ def run(op: str, operands: list[Any], attrs: dict[str, Any], dump: bool = True) 
     """The op on arrays, compiled on first use; `dump` lets CONVC_DUMP show the one-op graph's passes
     (constant folding inside a compile turns it off)."""
     opdef = get_op(op)
-    arrays = [as_float_array(op, name, value) for value, name in zip(operands, opdef.operand_names)]
+    arrays = [as_float_array(op, name, value) for value, name in zip(operands, opdef.operand_labels(len(operands)))]
     key = (op, repr(tuple(attrs.items())), tuple((a.shape, a.dtype.char) for a in arrays))
     executable = _cache.get(key)
     if executable is None:
         types = [TensorType.of_array(a) for a in arrays]
         opdef.infer(types, attrs)  # raises for invalid shapes before anything is compiled
-        executable = _compile(op, opdef.operand_names, attrs, types, dump)
+        executable = _compile(op, opdef.operand_labels(len(arrays)), attrs, types, dump)
         with _lock:
             _cache[key] = executable
             while len(_cache) > max(1, CACHE_SIZE):
@@ -78,7 +78,7 @@ def _compile(op: str, names: tuple[str, ...], attrs: dict[str, Any], types: list
     from .passes.pipeline import instruments_for
     from .runtime.executor import Executable
     graph = Graph(op)
-    operands = [graph.add_input(t, n) for t, n in zip(types, names)]
+    operands = [graph.add_input(t, n.replace("[", "").replace("]", "")) for t, n in zip(types, names)]
     graph.outputs = [graph.add_node(op, operands, dict(attrs))]
     pipeline = default_pipeline(2, instruments_for(None if dump else False), channel_block=channel_block)
     return Executable(pipeline.run(graph))

@@ -257,3 +257,41 @@ class Sequential(Module):
 
 
 from .keras import SeparableConv2D  # noqa: E402  (Keras-style layer, re-exported here)
+
+
+# --- linear and layout modules (issue 8, group D): Linear, Flatten ---
+
+class Linear(Module):
+    """y = x @ weight.T + bias over the last axis, as torch.nn.Linear: weight (out_features,
+    in_features) and bias (out_features) ~ U(-1/sqrt(in_features), 1/sqrt(in_features)) (torch's
+    kaiming-uniform with a = sqrt(5)); zeros where in_features is 0."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device: Any = None,
+                 dtype: Any = np.float32) -> None:
+        self.in_features = as_int("Linear", "in_features", in_features)
+        self.out_features = as_int("Linear", "out_features", out_features)
+        if self.in_features < 0 or self.out_features < 0:
+            raise ConvcError(f"Linear: in_features={in_features} and out_features={out_features} must not be negative")
+        bound = 1.0 / math.sqrt(self.in_features) if self.in_features else 0.0
+        self.weight = uniform((self.out_features, self.in_features), bound, dtype)
+        self.bias = uniform((self.out_features,), bound, dtype) if bias else None
+
+    def forward(self, input: Any) -> Any:
+        return ops.linear(input, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Flatten(Module):
+    """Joins axes start_dim..end_dim into one, as torch.nn.Flatten (the batch axis stays by default)."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        self.start_dim = as_int("Flatten", "start_dim", start_dim)
+        self.end_dim = as_int("Flatten", "end_dim", end_dim)
+
+    def forward(self, input: Any) -> Any:
+        return ops.flatten(input, self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -8,6 +8,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import eager
+from .args import as_int, is_int
+from .arrays import as_float_array
+from .errors import ConvcError
+from .op_shape import wrap_dim
 from .registry import get_op
 from .tracing import Tensor, current_graph, record
 
@@ -43,9 +47,9 @@ def apply(op: str, operands: Sequence[Any], **arguments: Any) -> Any:
     """Normalize the arguments by the op's definition, then trace or execute the op."""
     opdef = get_op(op)
     operands = list(operands)
-    while len(operands) > opdef.required_operands and operands[-1] is None:
+    while len(operands) > opdef.required_operands and operands[-1] is None and not opdef.variadic:
         operands.pop()
-    for value, name in zip(operands, opdef.operand_names):
+    for value, name in zip(operands, opdef.operand_labels(len(operands))):
         if value is None:
             raise TypeError(f"{op}: {name} is required, got None")
     attrs = normalize(op, arguments)
@@ -182,3 +186,109 @@ def sigmoid(x: Array) -> Array:
 def tanh(x: Array) -> Array:
     """Hyperbolic tangent, as torch.tanh."""
     return apply("tanh", [x])
+
+
+# --- linear and the layout ops (issue 8, group D): linear, transpose, permute, reshape, flatten, ---
+# --- squeeze, unsqueeze, slice, cat, split. `slice` below shadows the builtin in this module. ---
+
+def _shape(op: str, name: str, value: Any) -> tuple[int, ...]:
+    """The shape of an operand: a traced Tensor's, or its array's (dtype checked)."""
+    return value.shape if isinstance(value, Tensor) else as_float_array(op, name, value).shape
+
+
+def linear(input: Array, weight: Array, bias: Array | None = None) -> Array:
+    """input @ weight.T + bias over the last axis (any leading axes), as torch.nn.functional.linear.
+    The bias holds one value per output feature (or a single value); as torch also: a 1-D weight
+    gives the dot product over the last axis (and takes no bias), and a 2-D input takes a bias of
+    one row per input row, (rows, 1) or (rows, out_features) (torch.addmm's)."""
+    weight_shape = _shape("linear", "weight", weight)
+    if len(weight_shape) == 1:
+        if bias is not None:
+            raise ConvcError(f"linear: a 1-D weight (shape {weight_shape}) takes no bias; give a 2-D weight "
+                             f"(out_features, in_features) with a bias")
+        return squeeze(linear(input, unsqueeze(weight, 0)), -1)
+    if bias is not None:
+        input_shape, bias_shape = _shape("linear", "input", input), _shape("linear", "bias", bias)
+        if (len(input_shape) == 2 and len(weight_shape) == 2 and len(bias_shape) == 2
+                and bias_shape[0] == input_shape[0] != 1 and bias_shape[1] in (1, weight_shape[0])):
+            return add(apply("linear", [input, weight]), bias)
+    return apply("linear", [input, weight, bias])
+
+
+def transpose(x: Array, dim0: int, dim1: int) -> Array:
+    """x with axes dim0 and dim1 swapped, as torch.transpose."""
+    return apply("transpose", [x], dim0=dim0, dim1=dim1)
+
+
+def permute(x: Array, dims: Sequence[int]) -> Array:
+    """x with its axes in the order `dims`, as torch.permute."""
+    return apply("permute", [x], dims=dims)
+
+
+def reshape(x: Array, shape: Sequence[int]) -> Array:
+    """x's elements in `shape` (one size may be -1, inferred), as torch.reshape."""
+    return apply("reshape", [x], shape=shape)
+
+
+def flatten(x: Array, start_dim: int = 0, end_dim: int = -1) -> Array:
+    """x with axes start_dim..end_dim joined into one, as torch.flatten."""
+    return apply("flatten", [x], start_dim=start_dim, end_dim=end_dim)
+
+
+def squeeze(x: Array, dim: int | Sequence[int] | None = None) -> Array:
+    """x without the axes `dim` (an int or a tuple) of size 1, every size-1 axis where dim is None,
+    as torch.squeeze; a named axis of another size stays."""
+    return apply("squeeze", [x], dim=dim)
+
+
+def unsqueeze(x: Array, dim: int) -> Array:
+    """x with a new axis of size 1 at `dim` (-x.ndim - 1 <= dim <= x.ndim), as torch.unsqueeze."""
+    return apply("unsqueeze", [x], dim=dim)
+
+
+def slice(x: Array, dim: int, start: int | None, end: int | None, step: int = 1) -> Array:
+    """x[start:end:step] along `dim`, as torch's slicing (aten.slice): negative bounds count from
+    the end, both are clamped to the axis, None means the axis' start or end; step >= 1."""
+    return apply("slice", [x], dim=dim, start=start, end=end, step=step)
+
+
+def cat(tensors: Sequence[Array], dim: int = 0) -> Array:
+    """The tensors joined along `dim`, as torch.cat (1-D empty tensors are skipped, as torch does)."""
+    if not isinstance(tensors, (tuple, list)):
+        raise TypeError(f"cat: tensors must be a list or tuple of tensors, got {type(tensors).__name__}")
+    if not tensors:
+        raise ConvcError("cat: tensors=[] must hold at least one tensor")
+    return apply("cat", list(tensors), dim=dim)
+
+
+def split(x: Array, split_size_or_sections: int | Sequence[int], dim: int = 0) -> tuple[Array, ...]:
+    """x cut along `dim` into pieces, as torch.split: an int gives pieces of that size (the last one
+    smaller when the axis does not divide), a list gives the sizes of the pieces, which must add up
+    to the axis' size. Each piece is a slice (a view where the memory plan allows)."""
+    shape = _shape("split", "x", x)
+    if not shape:
+        raise ConvcError("split: x must be at least 1-D, got shape ()")
+    axis = wrap_dim("split", "dim", as_int("split", "dim", dim), len(shape))
+    size = shape[axis]
+    if is_int(split_size_or_sections):
+        piece = int(split_size_or_sections)
+        if piece < 0:
+            raise ConvcError(f"split: split_size={piece} must be non-negative")
+        if piece == 0 and size:
+            raise ConvcError(f"split: split_size=0 is only allowed for an axis of size 0, got size {size} on "
+                             f"axis {axis}")
+        sections = [piece] * (size // piece) + ([size % piece] if size % piece else []) if size else [0]
+    elif isinstance(split_size_or_sections, (tuple, list)) and all(is_int(s) for s in split_size_or_sections):
+        sections = [int(s) for s in split_size_or_sections]
+        if any(s < 0 for s in sections):
+            raise ConvcError(f"split: sections={sections} must not be negative")
+        if sum(sections) != size:
+            raise ConvcError(f"split: sections={sections} must add up to the size {size} of axis {axis} "
+                             f"(shape {shape}), got {sum(sections)}")
+    else:
+        raise TypeError(f"split: split_size_or_sections={split_size_or_sections!r} must be an int or a list of ints")
+    pieces, start = [], 0
+    for length in sections:
+        pieces.append(slice(x, axis, start, start + length))
+        start += length
+    return tuple(pieces)

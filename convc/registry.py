@@ -1,7 +1,8 @@
 """The op registry: each op is defined once, as an OpDef, and every layer reads that definition.
 
 An OpDef declares everything the compiler knows about an op:
-- its operands (`operand_names`, the trailing ones optional past `min_operands`);
+- its operands (`operand_names`, the trailing ones optional past `min_operands`; with `variadic`,
+  the last name stands for any number of operands);
 - `normalize` (user arguments -> canonical attributes), used by tracing and eager calls;
 - its attribute schema (`attributes`: required ones, alternative sets such as `padding` vs
   `pad_lo`/`pad_hi`, optional ones, each with its rule), checked by convc.attributes whenever a
@@ -84,10 +85,29 @@ class OpDef:
     # arithmetic of one node (operand types, result type), for the choice to run it on threads;
     # None: 4 per result element
     flops: Callable[[list[TensorType], TensorType], int] | None = None
+    # the last operand name stands for one or more operands (cat's `tensors`)
+    variadic: bool = False
+    # a layout op whose result may share its first operand's memory: the element offset in the
+    # operand (plain) of the result's first element, the result being the operand's elements from
+    # there on in order, or None where this node needs its kernel; the memory plan
+    # (convc.runtime.memory) makes such nodes views, which cost no kernel and no copy
+    view: Callable[[Attrs, list[TensorType], TensorType], int | None] | None = None
 
     @property
     def required_operands(self) -> int:
         return len(self.operand_names) if self.min_operands is None else self.min_operands
+
+    @property
+    def max_operands(self) -> int | None:
+        return None if self.variadic else len(self.operand_names)
+
+    def operand_labels(self, count: int) -> tuple[str, ...]:
+        """The names of `count` operands, for messages; a variadic op's last name is indexed
+        (`tensors[0]`, `tensors[1]`, ...)."""
+        if not self.variadic:
+            return self.operand_names[:count]
+        fixed = self.operand_names[:-1]
+        return fixed + tuple(f"{self.operand_names[-1]}[{i}]" for i in range(count - len(fixed)))
 
 
 REGISTRY: dict[str, OpDef] = {}

@@ -74,7 +74,7 @@ def record(op: str, operands: list[Any], attrs: dict[str, Any]) -> Tensor:
     graph = current_graph()
     opdef = get_op(op)
     names = []
-    for operand, arg_name in zip(operands, opdef.operand_names):
+    for operand, arg_name in zip(operands, opdef.operand_labels(len(operands))):
         if isinstance(operand, Tensor):
             if operand.graph is not graph:
                 raise ConvcError(f"{op}: {arg_name} is a Tensor of another trace")

@@ -14,9 +14,10 @@ def check_node(node: Node) -> OpDef:
     """The op definition of an op node, after checking its operand count and attributes (what a
     shape rule needs before it can run); ConvcError otherwise."""
     opdef = get_op(node.op)
-    if not opdef.required_operands <= len(node.operands) <= len(opdef.operand_names):
+    most = opdef.max_operands
+    if not opdef.required_operands <= len(node.operands) <= (most if most is not None else len(node.operands)):
         raise ConvcError(f"{node.op} has {len(node.operands)} operands, expected {opdef.required_operands} "
-                         f"to {len(opdef.operand_names)}")
+                         f"to {most if most is not None else 'any number'}")
     check_attributes(node.op, node.attrs)
     return opdef
 

@@ -4,7 +4,8 @@ The entry `convc_main(i8** buffers)` receives, in order, the graph inputs, the o
 constants and the arena; it calls each op's kernel on pointers into those buffers. A kernel with
 enough work runs on every core: its task wrapper `task(args, chunk, chunks)` runs the chunk-th of
 `chunks` equal pieces of the kernel's outer loop, and the entry hands the task to the native pool
-(convc.runtime.threads), whose threads claim the chunks as they come free.
+(convc.runtime.threads), whose threads claim the chunks as they come free. A node the memory plan
+makes a view has no kernel: its users get a pointer into its root's buffer.
 """
 from __future__ import annotations
 
@@ -98,6 +99,8 @@ def lower(graph: Graph) -> Lowered:
     scratch_bytes, scratch_used = plan.arena_bytes, 0
     emitted_for: dict[tuple, Kernel] = {}  # identical nodes share one kernel function
     for index, node in enumerate(graph.op_nodes()):
+        if node.name in plan.views:  # shares its root's buffer: no kernel
+            continue
         in_types = [graph.type_of(o) for o in node.operands]
         values = [graph.node(o).value if graph.node(o).op == "const" else None for o in node.operands]
         emitted = _emit(module, emitted_for, f"k{index}_{node.op}", node, in_types, values)
@@ -119,7 +122,7 @@ def lower(graph: Graph) -> Lowered:
             scratch_used = max(scratch_used, start - scratch_bytes)
         kernels.append((index, node, in_types, emitted, operands, prologue_operands))
     arena_slot = len(slots)
-    plan = Plan({**plan.offsets, **scratch}, scratch_bytes + scratch_used)
+    plan = Plan({**plan.offsets, **scratch}, scratch_bytes + scratch_used, plan.views)
 
     entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [BYTE_PTR.as_pointer()]), ENTRY)
     builder = ir.IRBuilder(entry.append_basic_block("entry"))
@@ -127,8 +130,11 @@ def lower(graph: Graph) -> Lowered:
     arena = builder.load(builder.gep(buffers, [i64(arena_slot)]), name="arena")
 
     def pointer(name: str, dtype: str) -> ir.Value:
-        raw = (builder.load(builder.gep(buffers, [i64(slots[name])]), name=f"p.{name}") if name in slots
-               else builder.gep(arena, [i64(plan.offsets[name])], name=f"p.{name}"))
+        root, view_offset = plan.views.get(name, (name, 0))  # a view is its root's buffer at an offset
+        raw = (builder.load(builder.gep(buffers, [i64(slots[root])]), name=f"p.{root}") if root in slots
+               else builder.gep(arena, [i64(plan.offsets[root])], name=f"p.{root}"))
+        if view_offset:
+            raw = builder.gep(raw, [i64(view_offset)], name=f"p.{name}")
         return builder.bitcast(raw, FLOAT_TYPES[dtype].as_pointer())
 
     threads = ensure_pool()

@@ -1,32 +1,67 @@
-"""Static memory planning: intermediates share one arena, reused by liveness."""
+"""Static memory planning: intermediates share one arena, reused by liveness; views share the
+buffer of the value they look into.
+
+A view is a node whose definition says its result can be its operand's elements from some
+offset on, in order (OpDef.view: reshape, a slice of the outermost axis, ...). It gets no buffer
+and no kernel: it is its root's buffer (an intermediate, a graph input, a constant or a computed
+output) at a byte offset, and the root stays live until the last use of every view into it. A
+graph output is never a view (its kernel writes the caller's fresh array), so no result returned
+to the caller aliases the arena, an input or a constant.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from convc.ir import Graph
+from convc.registry import get_op
 
 ALIGN = 64
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Byte offsets of the intermediates in the arena, and the arena's size."""
+    """Byte offsets of the intermediates in the arena, the arena's size, and the views: each
+    view's root (the value that owns the buffer) and its byte offset in it."""
 
     offsets: dict[str, int]
     arena_bytes: int
+    views: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+def plan_views(graph: Graph) -> dict[str, tuple[str, int]]:
+    """(root, byte offset) of every node that can share its operand's buffer: its definition
+    gives an offset, it is no graph output, and its operand and result are plain."""
+    views: dict[str, tuple[str, int]] = {}
+    for node in graph.op_nodes():
+        view = get_op(node.op).view
+        if view is None or node.name in graph.outputs or node.type.block:
+            continue
+        types = [graph.type_of(o) for o in node.operands]
+        if types[0].block:
+            continue
+        offset = view(node.attrs, types, node.type)
+        if offset is not None:
+            root, base = views.get(node.operands[0], (node.operands[0], 0))
+            views[node.name] = (root, base + offset * node.type.numpy_dtype.itemsize)
+    return views
 
 
 def plan_memory(graph: Graph) -> Plan:
     """Greedy first-fit by definition order; a buffer is live from its definition to its last use
-    (inclusive), so an op's result never shares memory with its own operands."""
+    (inclusive), or its views' last use, so an op's result never shares memory with its own
+    operands."""
     order = {node.name: index for index, node in enumerate(graph.nodes())}
-    intermediates = [n for n in graph.op_nodes() if n.name not in graph.outputs]
+    views = plan_views(graph)
+    last_use = {name: max([order[u.name] for u in graph.users(name)], default=order[name]) for name in order}
+    for view, (root, _) in views.items():
+        last_use[root] = max(last_use[root], last_use[view])
+    intermediates = [n for n in graph.op_nodes() if n.name not in graph.outputs and n.name not in views]
     live: list[tuple[int, int, int, int]] = []  # (start, end, offset, size)
     offsets = {}
     arena = 0
     for node in intermediates:
         start = order[node.name]
-        end = max([order[u.name] for u in graph.users(node.name)], default=start)
+        end = last_use[node.name]
         size = -(-node.type.storage_size * node.type.numpy_dtype.itemsize // ALIGN) * ALIGN
         busy = sorted((o, o + s) for (a, e, o, s) in live if not (e < start or a > end))
         offset = 0
@@ -37,4 +72,4 @@ def plan_memory(graph: Graph) -> Plan:
         live.append((start, end, offset, size))
         offsets[node.name] = offset
         arena = max(arena, offset + size)
-    return Plan(offsets, arena)
+    return Plan(offsets, arena, views)

@@ -195,3 +195,41 @@ def separable_conv2d(x, depthwise, pointwise, strides, padding, data_format="NHW
     out = np.einsum("nhwk,kf->nhwf", middle.reshape(batch, out_h, out_w, channels * mult),
                     pointwise[0, 0].astype(np.float64)).astype(x.dtype)
     return out.transpose(0, 3, 1, 2) if data_format == "NCHW" else out
+
+
+# --- linear and the layout ops (issue 8, group D) ---
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias over the last axis, float64 math (bias: one value per output feature)."""
+    out = np.einsum("...k,nk->...n", x.astype(np.float64), weight.astype(np.float64))
+    if bias is not None:
+        out = out + bias.astype(np.float64).reshape(-1)
+    return out.astype(x.dtype)
+
+
+def torch_slice(x, dim, start, end, step=1):
+    """aten.slice: None is the axis' start or end; a negative bound counts from the end; both are
+    then clamped to [0, size] and an end before the start gives nothing (Python's slicing does the
+    same for a positive step)."""
+    index = [slice(None)] * x.ndim
+    index[dim] = slice(start, end, step)
+    return x[tuple(index)]
+
+
+def cat(tensors, dim=0):
+    """torch.cat: 1-D empty tensors are skipped where other tensors are joined."""
+    kept = [t for t in tensors if t.shape != (0,)]
+    return np.concatenate(kept, axis=dim) if kept else tensors[0].copy()
+
+
+def split(x, split_size_or_sections, dim=0):
+    """torch.split: pieces of an int size (the last smaller), or the listed sizes."""
+    size = x.shape[dim]
+    if isinstance(split_size_or_sections, int):
+        step = split_size_or_sections
+        bounds = list(range(step, size, step)) if size else []
+    elif not split_size_or_sections:
+        return ()
+    else:
+        bounds = list(np.cumsum(split_size_or_sections)[:-1])
+    return tuple(np.split(x, bounds, axis=dim))
