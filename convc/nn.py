@@ -259,6 +259,112 @@ class Sequential(Module):
 from .keras import SeparableConv2D  # noqa: E402  (Keras-style layer, re-exported here)
 
 
+# --- normalization modules (issue 8, group B): BatchNorm1d/2d/3d, LayerNorm, GroupNorm ---
+
+def _count(name: str, argument: str, value: Any, minimum: int) -> int:
+    value = as_int(name, argument, value)
+    if value < minimum:
+        raise ConvcError(f"{name}: {argument}={value} must be >= {minimum}")
+    return value
+
+
+class _BatchNorm(Module):
+    """Batch normalization for inference: running statistics (zeros and ones until set), weight
+    ones and bias zeros (affine), as torch's; with track_running_stats=False the statistics of
+    the batch itself, as torch computes them in eval mode. momentum is kept and unused; device is
+    accepted for torch's signature and ignored."""
+
+    ranks: tuple[int, ...] = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, device: Any = None, dtype: Any = np.float32, *,
+                 bias: bool = True) -> None:
+        self.num_features = _count(type(self).__name__, "num_features", num_features, 0)
+        self.eps, self.momentum = eps, momentum
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        self.weight = np.ones(self.num_features, dtype) if self.affine else None
+        self.bias = np.zeros(self.num_features, dtype) if self.affine and bias else None
+        tracked = self.track_running_stats
+        self.running_mean = np.zeros(self.num_features, dtype) if tracked else None
+        self.running_var = np.ones(self.num_features, dtype) if tracked else None
+        self.num_batches_tracked = np.array(0, np.int64) if tracked else None
+
+    def forward(self, input: Any) -> Any:
+        rank = len(tuple(input.shape) if hasattr(input, "shape") else np.shape(input))
+        if rank not in self.ranks:
+            expected = " or ".join(f"{r}D" for r in self.ranks)
+            raise ConvcError(f"{type(self).__name__}: expected {expected} input, got {rank}D input")
+        mean, var = self.running_mean, self.running_var
+        if mean is None or var is None:  # batch statistics: two passes, the biased variance
+            axes = (0,) + tuple(range(2, rank))
+            centred = ops.sub(input, ops.mean(input, axes, keepdim=True))
+            mean, var = ops.mean(input, axes), ops.mean(ops.mul(centred, centred), axes)
+        return ops.batch_norm(input, mean, var, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization of (N, C) or (N, C, L) input, as torch.nn.BatchNorm1d in eval mode."""
+    ranks = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization of (N, C, H, W) input, as torch.nn.BatchNorm2d in eval mode."""
+    ranks = (4,)
+
+
+class BatchNorm3d(_BatchNorm):
+    """Batch normalization of (N, C, D, H, W) input, as torch.nn.BatchNorm3d in eval mode."""
+    ranks = (5,)
+
+
+class LayerNorm(Module):
+    """Normalization over the last axes, as torch.nn.LayerNorm: weight ones and bias zeros of
+    normalized_shape (an int or a tuple) when elementwise_affine (bias=False drops the bias)."""
+
+    def __init__(self, normalized_shape: Any, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
+                 device: Any = None, dtype: Any = np.float32) -> None:
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
+        try:
+            self.normalized_shape = tuple(as_int("LayerNorm", "normalized_shape", d) for d in shape)
+        except TypeError:
+            raise TypeError(f"LayerNorm: normalized_shape={normalized_shape!r} must be an int or a tuple of "
+                            f"ints") from None
+        self.eps, self.elementwise_affine = eps, bool(elementwise_affine)
+        self.weight = np.ones(self.normalized_shape, dtype) if self.elementwise_affine else None
+        self.bias = np.zeros(self.normalized_shape, dtype) if self.elementwise_affine and bias else None
+
+    def forward(self, input: Any) -> Any:
+        return ops.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class GroupNorm(Module):
+    """Normalization over groups of channels, as torch.nn.GroupNorm: weight ones and bias zeros
+    of num_channels when affine (bias=False drops the bias)."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 device: Any = None, dtype: Any = np.float32, *, bias: bool = True) -> None:
+        self.num_groups = _count("GroupNorm", "num_groups", num_groups, 1)
+        self.num_channels = _count("GroupNorm", "num_channels", num_channels, 0)
+        if self.num_channels % self.num_groups:
+            raise ConvcError(f"GroupNorm: num_channels={num_channels} must be divisible by num_groups={num_groups}")
+        self.eps, self.affine = eps, bool(affine)
+        self.weight = np.ones(self.num_channels, dtype) if self.affine else None
+        self.bias = np.zeros(self.num_channels, dtype) if self.affine and bias else None
+
+    def forward(self, input: Any) -> Any:
+        return ops.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
 # --- linear and layout modules (issue 8, group D): Linear, Flatten ---
 
 class Linear(Module):

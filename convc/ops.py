@@ -188,6 +188,58 @@ def tanh(x: Array) -> Array:
     return apply("tanh", [x])
 
 
+# --- normalization and reductions (issue 8, group B): batch_norm, layer_norm, group_norm, mean ---
+
+def _ones_for_weight(bias: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Ones in place of an absent weight when a bias is given (torch then computes y * 1 + bias)."""
+    dtype = getattr(bias, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(bias).dtype
+    return np.ones(shape, dtype if dtype in (np.float32, np.float64) else np.float32)
+
+
+def _channels(input: Any) -> int:
+    shape = tuple(input.shape) if hasattr(input, "shape") else np.shape(input)
+    return shape[1] if len(shape) > 1 else 0
+
+
+def batch_norm(input: Array, running_mean: Array, running_var: Array, weight: Array | None = None,
+               bias: Array | None = None, eps: float = 1e-5, *, training: bool = False,
+               momentum: float = 0.1) -> Array:
+    """Batch normalization with running statistics over channel axis 1 of (N, C, *), as
+    torch.nn.functional.batch_norm in inference (training=True is not supported; momentum is
+    unused there)."""
+    if training:
+        from .errors import ConvcError
+        raise ConvcError("batch_norm: training=True is not supported; convc computes inference only "
+                         "(running statistics)")
+    if weight is None and bias is not None:
+        weight = _ones_for_weight(bias, (_channels(input),))
+    return apply("batch_norm", [input, running_mean, running_var, weight, bias], eps=eps)
+
+
+def layer_norm(input: Array, normalized_shape: Sequence[int], weight: Array | None = None,
+               bias: Array | None = None, eps: float = 1e-5) -> Array:
+    """Normalization over the last len(normalized_shape) axes, as torch.nn.functional.layer_norm."""
+    if weight is None and bias is not None and isinstance(normalized_shape, (tuple, list)):
+        weight = _ones_for_weight(bias, tuple(normalized_shape))
+    return apply("layer_norm", [input, weight, bias], normalized_shape=normalized_shape, eps=eps)
+
+
+def group_norm(input: Array, num_groups: int, weight: Array | None = None, bias: Array | None = None,
+               eps: float = 1e-5) -> Array:
+    """Normalization over groups of channels of (N, C, *), as torch.nn.functional.group_norm."""
+    if weight is None and bias is not None:
+        weight = _ones_for_weight(bias, (_channels(input),))
+    return apply("group_norm", [input, weight, bias], num_groups=num_groups, eps=eps)
+
+
+def mean(input: Array, dim: Any, keepdim: bool = False) -> Array:
+    """The mean over the axes `dim` (an int or a tuple; an empty tuple or None means all), as
+    torch.mean."""
+    return apply("mean", [input], dim=dim, keepdim=keepdim)
+
+
 # --- linear and the layout ops (issue 8, group D): linear, transpose, permute, reshape, flatten, ---
 # --- squeeze, unsqueeze, slice, cat, split. `slice` below shadows the builtin in this module. ---
 

@@ -113,12 +113,14 @@ class Pipeline:
 def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
                      evaluate: Evaluate | None = None, channel_block: ChannelBlock | None = None) -> Pipeline:
     """opt_level 0: shape inference and padding canonicalization; 1: plus pad folding into convs,
-    constant folding (when the caller supplies `evaluate`, which runs one op on constants) and
-    dead-code elimination; 2: plus the fusions and, when the caller supplies `channel_block` (the
-    host's channels per block for a dtype), the blocked layout and the residual fusion on it."""
+    constant folding (when the caller supplies `evaluate`, which runs one op on constants),
+    batch-norm folding into convs and dead-code elimination; 2: plus the fusions and, when the
+    caller supplies `channel_block` (the host's channels per block for a dtype), the blocked
+    layout and the residual fusion on it."""
     from .assign_layout import AssignLayout
     from .canonicalize_padding import CanonicalizePadding
     from .dead_code import DeadCodeElimination
+    from .fold_batch_norm import FoldBatchNorm
     from .fold_bias import FoldBias
     from .fold_constants import FoldConstants
     from .fold_pad import FoldPad
@@ -134,6 +136,7 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
         passes.append(FoldPad())
         if evaluate is not None:
             passes.append(FoldConstants(evaluate))
+        passes.append(FoldBatchNorm())
         passes.append(DeadCodeElimination())
     if opt_level >= 2:
         passes += [FuseBroadcast(), FoldBias(), FuseEpilogue()]

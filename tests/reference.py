@@ -197,6 +197,56 @@ def separable_conv2d(x, depthwise, pointwise, strides, padding, data_format="NHW
     return out.transpose(0, 3, 1, 2) if data_format == "NCHW" else out
 
 
+# --- normalization and reductions (issue 8, group B) ---
+
+def _affine(y, weight, bias, shape):
+    if weight is not None:
+        y = y * weight.astype(np.float64).reshape(shape)
+    if bias is not None:
+        y = y + bias.astype(np.float64).reshape(shape)
+    return y
+
+
+def _standardize(x64, axes, eps):
+    """(x - mean) / sqrt(biased variance + eps) over `axes`."""
+    mean = x64.mean(axis=axes, keepdims=True)
+    var = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True)
+    return (x64 - mean) / np.sqrt(var + eps)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, eps=1e-5):
+    """(x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c] along axis 1, float64 math."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = (x.astype(np.float64) - running_mean.astype(np.float64).reshape(shape)) / np.sqrt(
+        running_var.astype(np.float64).reshape(shape) + eps)
+    return _affine(y, weight, bias, shape).astype(x.dtype)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Standardized over the last len(normalized_shape) axes, then weight * y + bias."""
+    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    y = _standardize(x.astype(np.float64), axes, eps) if x.size else x.astype(np.float64)
+    return _affine(y, weight, bias, tuple(normalized_shape)).astype(x.dtype)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Standardized over each group of C / num_groups channels (and every spatial position)."""
+    n, c = x.shape[:2]
+    y = x.astype(np.float64)
+    if x.size:
+        y = _standardize(y.reshape(n, num_groups, -1), (2,), eps).reshape(x.shape)
+    return _affine(y, weight, bias, (1, c) + (1,) * (x.ndim - 2)).astype(x.dtype)
+
+
+def mean(x, dim, keepdim=False):
+    """torch.mean: an int or a tuple of axes (negatives from the end); () or None: every axis."""
+    if x.ndim == 0:
+        return x.copy()
+    axes = tuple(range(x.ndim)) if dim is None or dim == () else dim
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.mean(x.astype(np.float64), axis=axes, keepdims=keepdim)).astype(x.dtype)
+
+
 # --- linear and the layout ops (issue 8, group D) ---
 
 def linear(x, weight, bias=None):

@@ -123,9 +123,9 @@ def test_dump_directory_gets_numbered_files_that_parse(tmp_path, monkeypatch):
     convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), opt_level=1)
     names = sorted(p.name for p in (tmp_path / "by_env").iterdir())
     assert names == ["000_input.txt", "001_shape_inference.txt", "002_canonicalize_padding.txt",
-                     "003_fold_pad.txt", "004_fold_constants.txt", "005_dead_code.txt"]
+                     "003_fold_pad.txt", "004_fold_constants.txt", "005_fold_batch_norm.txt", "006_dead_code.txt"]
     assert "pad_lo" in (tmp_path / "by_env" / "002_canonicalize_padding.txt").read_text()
-    parse((tmp_path / "by_env" / "005_dead_code.txt").read_text())
+    parse((tmp_path / "by_env" / "006_dead_code.txt").read_text())
 
 
 def test_dump_false_switches_off_the_environment_dump(tmp_path, monkeypatch, capsys):
@@ -210,8 +210,9 @@ def test_timing_instrument_records_every_pass():
     from convc.passes.pipeline import Timing
     timing = Timing()
     default_pipeline(2, [timing]).run(parse(CONV_RELU))
-    assert set(timing.seconds) == {"shape_inference", "canonicalize_padding", "fold_pad", "dead_code", "fuse_broadcast",
-                                   "fold_bias", "fuse_epilogue", "fuse_separable"}  # no evaluate: no folding
+    assert set(timing.seconds) == {"shape_inference", "canonicalize_padding", "fold_pad", "fold_batch_norm",
+                                   "dead_code", "fuse_broadcast", "fold_bias", "fuse_epilogue",
+                                   "fuse_separable"}  # no evaluate: no constant folding
     assert all(seconds >= 0 for seconds in timing.seconds.values())
 
 
