@@ -4,6 +4,7 @@ fused activations and folded biases, constant weights (packed at compile time) a
 are inputs (packed by the prologue), on the host's vector width and forced to 256 bits; torch's
 extra forms (a 1-D weight, a bias per input row) and its errors; torch cross-checks."""
 import contextlib
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import convc
 from convc import ConvcError, nn, ops
 from convc.runtime.jit import host_target
 from reference import UNARY, assert_close, linear
+from test_blocked_conv import hot_loop
 
 WIDTHS = sorted({256, host_target().vector_bits})
 dtypes = st.sampled_from([np.float32, np.float64])
@@ -77,6 +79,20 @@ def test_tail_tiles_and_partial_feature_blocks(rows, inputs, features):
         bias = rng.standard_normal(features).astype(dtype)
         assert_close(convc.compile(lambda a: ops.linear(a, w, bias), x)(x), linear(x, w, bias), inputs + 1)
         assert_close(ops.linear(x, w, bias), linear(x, w, bias), inputs + 1)
+
+
+@pytest.mark.parametrize("vector_bits", WIDTHS, ids=lambda bits: f"{bits}bit")
+def test_the_gemm_hot_loop_has_no_stack_spills(vector_bits):
+    x = np.zeros((64, 256), np.float32)
+    w = np.random.default_rng(4).standard_normal((128, 256)).astype(np.float32)
+    with narrowed(vector_bits):
+        compiled = convc.compile(lambda a: ops.linear(a, w), x)
+    function = next(name for name in re.findall(r"^(\w+linear):", compiled.asm, re.M))
+    loop = hot_loop(compiled.asm, function)
+    fmas = [line for line in loop if "vfmadd" in line]
+    register = "zmm" if vector_bits == 512 else "ymm"
+    assert len(fmas) >= 32 and all(register in line for line in fmas)
+    assert not [line for line in loop if "rsp" in line], "stack traffic in the hot loop"
 
 
 def test_linear_by_hand():

@@ -156,15 +156,17 @@ def emit_nests(k: Kernel, nests: list[tuple[CopyNest, int]]) -> Kernel:
         return k.finish()
     b = k.builder
     with k.outer_loop(total, "job") as job:
-        base = 0
-        for nest, source in nests:
-            if len(nests) == 1:
-                nest.emit(job, k.args[0], k.args[source])
-                break
-            inside = b.and_(b.icmp_unsigned(">=", job, i64(base)), b.icmp_unsigned("<", job, i64(base + nest.jobs)))
-            with b.if_then(inside):
-                nest.emit(b.sub(job, i64(base)), k.args[0], k.args[source])
-            base += nest.jobs
+        if len(nests) == 1:
+            nest, source = nests[0]
+            nest.emit(job, k.args[0], k.args[source])
+        else:
+            base = 0
+            for nest, source in nests:
+                inside = b.and_(b.icmp_unsigned(">=", job, i64(base)),
+                                b.icmp_unsigned("<", job, i64(base + nest.jobs)))
+                with b.if_then(inside):
+                    nest.emit(b.sub(job, i64(base)), k.args[0], k.args[source])
+                base += nest.jobs
     return k.finish()
 
 
