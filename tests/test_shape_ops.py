@@ -290,13 +290,22 @@ def test_a_view_keeps_its_root_alive_while_the_arena_is_reused():
 def test_views_returned_or_of_inputs_and_constants_are_fresh_arrays():
     x = array((3, 4))
     big = array((4, 3), seed=1)
-    compiled = convc.compile(lambda a: (ops.reshape(a, (12,)), ops.relu(a), ops.flatten(ops.relu(a)),
-                                        ops.add(ops.reshape(big, (3, 4)), ops.reshape(a, (3, 4)))), x, opt_level=0)
-    flat, y, flat_y, total = compiled(x)
+
+    def model(a):
+        y = ops.relu(a)
+        return (ops.reshape(a, (12,)), y, ops.flatten(y), ops.add(ops.reshape(big, (3, 4)), ops.reshape(a, (3, 4))),
+                ops.tanh(ops.reshape(y, (4, 3))))
+
+    compiled = convc.compile(model, x, opt_level=0)  # no constant folding: the constant's reshape stays
+    views = plan_memory(compiled.graph).views
+    roots = sorted(compiled.graph.node(root).op for root, _ in views.values())
+    assert roots == ["const", "input", "relu"]  # a constant, a graph input and a computed output
+    flat, y, flat_y, total, moved = compiled(x)
     assert not np.shares_memory(flat, x) and not np.shares_memory(flat_y, y)
     np.testing.assert_array_equal(flat, x.reshape(12))
     np.testing.assert_array_equal(flat_y, np.maximum(x, 0).reshape(12))
     reference.assert_close(total, big.reshape(3, 4) + x)
+    reference.assert_close(moved, np.tanh(np.maximum(x, 0).reshape(4, 3)), 4)
     y[...] = -1.0  # the caller owns every output: nothing else changes
     np.testing.assert_array_equal(flat_y, np.maximum(x, 0).reshape(12))
     again = compiled(x)
