@@ -42,6 +42,11 @@ def number(value: Any) -> str | None:
     return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "must be a number"
 
 
+def boolean(value: Any) -> str | None:
+    """True or False."""
+    return None if isinstance(value, bool) else "must be a bool"
+
+
 def activation(value: Any) -> str | None:
     """The name of an op with the trait `activation` (read when checked, so new ones count)."""
     return choice(tuple(ops_with_trait("activation")))(value)

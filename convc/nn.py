@@ -401,3 +401,87 @@ class Flatten(Module):
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+# --- pooling (group C) ------------------------------------------------------------------------
+
+
+class _MaxPoolNd(Module):
+    """What MaxPool1d and MaxPool2d share: torch's constructor, and its repr."""
+
+    fn: Callable[..., Any] = staticmethod(ops.max_pool2d)
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+                 return_indices: bool = False, ceil_mode: bool = False) -> None:
+        if return_indices:
+            raise ConvcError(f"{type(self).__name__}: return_indices=True is not supported")
+        self.kernel_size, self.padding, self.dilation, self.ceil_mode = kernel_size, padding, dilation, ceil_mode
+        self.stride = stride if stride is not None else kernel_size
+
+    def forward(self, input: Any) -> Any:
+        return type(self).fn(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class MaxPool1d(_MaxPoolNd):
+    """Max pooling over (N, C, L) or (C, L), as torch.nn.MaxPool1d."""
+
+    fn = staticmethod(ops.max_pool1d)
+
+
+class MaxPool2d(_MaxPoolNd):
+    """Max pooling over (N, C, H, W) or (C, H, W), as torch.nn.MaxPool2d."""
+
+    fn = staticmethod(ops.max_pool2d)
+
+
+class _AvgPoolNd(Module):
+    """What AvgPool1d and AvgPool2d share: torch's constructor, and its repr."""
+
+    fn: Callable[..., Any] = staticmethod(ops.avg_pool2d)
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+                 count_include_pad: bool = True) -> None:
+        self.kernel_size, self.padding = kernel_size, padding
+        self.stride = stride if stride is not None else kernel_size
+        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+
+    def forward(self, input: Any) -> Any:
+        return type(self).fn(input, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool1d(_AvgPoolNd):
+    """Average pooling over (N, C, L) or (C, L), as torch.nn.AvgPool1d."""
+
+    fn = staticmethod(ops.avg_pool1d)
+
+
+class AvgPool2d(_AvgPoolNd):
+    """Average pooling over (N, C, H, W) or (C, H, W), as torch.nn.AvgPool2d (no divisor_override)."""
+
+    fn = staticmethod(ops.avg_pool2d)
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: Any = None) -> None:
+        if divisor_override is not None:
+            raise ConvcError(f"AvgPool2d: divisor_override={divisor_override!r} is not supported")
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+
+class AdaptiveAvgPool2d(Module):
+    """Adaptive average pooling over the last two axes, as torch.nn.AdaptiveAvgPool2d."""
+
+    def __init__(self, output_size: Any) -> None:
+        self.output_size = output_size
+
+    def forward(self, input: Any) -> Any:
+        return ops.adaptive_avg_pool2d(input, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"

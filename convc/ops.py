@@ -344,3 +344,42 @@ def split(x: Array, split_size_or_sections: int | Sequence[int], dim: int = 0) -
         pieces.append(slice(x, axis, start, start + length))
         start += length
     return tuple(pieces)
+
+
+# --- pooling (group C) ------------------------------------------------------------------------
+
+
+def max_pool1d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+               ceil_mode: bool = False) -> Array:
+    """Max over sliding windows of (N, C, L) or (C, L) input (padding reads as -inf), as
+    torch.nn.functional.max_pool1d."""
+    return apply("max_pool1d", [input], kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                 ceil_mode=ceil_mode)
+
+
+def max_pool2d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+               ceil_mode: bool = False) -> Array:
+    """Max over sliding windows of (N, C, H, W) or (C, H, W) input (padding reads as -inf), as
+    torch.nn.functional.max_pool2d."""
+    return apply("max_pool2d", [input], kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                 ceil_mode=ceil_mode)
+
+
+def avg_pool1d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+               count_include_pad: bool = True) -> Array:
+    """Mean over sliding windows of (N, C, L) or (C, L) input, as torch.nn.functional.avg_pool1d."""
+    return apply("avg_pool1d", [input], kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                 count_include_pad=count_include_pad)
+
+
+def avg_pool2d(input: Array, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+               count_include_pad: bool = True) -> Array:
+    """Mean over sliding windows of (N, C, H, W) or (C, H, W) input, as torch.nn.functional.avg_pool2d."""
+    return apply("avg_pool2d", [input], kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                 count_include_pad=count_include_pad)
+
+
+def adaptive_avg_pool2d(input: Array, output_size: Any) -> Array:
+    """Adaptive average pooling over the last two axes (an int, or a pair whose None entries keep
+    the input's size), as torch.nn.functional.adaptive_avg_pool2d."""
+    return apply("adaptive_avg_pool2d", [input], output_size=output_size)

@@ -283,3 +283,81 @@ def split(x, split_size_or_sections, dim=0):
     else:
         bounds = list(np.cumsum(split_size_or_sections)[:-1])
     return tuple(np.split(x, bounds, axis=dim))
+
+
+# --- pooling (group C) ------------------------------------------------------------------------
+
+
+def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
+    """Outputs per axis: floor_or_ceil((L + 2p - d(k-1) - 1) / s) + 1, less a ceil_mode window
+    that would start in the right padding."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = -(-span // stride) + 1 if ceil_mode else span // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _windows(x, kernel, stride, padding, dilation, ceil_mode, fill):
+    """(x with N, padded by `fill` on every side far enough for every window, output sizes,
+    unbatched); the window of output o along an axis starts at o*s in padded coordinates."""
+    rank = len(kernel)
+    unbatched = x.ndim == rank + 1
+    x = x[None] if unbatched else x
+    outs = [pool_output_size(n, k, s, p, d, ceil_mode)
+            for n, k, s, p, d in zip(x.shape[2:], kernel, stride, padding, dilation)]
+    reach = [max(n + 2 * p, (o - 1) * s + d * (k - 1) + 1)
+             for n, o, k, s, p, d in zip(x.shape[2:], outs, kernel, stride, padding, dilation)]
+    padded = np.full(x.shape[:2] + tuple(reach), fill, np.float64)
+    padded[(..., *(slice(p, p + n) for p, n in zip(padding, x.shape[2:])))] = x
+    return padded, outs, unbatched
+
+
+def _window_slices(index, kernel, stride, dilation):
+    return tuple(slice(o * s, o * s + d * (k - 1) + 1, d) for o, k, s, d in zip(index, kernel, stride, dilation))
+
+
+def max_pool(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """torch max_poolNd by its definition: the max of each window, the padding read as -inf."""
+    rank = len(kernel)
+    stride, padding, dilation = (_tuple(v, rank) for v in (stride or kernel, padding, dilation))
+    padded, outs, unbatched = _windows(x, kernel, stride, padding, dilation, ceil_mode, -np.inf)
+    out = np.empty(padded.shape[:2] + tuple(outs), np.float64)
+    for index in np.ndindex(*outs):
+        out[(..., *index)] = padded[(..., *_window_slices(index, kernel, stride, dilation))].max(
+            axis=tuple(range(2, 2 + rank)))
+    return (out[0] if unbatched else out).astype(x.dtype)
+
+
+def avg_pool(x, kernel, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """torch avg_poolNd by its definition: each window's sum over the number of its elements
+    inside the padded input (count_include_pad) or inside the input."""
+    rank = len(kernel)
+    stride, padding = (_tuple(v, rank) for v in (stride or kernel, padding))
+    ones = (1,) * rank
+    padded, outs, unbatched = _windows(x, kernel, stride, padding, ones, ceil_mode, 0.0)
+    inside = np.zeros(padded.shape[2:])
+    inside[tuple(slice(p, p + n) for p, n in zip(padding, x.shape[-rank:]))] = 1
+    in_padded = np.zeros(padded.shape[2:])
+    in_padded[tuple(slice(0, n + 2 * p) for p, n in zip(padding, x.shape[-rank:]))] = 1
+    counted = in_padded if count_include_pad else inside
+    out = np.empty(padded.shape[:2] + tuple(outs), np.float64)
+    for index in np.ndindex(*outs):
+        window = _window_slices(index, kernel, stride, ones)
+        out[(..., *index)] = padded[(..., *window)].sum(axis=tuple(range(2, 2 + rank))) / counted[window].sum()
+    return (out[0] if unbatched else out).astype(x.dtype)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Bin (i, j) averages rows [floor(i*H/OH), ceil((i+1)*H/OH)) and likewise the columns; a None
+    size keeps the input's."""
+    sizes = (output_size, output_size) if isinstance(output_size, int) else output_size
+    (height, width) = x.shape[-2:]
+    out_h, out_w = (n if o is None else o for n, o in zip((height, width), sizes))
+    out = np.empty(x.shape[:-2] + (out_h, out_w), np.float64)
+    for i in range(out_h):
+        rows = slice((i * height) // out_h, -((-(i + 1) * height) // out_h))
+        for j in range(out_w):
+            cols = slice((j * width) // out_w, -((-(j + 1) * width) // out_w))
+            out[..., i, j] = x[..., rows, cols].astype(np.float64).mean(axis=(-2, -1))
+    return out.astype(x.dtype)
