@@ -11,7 +11,8 @@ from typing import Any
 
 from .args import is_int
 from .errors import ConvcError
-from .registry import Rule, get_op, ops_with_trait
+from .fused_activation import activation_problem
+from .registry import Rule, get_op
 
 
 def ints(minimum: int | None = None, length: int | None = None) -> Rule:
@@ -48,8 +49,9 @@ def boolean(value: Any) -> str | None:
 
 
 def activation(value: Any) -> str | None:
-    """The name of an op with the trait `activation` (read when checked, so new ones count)."""
-    return choice(tuple(ops_with_trait("activation")))(value)
+    """A fused activation: the name of an op with the trait `activation` (read when checked, so new
+    ones count), or the name and the op's attribute values (convc.fused_activation)."""
+    return activation_problem(value)
 
 
 EPILOGUE: dict[str, Rule] = {"activation": activation}  # optional on every op with the trait has_epilogue

@@ -485,3 +485,73 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
+
+
+# --- group A: activations (torch.nn's constructors; `inplace` is accepted and changes nothing,
+# since every op returns a fresh array) ---
+
+class GELU(Module):
+    """x * Phi(x), exact (approximate='none') or its tanh approximation, as torch.nn.GELU."""
+
+    def __init__(self, approximate: str = "none") -> None:
+        ops.normalize("gelu", {"approximate": approximate})
+        self.approximate = approximate
+
+    def forward(self, input: Any) -> Any:
+        return ops.gelu(input, self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class _InplaceActivation(_Activation):
+    def __init__(self, inplace: bool = False) -> None:
+        self.inplace = inplace
+
+
+class SiLU(_InplaceActivation):
+    """x * sigmoid(x), as torch.nn.SiLU."""
+
+    fn = staticmethod(ops.silu)
+
+
+class Hardswish(_InplaceActivation):
+    """x * relu6(x + 3) / 6, as torch.nn.Hardswish."""
+
+    fn = staticmethod(ops.hardswish)
+
+
+class Hardsigmoid(_InplaceActivation):
+    """relu6(x + 3) / 6, as torch.nn.Hardsigmoid."""
+
+    fn = staticmethod(ops.hardsigmoid)
+
+
+class LeakyReLU(Module):
+    """x for x > 0, else negative_slope * x, as torch.nn.LeakyReLU."""
+
+    def __init__(self, negative_slope: float = 1e-2, inplace: bool = False) -> None:
+        ops.normalize("leaky_relu", {"negative_slope": negative_slope})
+        self.negative_slope, self.inplace = negative_slope, inplace
+
+    def forward(self, input: Any) -> Any:
+        return ops.leaky_relu(input, self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Hardtanh(Module):
+    """x clamped to [min_val, max_val], as torch.nn.Hardtanh (which needs max_val > min_val)."""
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> None:
+        ops.normalize("hardtanh", {"min_val": min_val, "max_val": max_val})
+        if not max_val > min_val:
+            raise ConvcError(f"Hardtanh: max_val={max_val} must be greater than min_val={min_val}")
+        self.min_val, self.max_val, self.inplace = min_val, max_val, inplace
+
+    def forward(self, input: Any) -> Any:
+        return ops.hardtanh(input, self.min_val, self.max_val)
+
+    def extra_repr(self) -> str:
+        return f"min_val={self.min_val}, max_val={self.max_val}"

@@ -346,6 +346,94 @@ def split(x: Array, split_size_or_sections: int | Sequence[int], dim: int = 0) -
     return tuple(pieces)
 
 
+
+# --- group A: elementwise math and activations (definitions in convc/op_math.py, kernels in
+# runtime/kernels/math_forms.py). Note: `abs` and `pow` below shadow the builtins in this module.
+
+def gelu(x: Array, approximate: str = "none") -> Array:
+    """x * 0.5 * (1 + erf(x / sqrt(2))), or with approximate='tanh' 0.5 * x * (1 + tanh(sqrt(2 / pi)
+    * (x + 0.044715 * x**3))), as torch.nn.functional.gelu."""
+    return apply("gelu", [x], approximate=approximate)
+
+
+def silu(x: Array) -> Array:
+    """x * sigmoid(x), as torch.nn.functional.silu."""
+    return apply("silu", [x])
+
+
+def hardswish(x: Array) -> Array:
+    """x * clamp(x + 3, 0, 6) / 6, as torch.nn.functional.hardswish."""
+    return apply("hardswish", [x])
+
+
+def hardsigmoid(x: Array) -> Array:
+    """clamp(x + 3, 0, 6) / 6, as torch.nn.functional.hardsigmoid."""
+    return apply("hardsigmoid", [x])
+
+
+def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
+    """x where x > 0, else x * negative_slope, as torch.nn.functional.leaky_relu."""
+    return apply("leaky_relu", [x], negative_slope=negative_slope)
+
+
+def hardtanh(x: Array, min_val: float = -1.0, max_val: float = 1.0) -> Array:
+    """x clamped to [min_val, max_val], as torch.nn.functional.hardtanh (min_val > max_val is an error)."""
+    return apply("hardtanh", [x], min_val=min_val, max_val=max_val)
+
+
+def clamp(x: Array, min: float | None = None, max: float | None = None) -> Array:
+    """min(max(x, min), max) with either bound left out, as torch.clamp (at least one bound; NaN kept)."""
+    return apply("clamp", [x], min=min, max=max)
+
+
+def exp(x: Array) -> Array:
+    """e ** x, as torch.exp."""
+    return apply("exp", [x])
+
+
+def sin(x: Array) -> Array:
+    """Sine, as torch.sin."""
+    return apply("sin", [x])
+
+
+def cos(x: Array) -> Array:
+    """Cosine, as torch.cos."""
+    return apply("cos", [x])
+
+
+def sqrt(x: Array) -> Array:
+    """Square root (NaN below 0), as torch.sqrt."""
+    return apply("sqrt", [x])
+
+
+def rsqrt(x: Array) -> Array:
+    """1 / sqrt(x), as torch.rsqrt."""
+    return apply("rsqrt", [x])
+
+
+def reciprocal(x: Array) -> Array:
+    """1 / x, as torch.reciprocal."""
+    return apply("reciprocal", [x])
+
+
+def neg(x: Array) -> Array:
+    """-x, as torch.neg."""
+    return apply("neg", [x])
+
+
+def abs(x: Array) -> Array:
+    """|x|, as torch.abs."""
+    return apply("abs", [x])
+
+
+def pow(x: Array, exponent: Array | float) -> Array:
+    """x ** exponent, as torch.pow: a number exponent (x * x for 2, sqrt for 0.5, ... as torch
+    computes them), or an array broadcast with x (a number x takes the exponent's dtype)."""
+    if isinstance(exponent, (int, float, np.integer, np.floating)) and not isinstance(exponent, bool):
+        return apply("pow_scalar", [x], exponent=exponent)
+    return _binary("pow", x, exponent)
+
+
 # --- pooling (group C) ------------------------------------------------------------------------
 
 

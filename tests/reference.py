@@ -6,6 +6,7 @@ shared with convc's kernels or shape rules.
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -283,6 +284,80 @@ def split(x, split_size_or_sections, dim=0):
     else:
         bounds = list(np.cumsum(split_size_or_sections)[:-1])
     return tuple(np.split(x, bounds, axis=dim))
+
+
+# --- elementwise math and activations (issue 8, group A); float64 math, rounded once ---
+
+def _f64(x):
+    return np.asarray(x).astype(np.float64)
+
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def gelu(x, approximate="none"):
+    """torch.nn.functional.gelu: x * Phi(x), Phi(x) = erfc(-x / sqrt(2)) / 2 (the same value as
+    (1 + erf(x / sqrt(2))) / 2, without its cancellation for negative x); or the tanh form."""
+    v = _f64(x)
+    if approximate == "tanh":
+        with np.errstate(invalid="ignore"):
+            return (0.5 * v * (1 + np.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3)))).astype(x.dtype)
+    with np.errstate(invalid="ignore"):
+        return (v * 0.5 * _erfc(-v / math.sqrt(2))).astype(x.dtype)
+
+
+def silu(x):
+    v = _f64(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (v / (1 + np.exp(-v))).astype(x.dtype)
+
+
+def hardsigmoid(x):
+    return (np.minimum(np.maximum(_f64(x) + 3, 0), 6) / 6).astype(x.dtype)
+
+
+def hardswish(x):
+    v = _f64(x)
+    with np.errstate(invalid="ignore"):
+        return (v * np.minimum(np.maximum(v + 3, 0), 6) / 6).astype(x.dtype)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    v = _f64(x)
+    with np.errstate(invalid="ignore"):
+        return np.where(v > 0, v, v * negative_slope).astype(x.dtype)
+
+
+def clamp(x, min=None, max=None):
+    """torch.clamp: NaN stays NaN, a NaN bound makes everything NaN, min > max gives max."""
+    v = _f64(x)
+    if min is not None:
+        v = np.where(v < min, min, v) if not math.isnan(min) else np.full_like(v, np.nan)
+    if max is not None:
+        v = np.where(v > max, max, v) if not math.isnan(max) else np.full_like(v, np.nan)
+    return v.astype(x.dtype)
+
+
+def hardtanh(x, min_val=-1.0, max_val=1.0):
+    return clamp(x, min_val, max_val)
+
+
+def power(x, exponent):
+    """torch.pow of an array by a number or an array (NumPy's float64 power, rounded once)."""
+    with np.errstate(all="ignore"):
+        return np.power(_f64(x), _f64(exponent)).astype(x.dtype if isinstance(x, np.ndarray) else exponent.dtype)
+
+
+def _unary_f64(fn):
+    def apply(x):
+        with np.errstate(all="ignore"):
+            return fn(_f64(x)).astype(x.dtype)
+    return apply
+
+
+MATH = {"exp": _unary_f64(np.exp), "sin": _unary_f64(np.sin), "cos": _unary_f64(np.cos),
+        "sqrt": _unary_f64(np.sqrt), "rsqrt": _unary_f64(lambda v: 1 / np.sqrt(v)),
+        "reciprocal": _unary_f64(lambda v: 1 / v), "neg": _unary_f64(np.negative), "abs": _unary_f64(np.abs)}
 
 
 # --- pooling (group C) ------------------------------------------------------------------------

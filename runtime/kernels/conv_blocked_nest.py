@@ -36,7 +36,7 @@ import llvmlite.ir as ir
 from ..codegen import Kernel, i64
 from .conv_geometry import (Axis, ConvGeometry, RowPhase, conv_row, divmod_index, map_index, tap_plane,
                             transposed_row)
-from .elementwise import SCALAR_OPS
+from .elementwise import activate
 
 L1_WEIGHT_SHARE = 3  # a chunk's packed weights take a third of L1
 L1_OUTPUT_SHARE = 2  # a row segment's partial sums half of it
@@ -101,11 +101,11 @@ def cover_row(k: Kernel, plan: PhasePlan, width: int, segment: ir.Value,
 
 
 def epilogue(k: Kernel, value: ir.Value, residual: ir.Value | None, offset: ir.Value,
-             activation: str | None) -> ir.Value:
+             activation: str | tuple | None) -> ir.Value:
     """A finished accumulator plus the residual at `offset` (if any), through the activation."""
     if residual is not None:
         value = k.builder.fadd(value, k.vload(residual, offset, value.type.count))
-    return SCALAR_OPS[activation](k, [value]) if activation else value
+    return activate(k, activation, value)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from convc.op_conv import conv_pads, spatial_rank
 from convc.types import TensorType
 
 from ..codegen import Kernel
-from .elementwise import SCALAR_OPS
+from .elementwise import activate
 
 
 MAX_UNROLLED_TAPS = 32  # wider rows of taps use a runtime kw loop instead of unrolled code
@@ -55,7 +55,7 @@ class ConvGeometry:
     w: Axis
     mode: str
     has_bias: bool
-    activation: str | None
+    activation: str | tuple | None  # a fused activation attribute (convc.fused_activation)
 
     @property
     def cin_g(self) -> int:
@@ -133,9 +133,8 @@ def for_taps(k: Kernel, geo: ConvGeometry, x_base: ir.Value, w_base: ir.Value, o
 
 def activate_row(k: Kernel, geo: ConvGeometry, row: ir.Value) -> None:
     if geo.activation:
-        activation = SCALAR_OPS[geo.activation]
         with k.loop(0, geo.w.out, "act") as ow:
-            k.store(activation(k, [k.load(row, ow)]), row, ow)
+            k.store(activate(k, geo.activation, k.load(row, ow)), row, ow)
 
 
 # the two loop structures ---------------------------------------------------------------------

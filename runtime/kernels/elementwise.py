@@ -2,7 +2,9 @@
 broadcasting.
 
 The scalar ops (SCALAR_OPS) take scalars or vectors alike, so conv epilogues apply them to
-whole accumulator vectors; each one is the kernel of the elementwise op of its name.
+whole accumulator vectors; each one is the kernel of the elementwise op of its name, called with
+the node's attributes as keyword arguments (the math ops and activations are in math_forms).
+`activate` applies a fused activation attribute (convc.fused_activation) the same way.
 
 Each operand is read through its own strides, 0 on broadcast axes, so a broadcast input is never
 materialized. Axes that are contiguous for every operand are merged, so the innermost loop is as
@@ -10,17 +12,19 @@ long as possible and LLVM vectorizes it.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import llvmlite.ir as ir
 
+from convc.fused_activation import activation_parts
 from convc.ir import Node
 from convc.types import TensorType
 
 from ..codegen import Kernel
+from .math_forms import MATH_FORMS
 from .registry import Values, kernel
 
-ScalarOp = Callable[[Kernel, list[ir.Value]], ir.Value]
+ScalarOp = Callable[..., ir.Value]  # (kernel, operand values, **attributes) -> value
 
 
 def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -107,12 +111,23 @@ SCALAR_OPS: dict[str, ScalarOp] = {
     "relu6": _relu6,
     "sigmoid": _sigmoid,
     "tanh": lambda k, v: k.libm("tanh", v[0]),
+    **MATH_FORMS,
 }
+
+
+def activate(k: Kernel, activation: Any, value: ir.Value) -> ir.Value:
+    """`value` (a scalar or a vector) through a fused `activation` attribute, with the attributes
+    it carries; unchanged where the attribute is None."""
+    if activation is None:
+        return value
+    op, attrs = activation_parts(activation)
+    return SCALAR_OPS[op](k, [value], **attrs)
 
 
 @kernel(*SCALAR_OPS)
 def _elementwise(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
-    return emit_elementwise(module, name, in_types, node.type, SCALAR_OPS[node.op])
+    form, attrs = SCALAR_OPS[node.op], node.attrs
+    return emit_elementwise(module, name, in_types, node.type, lambda k, values: form(k, values, **attrs))
 
 
 @kernel("broadcast_to")

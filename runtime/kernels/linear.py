@@ -26,7 +26,7 @@ from ..codegen import Kernel, i64
 from ..jit import host_target
 from .conv_blocked import blocked_tiling
 from .conv_geometry import divmod_index
-from .elementwise import SCALAR_OPS
+from .elementwise import activate
 from .packing import aligned, pack_bias
 from .registry import Values, kernel
 
@@ -74,7 +74,7 @@ class GemmNest:
     """The loops of the kernel (see the module docstring)."""
 
     def __init__(self, k: Kernel, rows: int, features: int, inputs: int, lanes: int, vectors: int, width: int,
-                 has_bias: bool, activation: str | None) -> None:
+                 has_bias: bool, activation: str | tuple | None) -> None:
         self.k, self.rows, self.features, self.inputs = k, rows, features, inputs
         self.c, self.vectors, self.width = lanes, vectors, width
         self.has_bias, self.activation = has_bias, activation
@@ -135,7 +135,7 @@ class GemmNest:
             values, offsets = [], []
             for r in range(rows):
                 value = b.load(accumulators[v][r])
-                values.append(SCALAR_OPS[self.activation](k, [value]) if self.activation else value)
+                values.append(activate(k, self.activation, value))
                 offsets.append(k.add(k.mul(k.add(first_row, r), self.features), feature))
 
             def write(lanes: int) -> None:

@@ -23,7 +23,7 @@ from ..codegen import Kernel
 from ..jit import host_target
 from .conv_geometry import Axis, ConvGeometry, divmod_index
 from .conv_tiles import TileOperands, choose_tiling, tile_row
-from .elementwise import SCALAR_OPS
+from .elementwise import activate
 
 MAX_STACK_VALUES = 1 << 16  # C*M + F scratch values per thread, on the stack
 MAX_ROW_BUFFER = 1 << 15  # C*M x OW depthwise values of one output row for the tiled path
@@ -62,8 +62,7 @@ def emit_separable_conv2d(module: ir.Module, name: str, attrs: dict[str, Any], i
     xs, os_ = _strides(x.shape, nhwc), _strides(out_type.shape, nhwc)
     b = k.builder
     out_ptr, x_ptr, dw_ptr, pw_ptr = k.args[:4]
-    middle_activation = SCALAR_OPS.get(attrs.get("depthwise_activation"))
-    activation = SCALAR_OPS.get(attrs.get("activation"))
+    middle_activation, activation = attrs.get("depthwise_activation"), attrs.get("activation")
     middle = k.alloca(ir.ArrayType(k.ftype, channels * mult), "depthwise_pixel")
     middle = b.bitcast(middle, k.ftype.as_pointer())
     acc = b.bitcast(k.alloca(ir.ArrayType(k.ftype, filters), "pointwise_pixel"), k.ftype.as_pointer())
@@ -89,7 +88,7 @@ def emit_separable_conv2d(module: ir.Module, name: str, attrs: dict[str, Any], i
                 with k.loop(0, channels * mult, "dw_epilogue") as cm:
                     value = k.load(middle, cm)
                     value = b.fadd(value, k.load(k.args[4], cm)) if has_bias else value
-                    k.store(middle_activation(k, [value]) if middle_activation else value, middle, cm)
+                    k.store(activate(k, middle_activation, value), middle, cm)
             with k.loop(0, filters, "zero") as f:
                 k.store(k.load(k.args[5], f) if has_bias else zero, acc, f)
             with k.loop(0, channels * mult, "cm") as cm:
@@ -100,7 +99,7 @@ def emit_separable_conv2d(module: ir.Module, name: str, attrs: dict[str, Any], i
             target = k.offset(out_ptr, k.add(k.mul(n, os_[0]), k.mul(oy, os_[1]), k.mul(ox, os_[2])))
             with k.loop(0, filters, "store") as f:
                 value = k.load(acc, f)
-                k.store(activation(k, [value]) if activation else value, target, k.mul(f, os_[3]))
+                k.store(activate(k, activation, value), target, k.mul(f, os_[3]))
     return k.finish()
 
 

@@ -1,0 +1,232 @@
+"""The forms of the math ops and activations (exp, sin, cos, sqrt, rsqrt, reciprocal, neg, abs,
+pow, gelu, silu, hardswish, hardsigmoid, leaky_relu, hardtanh, clamp): each builds its op on a
+scalar or on a vector of any width, so the elementwise kernel's loop vectorizes and the conv
+epilogues apply the activations to whole accumulator vectors. An op's attributes come as keyword
+arguments (`form(k, [x], negative_slope=0.1)`).
+
+exp and the normal distribution function behind gelu are computed inline by range reduction and
+polynomials (below), not by calls into the C library: a call per lane would keep LLVM from
+vectorizing the elementwise loop and, in a conv epilogue, spill the accumulators around every
+call. sin, cos and pow with an array or a general exponent call the C library, lane by lane.
+Values follow torch: its formulas (silu = x / (1 + exp(-x)), hardswish = x * clamp(x + 3, 0, 6)
+/ 6), its special exponents of pow, NaN kept by clamps and ReLU-like selects, signed zeros kept.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import llvmlite.ir as ir
+
+from ..codegen import Kernel
+
+MathForm = Callable[..., ir.Value]
+
+# exp(r) = 1 + r + r^2 * P(r) for |r| <= ln(2)/2: interpolants of (exp(r) - 1 - r) / r^2 at
+# Chebyshev nodes (within 0.51 ulp before the final rounding)
+EXP_POLY = {
+    "f32": (0.5, 0.1666666716337204, 0.041666463017463684, 0.00833331048488617, 0.0013933731243014336,
+            0.000198910798644647),
+    "f64": (0.5, 0.16666666666666666, 0.04166666666666668, 0.008333333333333333, 0.0013888888888879004,
+            0.00019841269841263252, 2.480158733663095e-05, 2.7557319247344507e-06, 2.755726307730941e-07,
+            2.5052070959803662e-08, 2.091821231913398e-09, 1.6086677666787362e-10),
+}
+LN2_HI = {"f32": 0.693359375, "f64": 0.6931471803691238}  # ln 2 in few bits: n * LN2_HI is exact
+LN2_LO = {"f32": -2.1219444005469057e-04, "f64": 1.9082149292705877e-10}  # ln 2 - LN2_HI
+# exp's argument is clamped to where its result is 0 or inf, so that 2^n stays two normal factors
+EXP_RANGE = {"f32": (-104.0, 89.0), "f64": (-746.0, 710.0)}
+FLOAT_BITS = {"f32": (32, 23, 127), "f64": (64, 52, 1023)}  # width, mantissa bits, exponent bias
+
+# The upper tail of the standard normal distribution, Q(u) = erfc(u / sqrt(2)) / 2 for u >= 0, as
+# Q(u) = exp(-u^2 / 2) * P(t) with t = c / (c + u): P interpolates Q(u) * exp(u^2 / 2) at
+# Chebyshev nodes of t in [c / (c + U), 1] (within 3 ulp, the rounding of t included). Past U the
+# factor exp(-u^2 / 2) is 0 in the dtype, so u is clamped to U.
+NORMAL_TAIL = {
+    "f32": (4.0, 14.5, (-1.4299099348136224e-05, 0.10006248205900192, 0.09647990763187408, 0.11205652356147766,
+                        0.014307226054370403, 0.22035114467144012, -0.19601164758205414, 0.24551469087600708,
+                        -0.09250820428133011, -0.007503723260015249, 0.007265898864716291)),
+    "f64": (5.0, 38.7, (-1.199056592654554e-12, 0.07978845616719914, 0.07978845314455439, 0.07659697931772425,
+                        0.07021294537420154, 0.06103187910467481, 0.0497077591108347, 0.03810876154302541,
+                        0.022876227595831057, 0.026869389850749225, -0.034094549166965644, 0.11893041554345155,
+                        -0.27810026596904747, 0.5337041476009391, -0.8481019107277687, 1.0831737324512665,
+                        -1.1052619560567394, 0.880729583390135, -0.5283581978519172, 0.22841792603789127,
+                        -0.06696849522255198, 0.011923895844763905, -0.0009751770810523875)),
+}
+GELU_TANH_A = -2.0 * math.sqrt(2.0 / math.pi)  # -2u = x * (A + B x^2), u = sqrt(2/pi) (x + 0.044715 x^3)
+GELU_TANH_B = GELU_TANH_A * 0.044715
+
+
+def polynomial(k: Kernel, x: ir.Value, coefficients: tuple[float, ...]) -> ir.Value:
+    """sum(c_i x^i) by Horner's rule (fused multiply-adds)."""
+    acc = k.const(coefficients[-1], x)
+    for c in coefficients[-2::-1]:
+        acc = k.fma(acc, x, k.const(c, x))
+    return acc
+
+
+def _constant(type_: ir.Type, value: float) -> ir.Constant:
+    """`value` of a scalar type, or splatted over a vector type."""
+    return ir.Constant(type_, [value] * type_.count if isinstance(type_, ir.VectorType) else value)
+
+
+def _int_type(k: Kernel, like: ir.Value) -> ir.Type:
+    scalar = ir.IntType(FLOAT_BITS[k.dtype][0])
+    return ir.VectorType(scalar, like.type.count) if isinstance(like.type, ir.VectorType) else scalar
+
+
+def _power_of_two(k: Kernel, n: ir.Value, like: ir.Value) -> ir.Value:
+    """2^n for integer n within the normal exponents, built from its bits."""
+    _, mantissa, bias = FLOAT_BITS[k.dtype]
+    b = k.builder
+    return b.bitcast(b.shl(b.add(n, _constant(n.type, bias)), _constant(n.type, mantissa)), like.type)
+
+
+def exp(k: Kernel, x: ir.Value) -> ir.Value:
+    """e^x: x = n ln2 + r (Cody-Waite, |r| <= ln2/2), e^r by a polynomial, times 2^n as two
+    factors (so results that are subnormal or overflow come out right); NaN stays NaN."""
+    b = k.builder
+    low, high = EXP_RANGE[k.dtype]
+    clamped = k.intrinsic("minnum", k.intrinsic("maxnum", x, k.const(low, x)), k.const(high, x))
+    n = k.intrinsic("rint", b.fmul(clamped, k.const(1 / math.log(2), x)))
+    r = k.intrinsic("fma", n, k.const(-LN2_HI[k.dtype], x), clamped)
+    r = k.intrinsic("fma", n, k.const(-LN2_LO[k.dtype], x), r)
+    p = b.fadd(k.const(1.0, x), k.fma(b.fmul(r, r), polynomial(k, r, EXP_POLY[k.dtype]), r))
+    itype = _int_type(k, x)
+    whole = b.fptosi(n, itype)
+    half = b.ashr(whole, _constant(itype, 1))
+    y = b.fmul(b.fmul(p, _power_of_two(k, half, x)), _power_of_two(k, b.sub(whole, half), x))
+    return b.select(b.fcmp_unordered("uno", x, x), x, y)
+
+
+def normal_tail(k: Kernel, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(factor, gauss) with factor * gauss = Q(|x|) = P(X > |x|) for a standard normal X, i.e.
+    erfc(|x| / sqrt(2)) / 2: gauss = exp(-u^2 / 2) (taken at the rounded square hi = u*u, the
+    factor corrects it by the square's rounding error lo), factor the polynomial in t. Kept apart
+    so that a caller multiplies by gauss last: in the far tail gauss alone is subnormal."""
+    b = k.builder
+    c, limit, coefficients = NORMAL_TAIL[k.dtype]
+    u = k.intrinsic("minnum", k.intrinsic("fabs", x), k.const(limit, x))
+    hi = b.fmul(u, u)
+    lo = k.intrinsic("fma", u, u, b.fneg(hi))
+    t = b.fdiv(k.const(c, x), b.fadd(k.const(c, x), u))
+    factor = b.fmul(polynomial(k, t, coefficients), b.fsub(k.const(1.0, x), b.fmul(lo, k.const(0.5, x))))
+    return factor, exp(k, b.fmul(hi, k.const(-0.5, x)))
+
+
+def _clamp(k: Kernel, x: ir.Value, low: float | None, high: float | None) -> ir.Value:
+    """min(max(x, low), high) as torch.clamp: NaN stays NaN, a NaN bound makes every value NaN,
+    a zero keeps its sign where it equals a bound."""
+    b = k.builder
+    for bound, above in ((low, False), (high, True)):
+        if bound is None:
+            continue
+        if math.isnan(bound):
+            return b.fadd(x, k.const(math.nan, x))
+        limit = k.const(bound, x)
+        x = b.select(b.fcmp_ordered(">" if above else "<", x, limit), limit, x)
+    return x
+
+
+def _gelu(k: Kernel, v: list[ir.Value], approximate: str) -> ir.Value:
+    """x * P(X <= x) for a standard normal X (x * (1 + erf(x / sqrt(2))) / 2): x * Q(|x|) for x < 0
+    and x * (1 - Q(|x|)) otherwise, never a difference of nearly equal values. With
+    approximate='tanh', 0.5 x (1 + tanh(u)), written as x / (1 + exp(-2u)) for the same reason."""
+    b, x = k.builder, v[0]
+    if approximate == "tanh":
+        square = b.fmul(x, x)
+        minus_2u = b.fmul(x, k.fma(k.const(GELU_TANH_B, x), square, k.const(GELU_TANH_A, x)))
+        return b.fdiv(x, b.fadd(k.const(1.0, x), exp(k, minus_2u)))
+    factor, gauss = normal_tail(k, x)
+    lower = b.fmul(b.fmul(x, factor), gauss)
+    upper = b.fmul(x, b.fsub(k.const(1.0, x), b.fmul(factor, gauss)))
+    return b.select(b.fcmp_ordered("<", x, k.const(0.0, x)), lower, upper)
+
+
+def _silu(k: Kernel, v: list[ir.Value]) -> ir.Value:
+    b = k.builder
+    return b.fdiv(v[0], b.fadd(k.const(1.0, v[0]), exp(k, b.fneg(v[0]))))
+
+
+def _hardsigmoid(k: Kernel, v: list[ir.Value]) -> ir.Value:
+    b = k.builder
+    return b.fdiv(_clamp(k, b.fadd(v[0], k.const(3.0, v[0])), 0.0, 6.0), k.const(6.0, v[0]))
+
+
+def _hardswish(k: Kernel, v: list[ir.Value]) -> ir.Value:
+    b = k.builder
+    return b.fdiv(b.fmul(v[0], _clamp(k, b.fadd(v[0], k.const(3.0, v[0])), 0.0, 6.0)), k.const(6.0, v[0]))
+
+
+def _leaky_relu(k: Kernel, v: list[ir.Value], negative_slope: float) -> ir.Value:
+    b, x = k.builder, v[0]
+    return b.select(b.fcmp_ordered(">", x, k.const(0.0, x)), x, b.fmul(x, k.const(negative_slope, x)))
+
+
+def _hardtanh(k: Kernel, v: list[ir.Value], min_val: float, max_val: float) -> ir.Value:
+    return _clamp(k, v[0], min_val, max_val)
+
+
+def _clamp_op(k: Kernel, v: list[ir.Value], **bounds: float | None) -> ir.Value:
+    return _clamp(k, v[0], bounds["min"], bounds["max"])
+
+
+def _reciprocal(k: Kernel, x: ir.Value) -> ir.Value:
+    return k.builder.fdiv(k.const(1.0, x), x)
+
+
+def _pow_scalar(k: Kernel, v: list[ir.Value], exponent: float) -> ir.Value:
+    """x ** exponent with torch's special exponents: 0 -> 1, 1 -> x, 2 -> x*x, 3 -> x*x*x,
+    0.5 -> sqrt, -0.5 -> 1/sqrt, -1 -> 1/x, -2 -> 1/(x*x); the C library's pow otherwise, in
+    float64 for float32 data (the exponent is a Python float: 1/3 stays 1/3, not its float32)."""
+    b, x = k.builder, v[0]
+    if exponent == 0:
+        return k.const(1.0, x)
+    if exponent == 1:
+        return x
+    if exponent in (2, 3, -2):
+        square = b.fmul(x, x)
+        return b.fmul(square, x) if exponent == 3 else square if exponent == 2 else _reciprocal(k, square)
+    if exponent in (0.5, -0.5):
+        root = k.intrinsic("sqrt", x)
+        return root if exponent > 0 else _reciprocal(k, root)
+    if exponent == -1:
+        return _reciprocal(k, x)
+    if k.dtype == "f64":
+        return k.intrinsic("pow", x, k.const(exponent, x))
+    # float32: the exponent as given (a double), so float64's pow, rounded once
+    wide = ir.DoubleType()
+    wide = ir.VectorType(wide, x.type.count) if isinstance(x.type, ir.VectorType) else wide
+    power = _typed_intrinsic(k, "pow", b.fpext(x, wide), _constant(wide, exponent))
+    return b.fptrunc(power, x.type)
+
+
+def _typed_intrinsic(k: Kernel, name: str, *args: ir.Value) -> ir.Value:
+    """An LLVM intrinsic named after its operands' own type (which may be wider than the kernel's)."""
+    type_ = args[0].type
+    element = type_.element if isinstance(type_, ir.VectorType) else type_
+    suffix = "f32" if isinstance(element, ir.FloatType) else "f64"
+    symbol = f"llvm.{name}.v{type_.count}{suffix}" if isinstance(type_, ir.VectorType) else f"llvm.{name}.{suffix}"
+    function = k.module.globals.get(symbol) or ir.Function(k.module, ir.FunctionType(type_, [type_] * len(args)),
+                                                          symbol)
+    return k.builder.call(function, list(args))
+
+
+MATH_FORMS: dict[str, MathForm] = {
+    "exp": lambda k, v: exp(k, v[0]),
+    "sin": lambda k, v: k.intrinsic("sin", v[0]),
+    "cos": lambda k, v: k.intrinsic("cos", v[0]),
+    "sqrt": lambda k, v: k.intrinsic("sqrt", v[0]),
+    "rsqrt": lambda k, v: _reciprocal(k, k.intrinsic("sqrt", v[0])),
+    "reciprocal": lambda k, v: _reciprocal(k, v[0]),
+    "neg": lambda k, v: k.builder.fneg(v[0]),
+    "abs": lambda k, v: k.intrinsic("fabs", v[0]),
+    "pow": lambda k, v: k.intrinsic("pow", v[0], v[1]),
+    "pow_scalar": _pow_scalar,
+    "gelu": _gelu,
+    "silu": _silu,
+    "hardswish": _hardswish,
+    "hardsigmoid": _hardsigmoid,
+    "leaky_relu": _leaky_relu,
+    "hardtanh": _hardtanh,
+    "clamp": _clamp_op,
+}
