@@ -102,27 +102,90 @@ def _hardtanh(c: Call) -> Any:
     return _clamp(c.self, c.min_val, c.max_val, c.dtype)
 
 
-def _leaky_relu(c: Call) -> Any:
-    """x if x > 0 else slope * x, from maximum/minimum (exact for every slope)."""
-    x, slope = c.self, c.negative_slope
-    if 0 <= slope <= 1:
-        return ops.maximum(x, ops.mul(x, slope))
-    if slope > 1:
-        return ops.minimum(x, ops.mul(x, slope))
-    return ops.add(ops.relu(x), ops.mul(ops.minimum(x, 0.0), slope))
-
-
 def _pow(c: Call) -> Any:
     x, exponent = c.self, c.exponent
-    if not isinstance(x, Tensor) or isinstance(exponent, Tensor):
-        raise Unsupported("a tensor exponent needs a convc pow op")
-    if exponent == 1:
-        return x
-    if exponent == 2:
-        return ops.mul(x, x)
-    if exponent == -1:
-        return ops.div(1.0, x)
-    raise Unsupported(f"exponent={exponent!r} needs a convc pow op (1, 2 and -1 map onto mul and div)")
+    if not isinstance(x, Tensor):
+        raise Unsupported("a number raised to a tensor power")
+    if not isinstance(exponent, Tensor):
+        return x if exponent == 1 else ops.mul(x, x) if exponent == 2 else ops.pow(x, exponent)
+    return ops.pow(x, _in_dtype(exponent, c.dtype))
+
+
+def _dims(c: Call) -> tuple[int, ...]:
+    """A reduction's `dim` argument as a tuple (None or empty: every axis, as torch reads it)."""
+    dim = c.get("dim")
+    if dim is None or dim == ():
+        return tuple(range(len(c.self.shape)))
+    return tuple(dim) if isinstance(dim, (tuple, list)) else (dim,)
+
+
+def _mean(c: Call) -> Any:
+    if c.get("dtype") is not None:
+        raise Unsupported("mean with a dtype argument")
+    return ops.mean(c.self, _dims(c), c.get("keepdim", False))
+
+
+def _sum(c: Call) -> Any:
+    """sum as mean times the count of the reduced elements."""
+    if c.get("dtype") is not None:
+        raise Unsupported("sum with a dtype argument")
+    dims = _dims(c)
+    count = int(np.prod([c.self.shape[d] for d in dims]))
+    return ops.mul(ops.mean(c.self, dims, c.get("keepdim", False)), float(count))
+
+
+def _vector_norm(c: Call) -> Any:
+    """linalg_vector_norm (weight_norm's norm): the 2-norm as sqrt(sum of squares)."""
+    if c.ord != 2 or c.get("dtype") is not None:
+        raise Unsupported(f"vector norm of order {c.ord!r} (convc maps the 2-norm)")
+    dims = _dims(c)
+    count = int(np.prod([c.self.shape[d] for d in dims]))
+    return ops.sqrt(ops.mul(ops.mean(ops.mul(c.self, c.self), dims, c.keepdim), float(count)))
+
+
+def _batch_norm(c: Call) -> Any:
+    if c.training:
+        raise Unsupported("batch_norm in training mode (convc computes inference with running statistics)")
+    if c.running_mean is None or c.running_var is None:
+        raise Unsupported("batch_norm without running statistics")
+    return ops.batch_norm(c.input, c.running_mean, c.running_var, c.weight, c.bias, c.eps)
+
+
+def _no_training_batch_norm(c: Call) -> tuple:
+    """_native_batch_norm_legit_no_training: (out, saved mean, saved rstd); only out is used."""
+    out = ops.batch_norm(c.input, c.running_mean, c.running_var, c.weight, c.bias, c.eps)
+    return out, None, None
+
+
+def _avg_pool(rank: int) -> Callable[[Call], Any]:
+    def pool(c: Call) -> Any:
+        if c.get("divisor_override") is not None:
+            raise Unsupported("avg_pool with divisor_override")
+        fn = ops.avg_pool1d if rank == 1 else ops.avg_pool2d
+        return fn(c.self, c.kernel_size, c.stride or None, c.padding, c.ceil_mode, c.count_include_pad)
+    return pool
+
+
+def _max_pool(rank: int) -> Callable[[Call], Any]:
+    def pool(c: Call) -> Any:
+        fn = ops.max_pool1d if rank == 1 else ops.max_pool2d
+        out = fn(c.self, c.kernel_size, c.stride or None, c.padding, c.dilation, c.ceil_mode)
+        return (out, None) if c.op.startswith("aten.max_pool2d_with_indices") else out
+    return pool
+
+
+def _select(c: Call) -> Any:
+    """x.select(dim, i): a one-wide slice without its axis."""
+    size = c.self.shape[c.dim]
+    index = c.index + size if c.index < 0 else c.index
+    return ops.squeeze(ops.slice(c.self, c.dim, index, index + 1), c.dim)
+
+
+def _addmm(c: Call) -> Any:
+    """bias + mat1 @ mat2 where mat2 is a weight's transpose (what linear decomposes to)."""
+    if c.beta != 1 or c.alpha != 1:
+        raise Unsupported("addmm with beta or alpha other than 1")
+    return ops.linear(c.mat1, ops.transpose(c.mat2, 0, 1), c.self)
 
 
 _CONV = {1: ops.conv1d, 2: ops.conv2d, 3: ops.conv3d}
@@ -160,15 +223,15 @@ def _to_copy(c: Call) -> Any:
 
 
 def _view(c: Call) -> Any:
-    """view, squeeze, unsqueeze (reshape and flatten decompose to view): the data under a new shape.
-    Until convc has a reshape op, the calls that keep the shape map, and so do views of a constant
-    (`self.mean[:, None]`), which become the constant in its new shape (no value changes)."""
+    """view, reshape, squeeze, unsqueeze, flatten: the data under torch's result shape (a view in
+    convc's buffer plan where memory allows); a view of a constant (`self.mean[:, None]`) becomes
+    the constant in its new shape."""
     if tuple(c.self.shape) == c.shape:
         return c.self
     node = c.self.graph.node(c.self.name)
     if node.op == "const" and node.value is not None:
         return named_constant(c.self.graph, node.value.reshape(c.shape), f"{c.self.name}.view")
-    raise Unsupported(f"{c.self.type} reshaped to {list(c.shape)} needs a convc reshape op")
+    return ops.reshape(c.self, c.shape)
 
 
 def _expand(c: Call) -> Any:
@@ -201,12 +264,39 @@ ATEN: dict[str, Callable[[Call], Any]] = {
     "aten._pad_circular": lambda c: ops.pad(c.self, c.pad, "circular"),
     "aten.adaptive_avg_pool1d": lambda c: ops.adaptive_avg_pool1d(c.self, c.output_size),
     # activations
+    "aten.adaptive_avg_pool2d": lambda c: ops.adaptive_avg_pool2d(c.self, c.output_size),
+    "aten.max_pool1d": _max_pool(1),
+    "aten.max_pool2d": _max_pool(2),
+    "aten.max_pool2d_with_indices": _max_pool(2),
+    "aten.avg_pool1d": _avg_pool(1),
+    "aten.avg_pool2d": _avg_pool(2),
+
+    "aten.batch_norm": _batch_norm,
+    "aten._native_batch_norm_legit_no_training": _no_training_batch_norm,
+    "aten.layer_norm": lambda c: ops.layer_norm(c.input, c.normalized_shape, c.weight, c.bias, c.eps),
+    "aten.group_norm": lambda c: ops.group_norm(c.input, c.num_groups, c.weight, c.bias, c.eps),
+    "aten.mean": _mean,
+    "aten.sum": _sum,
+    "aten.linalg_vector_norm": _vector_norm,
+    "aten.linear": lambda c: ops.linear(c.input, c.weight, c.bias),
+    "aten.addmm": _addmm,
+
     "aten.relu": lambda c: ops.relu(c.self),
     "aten.relu6": lambda c: ops.relu6(c.self),
     "aten.hardtanh": _hardtanh,
     "aten.sigmoid": lambda c: ops.sigmoid(c.self),
     "aten.tanh": lambda c: ops.tanh(c.self),
-    "aten.leaky_relu": _leaky_relu,
+    "aten.leaky_relu": lambda c: ops.leaky_relu(c.self, c.negative_slope),
+    "aten.gelu": lambda c: ops.gelu(c.self, c.approximate),
+    "aten.silu": lambda c: ops.silu(c.self),
+    "aten.hardswish": lambda c: ops.hardswish(c.self),
+    "aten.hardsigmoid": lambda c: ops.hardsigmoid(c.self),
+    "aten.exp": lambda c: ops.exp(c.self),
+    "aten.sin": lambda c: ops.sin(c.self),
+    "aten.cos": lambda c: ops.cos(c.self),
+    "aten.sqrt": lambda c: ops.sqrt(c.self),
+    "aten.rsqrt": lambda c: ops.rsqrt(c.self),
+    "aten.abs": lambda c: ops.abs(c.self),
     "aten.clamp": lambda c: _clamp(c.self, c.min, c.max, c.dtype),
     "aten.clamp_min": lambda c: _clamp(c.self, c.min, None, c.dtype),
     "aten.clamp_max": lambda c: _clamp(c.self, None, c.max, c.dtype),
@@ -218,8 +308,8 @@ ATEN: dict[str, Callable[[Call], Any]] = {
     "aten.div": _div,
     "aten.maximum": lambda c: _binary(ops.maximum, c, c.self, c.other),
     "aten.minimum": lambda c: _binary(ops.minimum, c, c.self, c.other),
-    "aten.neg": lambda c: ops.mul(c.self, -1.0),
-    "aten.reciprocal": lambda c: ops.div(1.0, c.self),
+    "aten.neg": lambda c: ops.neg(c.self),
+    "aten.reciprocal": lambda c: ops.reciprocal(c.self),
     "aten.pow": _pow,
     # identities at inference (dropout in eval mode and contiguous decompose to clone or alias), views
     "aten.clone": _identity,
@@ -229,8 +319,18 @@ ATEN: dict[str, Callable[[Call], Any]] = {
     "aten._to_copy": _to_copy,
     "aten.view": _view,
     "aten._unsafe_view": _view,
+    "aten.reshape": _view,
+    "aten.flatten": _view,
     "aten.squeeze": _view,
     "aten.unsqueeze": _view,
+    "aten.permute": lambda c: ops.permute(c.self, c.dims),
+    "aten.transpose": lambda c: ops.transpose(c.self, c.dim0, c.dim1),
+    "aten.t": lambda c: ops.transpose(c.self, 0, 1) if len(c.self.shape) == 2 else c.self,
+    "aten.slice": lambda c: ops.slice(c.self, c.dim, c.start, c.end, c.step),
+    "aten.select": _select,
+    "aten.cat": lambda c: ops.cat(list(c.tensors), c.dim),
+    "aten.split": lambda c: ops.split(c.self, c.split_size, c.dim),
+    "aten.split_with_sizes": lambda c: ops.split(c.self, list(c.split_sizes), c.dim),
     "aten.expand": _expand,
     # checks that export inserts; they compute nothing
     "aten._assert_tensor_metadata": lambda c: None,

@@ -195,20 +195,13 @@ def test_a_parametrization_is_recorded_and_folded_at_compile_time(dtype):
     assert_close(out, expected, 27)
 
 
-@pytest.mark.xfail("aten.linalg_vector_norm" not in ATEN, raises=ConvcError, strict=True,
-                   reason="weight_norm decomposes to aten.linalg_vector_norm, div and mul; the norm needs a "
-                          "convc reduction and sqrt")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_weight_norm_conv(dtype):
     weight_norm = torch.nn.utils.parametrizations.weight_norm
     model = tnn.Sequential(weight_norm(tnn.Conv1d(3, 5, 3, padding=1)), tnn.LeakyReLU(0.1),
                            weight_norm(tnn.ConvTranspose1d(5, 2, 4, stride=2))).to(dtype)
     x = torch.randn(1, 3, 9, dtype=dtype)
-    try:
-        graph = convc.from_torch(model, x)
-    except ConvcError as error:
-        assert "aten._weight_norm -> aten.linalg_vector_norm (2 uses)" in str(error)
-        raise
+    graph = convc.from_torch(model, x)
     optimized = convc.compile(graph).graph
     assert {"conv1d", "conv_transpose1d"} <= {n.op for n in optimized.op_nodes()}
     (out,), (expected,) = compiled_outputs(model, x)
@@ -224,26 +217,24 @@ class Unsupported(tnn.Module):
     def forward(self, x):
         y = self.norm(self.conv(x))
         y = torch.cumsum(y, 1) + 1
-        return y.flatten(1)
+        return torch.atan(y.flatten(1))
 
 
 def test_every_unsupported_op_is_listed_with_its_source_line():
     with pytest.raises(ConvcError) as caught:
         convc.from_torch(Unsupported(), torch.randn(1, 2, 5, 5))
     message = str(caught.value)
-    assert message.startswith("from_torch: 3 ATen ops of Unsupported cannot be mapped onto convc ops")
+    assert message.startswith("from_torch: 2 ATen ops of Unsupported cannot be mapped onto convc ops")
     lines = message.splitlines()
     here = __file__.rsplit("/", 1)[-1]
 
     def use_of(header):
         return lines[lines.index(f"  {header} (1 use)") + 1]
-    assert "module norm (BatchNorm2d), torch/nn/modules/batchnorm.py:" in use_of(
-        "aten.batch_norm -> aten._native_batch_norm_legit_no_training")
     cumsum = source_line(Unsupported.forward, "cumsum")
     assert use_of("aten.cumsum").endswith(f"{here}:{cumsum}: y = torch.cumsum(y, 1) + 1")
-    flatten = source_line(Unsupported.forward, "flatten")
-    assert use_of("aten.flatten.using_ints -> aten.view").endswith(
-        f"{here}:{flatten}: return y.flatten(1): f32[1,4,3,3] reshaped to [1, 36] needs a convc reshape op")
+    atan = source_line(Unsupported.forward, "atan")
+    assert use_of("aten.atan").endswith(f"{here}:{atan}: return torch.atan(y.flatten(1))")
+    assert "aten.batch_norm" not in message and "aten.flatten" not in message  # both map
 
 
 def test_export_failures_and_wrong_arguments():
