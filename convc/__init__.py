@@ -28,6 +28,7 @@ from .ir import Graph, Node
 from .parser import parse
 from .tracing import Tensor, trace
 from .torch_import import from_torch
+from .onnx_import import from_onnx
 from .types import TensorType
 from .verifier import verify
 from . import ops  # noqa: E402
@@ -35,4 +36,4 @@ from . import nn  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["Compiled", "ConvcError", "Graph", "Node", "Tensor", "TensorType", "clear_caches", "compile",
-           "from_torch", "nn", "ops", "parse", "trace", "verify"]
+           "from_onnx", "from_torch", "nn", "ops", "parse", "trace", "verify"]

@@ -8,6 +8,9 @@ A model file is a Python file that defines
 and optionally
     reference       a function of the same inputs returning the expected output(s); for a
                     torch model without one, torch's own eager output is the reference.
+A model file may also be an ONNX model (MODEL.onnx, imported with convc.from_onnx): its inputs are
+random normal arrays of the declared shapes, or the arrays of `--inputs FILE.npz` (by input name,
+or arr_0, arr_1, ... in order); with onnxruntime installed, its output is the reference.
 
 `convc run` judges the compiled model against `reference`: the same number of outputs, the same
 shapes, and every value within |out - ref| <= atol + rtol * |ref| (a NaN matches a NaN, an
@@ -17,7 +20,8 @@ float32; raise --atol for long sums that cancel to near zero.
 An exception raised by the model file (at import, in example_inputs(), model or reference) is
 printed as a traceback of the file's own frames, without convc's and runpy's.
 
-`convc bench --help` lists the benchmarks; `convc bench --only NAME ...` runs some of them.
+`convc bench --help` lists the benchmarks; `convc bench --only NAME ...` runs some of them;
+`convc bench MODEL` times a model's compiled calls.
 
 Exit status: 0 success; 1 the outputs differ from `reference`, convc rejected the model, or the
 model file raised; 2 a usage error (no such file, no `model`, an unknown benchmark name).
@@ -109,11 +113,14 @@ def _user_code(file: Path, where: str) -> Iterator[None]:
         raise UserCodeError(file, where, error) from error
 
 
-def load_model(path: str) -> tuple[Any, tuple[Any, ...], Any]:
-    """(model, example_inputs, reference or None) from a model file."""
+def load_model(path: str, inputs_file: str | None = None) -> tuple[Any, tuple[Any, ...], Any]:
+    """(model, example_inputs, reference or None) from a model file; `inputs_file` (.npz) replaces the
+    example inputs. An ONNX model's `model` is its imported Graph."""
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"{path}: no such file")
+    if file.suffix == ".onnx":
+        return _load_onnx(file, inputs_file)
     with _user_code(file, "at import"):
         namespace = runpy.run_path(str(file), run_name="__convc_model__")
     model = namespace.get("model")
@@ -130,10 +137,56 @@ def load_model(path: str) -> tuple[Any, tuple[Any, ...], Any]:
     if isinstance(inputs, np.ndarray) or not isinstance(inputs, (tuple, list)):
         inputs = (inputs,)
     inputs = tuple(_array(x) for x in inputs)
+    if inputs_file:
+        inputs = _npz_inputs(inputs_file, [f"arg{i}" for i in range(len(inputs))])
     reference = namespace.get("reference")
     if reference is None and _is_torch_module(model):
         reference = _torch_reference(model)
     return model, inputs, reference
+
+
+def _load_onnx(file: Path, inputs_file: str | None) -> tuple[Any, tuple[Any, ...], Any]:
+    import convc
+    graph = convc.from_onnx(str(file))
+    if inputs_file:
+        inputs = _npz_inputs(inputs_file, graph.inputs)
+    else:
+        rng = np.random.default_rng(0)
+        types = [graph.type_of(name) for name in graph.inputs]
+        inputs = tuple(rng.standard_normal(t.shape).astype(t.numpy_dtype) for t in types)
+    return graph, inputs, _onnxruntime_reference(file)
+
+
+def _npz_inputs(path: str, names: Sequence[str]) -> tuple[np.ndarray, ...]:
+    """The arrays of an .npz file for the inputs `names`: by name, or arr_0, arr_1, ... by position."""
+    if not Path(path).is_file():
+        raise UsageError(f"--inputs {path}: no such file")
+    try:
+        with np.load(path) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as error:  # not an npz file, or a damaged one
+        raise UsageError(f"--inputs {path}: cannot read it as an .npz file ({type(error).__name__}: {error})") from None
+    inputs = []
+    for index, name in enumerate(names):
+        key = name if name in arrays else f"arr_{index}"
+        if key not in arrays:
+            raise UsageError(f"--inputs {path} has no array for input {index} ({name!r}); its arrays: "
+                             f"{', '.join(arrays) or 'none'}")
+        inputs.append(arrays[key])
+    return tuple(inputs)
+
+
+def _onnxruntime_reference(file: Path) -> Any:
+    """onnxruntime's output for the model, if onnxruntime is installed."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+
+    def reference(*inputs: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(session.run(None, {i.name: x for i, x in zip(session.get_inputs(), inputs)}))
+    return reference
 
 
 def _is_torch_module(model: Any) -> bool:
@@ -161,6 +214,8 @@ def _torch_reference(model: Any) -> Any:
 
 def _trace(path: str, model: Any, inputs: tuple[Any, ...]) -> Any:
     import convc
+    if isinstance(model, convc.Graph):  # an ONNX model, imported by load_model
+        return model
     with _user_code(Path(path), "while tracing `model`"):
         if _is_torch_module(model):
             return convc.from_torch(model, *inputs)
@@ -232,7 +287,7 @@ def _run(args: argparse.Namespace) -> None:
     for option, value in (("--rtol", args.rtol), ("--atol", args.atol)):
         if not value >= 0:
             raise UsageError(f"{option} {value:g} must be a number >= 0")
-    model, inputs, reference = load_model(args.file)
+    model, inputs, reference = load_model(args.file, args.inputs)
     start = time.perf_counter()
     graph = _trace(args.file, model, inputs)
     _announce(graph)
@@ -251,12 +306,29 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
+    if args.file:
+        return _bench_model(args)
     from .bench import SHAPES, run_conv_benchmarks
     names = [s.name for s in SHAPES]
     unknown = [name for name in args.only or () if name not in names]
     if unknown:
         raise UsageError(f"no benchmark named {', '.join(unknown)}; choose from {', '.join(names)}")
     run_conv_benchmarks([s for s in SHAPES if not args.only or s.name in args.only], min_time=args.min_time)
+
+
+def _bench_model(args: argparse.Namespace) -> None:
+    """The compiled model's time per call on its example (or --inputs) inputs."""
+    import convc
+    from .bench import best_seconds
+    if args.only:
+        raise UsageError("--only names built-in benchmarks; give either a model file or --only")
+    model, inputs, _ = load_model(args.file, args.inputs)
+    start = time.perf_counter()
+    graph = _trace(args.file, model, inputs)
+    _announce(graph)
+    compiled = convc.compile(graph)
+    print(f"compiled {len(compiled.graph.op_nodes())} ops in {time.perf_counter() - start:.3f} s")
+    print(f"time per call: {best_seconds(lambda: compiled(*inputs), args.min_time) * 1e3:.3f} ms")
 
 
 def _benchmark_list() -> str:
@@ -273,22 +345,26 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     dump = commands.add_parser("dump", help="print a model's IR at one stage")
-    dump.add_argument("file", metavar="MODEL.py")
+    dump.add_argument("file", metavar="MODEL", help="a model file (.py) or an ONNX model (.onnx)")
     dump.add_argument("--stage", choices=STAGES, default="optimized",
                       help="traced graph, optimized graph, LLVM IR or host assembly (default: optimized)")
     dump.add_argument("--opt-level", type=int, choices=(0, 1, 2), default=2)
     dump.set_defaults(handler=_dump)
     run = commands.add_parser("run", help="compile a model, run it on its example inputs, check it against its "
                               "`reference`, time it")
-    run.add_argument("file", metavar="MODEL.py")
+    run.add_argument("file", metavar="MODEL", help="a model file (.py) or an ONNX model (.onnx)")
+    run.add_argument("--inputs", metavar="FILE.npz", help="input arrays (by input name, or arr_0, arr_1, ...)")
     run.add_argument("--opt-level", type=int, choices=(0, 1, 2), default=2)
     run.add_argument("--rtol", type=float, default=RTOL,
                      help=f"relative tolerance against `reference` (default {RTOL:g}, for float32)")
     run.add_argument("--atol", type=float, default=ATOL,
                      help=f"absolute tolerance against `reference` (default {ATOL:g}, for float32)")
     run.set_defaults(handler=_run)
-    bench = commands.add_parser("bench", help="time the conv kernels against the FMA peak (and torch if installed)",
-                                epilog=_benchmark_list(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench = commands.add_parser("bench", help="time the conv kernels against the FMA peak (and torch if installed), "
+                                "or a model's compiled time per call", epilog=_benchmark_list(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("file", nargs="?", metavar="MODEL", help="a model file (.py or .onnx) to time instead")
+    bench.add_argument("--inputs", metavar="FILE.npz", help="the model's input arrays")
     bench.add_argument("--only", nargs="*", metavar="NAME", help="benchmark names to run (default: all, listed below)")
     bench.add_argument("--min-time", type=float, default=0.3, help="seconds per measurement (default 0.3)")
     bench.set_defaults(handler=_bench)
