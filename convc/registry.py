@@ -37,9 +37,9 @@ TRAITS: dict[str, str] = {
     "separable": "a depthwise conv followed by a pointwise one, in one kernel",
     "has_epilogue": "its kernel applies a fused activation (the optional attribute `activation`)",
     "blocked": "it has a kernel for channel-blocked tensors",
-    "channelwise": "each result channel comes from the same channel of its first operand (its only operand "
-                   "that carries a layout; any others are plain per-channel parameters): with the trait "
-                   "blocked, it computes blocked wherever that operand is blocked",
+    "channelwise": "each result channel comes from the same channel (or group of channels) of its first "
+                   "operand (its only operand that carries a layout; any others are plain per-channel "
+                   "parameters): with the trait blocked, it computes blocked wherever that operand is blocked",
     "reorder": "a change of memory layout only (plain <-> channel-blocked)",
     "pad": "pads or crops its input",
     "pool": "a pooling op",

@@ -170,6 +170,27 @@ def test_blocked_norms_between_convs(channels_groups, dtype, bits, seed):
     assert_close(compiled(x), expected, terms=9 * channels * 40)
 
 
+def test_large_inputs_split_across_threads():
+    # enough work that each kernel's outer loop runs in chunks on the thread pool
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 32, 30, 31)).astype(np.float32)
+    channel = rng.uniform(0.5, 2, (4, 32)).astype(np.float32)
+    assert_close(ops.batch_norm(x, *channel), reference.batch_norm(x, *channel), terms=4)
+    assert_standardized(ops.layer_norm(x, (30, 31)), reference.layer_norm(x, (30, 31)), x.reshape(128, -1), None)
+    assert_standardized(ops.group_norm(x, 8), reference.group_norm(x, 8), x.reshape(32, -1), None)
+    for dim in ((2, 3), 0, (0, 3), 1):
+        assert_close(ops.mean(x, dim), reference.mean(x, dim), terms=x.size)
+    w = rng.standard_normal((32, 32, 1, 1)).astype(np.float32) / 6
+
+    def model(a):  # blocked batch_norm and group_norm between two convs
+        y = ops.batch_norm(ops.conv2d(a, w), ops.mean(a, (0, 2, 3)), *channel[:2])
+        return ops.conv2d(ops.group_norm(y, 4), w)
+
+    y = reference.batch_norm(reference.conv_nd(x, w), reference.mean(x, (0, 2, 3)), *channel[:2])
+    assert_close(convc.compile(model, x, cache_dir=False)(x), reference.conv_nd(reference.group_norm(y, 4), w),
+                 terms=32 * 40)
+
+
 def test_norms_trace_and_compile_at_every_level():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 6, 10)).astype(np.float32)
