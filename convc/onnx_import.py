@@ -168,8 +168,8 @@ _MISSING = object()
 class _Values:
     """The value of every ONNX name: an array known at import time, or a traced convc Tensor."""
 
-    def __init__(self, onnx: Any, graph_proto: Any, opset: dict[str, int]) -> None:
-        self.onnx, self.opset = onnx, opset
+    def __init__(self, graph_proto: Any, opset: dict[str, int]) -> None:
+        self.opset = opset
         self.known: dict[str, np.ndarray] = {}
         self.traced: dict[str, Any] = {}
         self.as_tensor: dict[tuple[str, Any], Tensor] = {}
@@ -209,10 +209,6 @@ class _Values:
     def shape_of(self, name: str) -> tuple[int, ...]:
         value = self.constant(name)
         return tuple(value.shape) if value is not None else self.tensor(name).shape
-
-    def dtype_of(self, name: str) -> np.dtype:
-        value = self.constant(name)
-        return value.dtype if value is not None else self.tensor(name).dtype
 
     # folding
     def fold(self, node: Any) -> bool:
@@ -321,7 +317,7 @@ class _Import:
         self.opset = {("" if d.domain == "ai.onnx" else d.domain): d.version for d in model.opset_import}
         version = self.opset.get("")
         self.where = f"{where} (graph {graph.name!r}, opset {version})"
-        self.values = _Values(onnx, graph, self.opset)
+        self.values = _Values(graph, self.opset)
         self.problems = _Problems()
         if version is None or version < MIN_OPSET:
             self.problems.model.append(f"opset {version}: convc imports ONNX opset {MIN_OPSET} and up "
@@ -398,8 +394,7 @@ class _Import:
         if any(self.values.traced.get(name) is _MISSING for name in node.input):
             return self._stand_in(graph, node)
         call = Node(node.op_type, node.name, self.opset.get("", MIN_OPSET), node.input, node.output,
-                    _attributes(self.onnx, node), [self.declared.get(name, (None,))[0] for name in node.output],
-                    self.values, self.read.__contains__)
+                    _attributes(self.onnx, node), self.values, self.read.__contains__)
         try:
             result = entry(call)
             results = list(result) if isinstance(result, tuple) else [result]

@@ -3,8 +3,8 @@
 A key is an op type of the default ONNX domain ("Conv"); its value is a small function of a Node:
 the node's inputs (`n.tensor(i)`, an operand for a convc op; `n.const(i)`, a value the import needs
 as a NumPy array, such as Reshape's shape or Pad's pads), its attributes (`n.attr("strides",
-default)`; without a default the attribute is required) and the shapes ONNX's shape inference
-gives its outputs. The function returns what convc.ops builds (a Tensor, or a tuple for ops with
+default)`; without a default the attribute is required) and whether its optional outputs are read.
+The function returns what convc.ops builds (a Tensor, or a tuple for ops with
 several outputs), or a NumPy array for a value that static shapes determine (Shape's), and raises
 Unsupported(reason) for what it cannot map. Adding an op is adding one entry.
 
@@ -35,15 +35,15 @@ class MissingAttribute(Unsupported):
 
 class Node:
     """One ONNX node to map: `op_type`, `name`, `opset` (of the default domain), `inputs` and
-    `outputs` (value names; "" is an absent optional input or output), its attributes by name, the
-    shapes that shape inference declares for its outputs (None where unknown), and the importer's
-    values (`values`: known arrays and traced tensors by name; `used`: the outputs read later)."""
+    `outputs` (value names; "" is an absent optional input or output), its attributes by name, and
+    the importer's values (`values`: known arrays and traced tensors by name; `used`: whether a value
+    is read later)."""
 
     def __init__(self, op_type: str, name: str, opset: int, inputs: Sequence[str], outputs: Sequence[str],
-                 attrs: dict[str, Any], out_shapes: Sequence[tuple | None], values: Any, used: Callable[[str], bool]):
+                 attrs: dict[str, Any], values: Any, used: Callable[[str], bool]) -> None:
         self.op_type, self.name, self.opset = op_type, name, opset
         self.inputs, self.outputs, self.attrs = list(inputs), list(outputs), attrs
-        self.out_shapes, self.values, self._used = list(out_shapes), values, used
+        self.values, self._used = values, used
 
     def has(self, index: int) -> bool:
         """Whether optional input `index` is given."""
@@ -139,7 +139,7 @@ def _window_pads(n: Node, sizes: Sequence[int], kernel: Sequence[int], strides: 
     return pads[:rank], pads[rank:]
 
 
-def _rank(n: Node, x: Tensor, ranks: Sequence[int], what: str) -> int:
+def _rank(x: Tensor, ranks: Sequence[int], what: str) -> int:
     rank = x.ndim - 2
     if rank not in ranks:
         raise Unsupported(f"an input of rank {x.ndim} ({what} over {', '.join(map(str, ranks))} spatial axes "
@@ -153,7 +153,7 @@ _CONV_TRANSPOSE = {1: ops.conv_transpose1d, 2: ops.conv_transpose2d, 3: ops.conv
 
 def _conv(n: Node) -> Tensor:
     x, w = n.tensor(0), n.tensor(1)
-    rank = _rank(n, x, (1, 2, 3), "convc convolves")
+    rank = _rank(x, (1, 2, 3), "convc convolves")
     kernel = w.shape[2:]
     strides, dilations = _spatial(n, "strides", rank, 1), _spatial(n, "dilations", rank, 1)
     lo, hi = _window_pads(n, x.shape[2:], kernel, strides, dilations)
@@ -168,7 +168,7 @@ def _conv_transpose(n: Node) -> Tensor:
     (L-1)*s + (k-1)*d + 1); torch's with padding p and output_padding q covers [p, full + q - p). The
     entry picks p = max(min(begin, end), 0) and q, and slices off what remains."""
     x, w = n.tensor(0), n.tensor(1)
-    rank = _rank(n, x, (1, 2, 3), "convc convolves")
+    rank = _rank(x, (1, 2, 3), "convc convolves")
     kernel = w.shape[2:]
     strides, dilations = _spatial(n, "strides", rank, 1), _spatial(n, "dilations", rank, 1)
     extra = _spatial(n, "output_padding", rank, 0)
@@ -199,7 +199,7 @@ def _conv_transpose(n: Node) -> Tensor:
 
 def _pool(n: Node) -> Tensor:
     x = n.tensor(0)
-    rank = _rank(n, x, (1, 2), "convc pools")
+    rank = _rank(x, (1, 2), "convc pools")
     kernel = tuple(int(k) for k in n.attr("kernel_shape"))
     if len(kernel) != rank:
         raise Unsupported(f"kernel_shape={list(kernel)} must have {rank} values (one per spatial axis)")
@@ -368,11 +368,9 @@ def _variadic(fn: Callable[[Any, Any], Tensor]) -> Callable[[Node], Tensor]:
 def _clip(n: Node) -> Tensor:
     x = n.tensor(0)
     bounds = [n.values.constant(n.inputs[i]) if n.has(i) else None for i in (1, 2)]
-    if n.has(1) and bounds[0] is None or n.has(2) and bounds[1] is None:  # bounds computed at run time
+    if (n.has(1) and bounds[0] is None) or (n.has(2) and bounds[1] is None):  # bounds computed at run time
         low = ops.maximum(x, n.tensor(1)) if n.has(1) else x
         return ops.minimum(low, n.tensor(2)) if n.has(2) else low
-    if not (n.has(1) or n.has(2)) and ("min" in n.attrs or "max" in n.attrs):  # opset 6's attributes
-        bounds = [np.float64(n.attrs[k]) if k in n.attrs else None for k in ("min", "max")]
     low, high = (None if b is None else _float(b) for b in bounds)
     if low is None and high is None:
         return x

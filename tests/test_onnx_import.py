@@ -135,7 +135,6 @@ def _bake(model: onnx.ModelProto, inputs: list[np.ndarray]) -> tuple[onnx.ModelP
     baked = onnx.ModelProto()
     baked.CopyFrom(model)
     pad_values = {node.input[2] for node in model.graph.node if node.op_type == "Pad" and len(node.input) > 2}
-    names = [info.name for info in model.graph.input]
     keep, remaining = [], []
     for info, value in zip(model.graph.input, inputs):
         if value.dtype in (np.float32, np.float64) and info.name not in pad_values:
@@ -145,13 +144,7 @@ def _bake(model: onnx.ModelProto, inputs: list[np.ndarray]) -> tuple[onnx.ModelP
             baked.graph.initializer.append(numpy_helper.from_array(value, info.name))
     del baked.graph.input[:]
     baked.graph.input.extend(keep)
-    assert len(names) == len(inputs)
     return baked, remaining
-
-
-@functools.lru_cache(maxsize=None)
-def _compiled(graph_text: str, graph: convc.Graph) -> convc.Compiled:
-    return convc.compile(graph)
 
 
 def _run_node_test(name: str) -> None:
@@ -405,6 +398,19 @@ def test_window_attributes_match_the_reference(op, attrs, weight, oracle):
                    [_value_info("y", None)], {"w": _rand(*weight, seed=3), "b": _rand(channels, seed=4)} if weight
                    else None)
     _check(model, x, rtol=1e-4, atol=1e-5, runtime=oracle == "ort")
+
+
+def test_opset_11_attribute_forms():
+    """Before opset 13 (and 18) Squeeze, Unsqueeze and Split take their axes and sizes as attributes,
+    ReduceMean until opset 18."""
+    nodes = [helper.make_node("Unsqueeze", ["x"], ["u"], axes=[0, 3]),
+             helper.make_node("Squeeze", ["u"], ["s"], axes=[0]),
+             helper.make_node("ReduceMean", ["s"], ["m"], axes=[-1], keepdims=0),
+             helper.make_node("Split", ["m"], ["a", "b"], axis=1, split=[1, 3]),
+             helper.make_node("Clip", ["b", "low", "high"], ["c"])]
+    model = _model(nodes, [_value_info("x", [2, 4, 5])], [_value_info("a", None), _value_info("c", None)],
+                   {"low": np.float32(-0.2), "high": np.float32(0.3)}, opset=11)
+    _check(model, _rand(2, 4, 5))
 
 
 def test_layer_norm_statistics_outputs_and_float64():
