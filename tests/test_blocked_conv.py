@@ -357,3 +357,23 @@ def test_transposed_phases_share_one_interior_loop(vector_bits, shape, weight, s
     assert (shared_interior(transposed_row(axis), size) is not None) == (weight[-1] % stride == 0)
     expected = np.maximum(conv_transpose_nd(x, w, b, stride, padding), 0)
     assert_close(compiled(x), expected, weight[0] * int(np.prod(weight[2:])))
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("shape, weight, dilation, padding", [((1, 24, 90), (20, 24, 11), 5, 25),
+                                                              ((2, 16, 7, 40), (16, 16, 5, 9), 2, 8)])
+def test_wide_edges_are_bounds_checked_at_run_time(vector_bits, mode, shape, weight, dilation, padding):
+    """Rows whose edge tiles would unroll many taps (HiFi-GAN's k11 d5 p25) run their edges as a
+    loop of one tile body that maps each tap's column by the padding mode at run time."""
+    from convc.runtime.kernels.conv_blocked_nest import MAX_EDGE_TAPS
+    assert 2 * -(-padding // 14) * weight[-1] > MAX_EDGE_TAPS  # at least a tile per side, every tap
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(weight).astype(np.float32)
+    b = rng.standard_normal(weight[0]).astype(np.float32)
+    rank = len(shape) - 2
+    pads = (padding,) if rank == 1 else (1, padding)
+    compiled = convc.compile(lambda x: ops.relu(ops.apply(f"conv{rank}d", [x, w, b], stride=1, padding=pads,
+                                                          dilation=dilation, groups=1, padding_mode=mode)), x)
+    assert [block_of(compiled, n) for n in blocked_nodes(compiled)] == [vector_bits // 32]
+    expected = np.maximum(conv_nd(x, w, b, 1, pads, dilation, 1, mode), 0)
+    assert_close(compiled(x), expected, int(np.prod(weight[1:])))

@@ -41,6 +41,7 @@ from .elementwise import activate
 L1_WEIGHT_SHARE = 3  # a chunk's packed weights take a third of L1
 L1_OUTPUT_SHARE = 2  # a row segment's partial sums half of it
 MIN_PARALLEL_EXTENT = 8  # outer iterations wanted, so that every core gets a balanced share
+MAX_EDGE_TAPS = 16  # taps of compile-time edge tiles per row beyond which edges are bounds-checked at run time
 
 
 def channel_unroll(lanes: int, block: int) -> int:
@@ -82,22 +83,38 @@ class PhasePlan:
     segments: int
 
 
+def edge_tiles(k: Kernel, tiles: tuple[tuple[int, int], ...], tile: Callable[[ir.Value, int, bool], None],
+               looped: bool) -> None:
+    """tile(first output, width, True) for each edge tile; `looped`: runs of equally wide,
+    adjacent tiles become one runtime loop (for tiles that take a runtime position)."""
+    index = 0
+    while index < len(tiles):
+        start, size = tiles[index]
+        run = 1
+        while looped and index + run < len(tiles) and tiles[index + run] == (start + run * size, size):
+            run += 1
+        if run == 1:
+            tile(k.add(start), size, True)
+        else:
+            with k.loop(0, run, "edge") as step:
+                tile(k.add(k.mul(step, size), start), size, True)
+        index += run
+
+
 def cover_row(k: Kernel, plan: PhasePlan, width: int, segment: ir.Value,
-              tile: Callable[[ir.Value, int, bool], None]) -> None:
+              tile: Callable[[ir.Value, int, bool], None], looped_edges: bool = False) -> None:
     """tile(first output, width, edge) over segment `segment` of a row: the left edge tiles in the
     first segment, this segment's share of the interior tiles, the right edge tiles in the last."""
     b, split = k.builder, plan.segments > 1
     with k.when(b.icmp_unsigned("==", segment, i64(0)) if split else None):
-        for start, size in plan.left:
-            tile(k.add(start), size, True)
+        edge_tiles(k, plan.left, tile, looped_edges)
     if plan.interior_tiles:
         first = b.udiv(k.mul(segment, plan.interior_tiles), i64(plan.segments))
         last = b.udiv(k.mul(k.add(segment, 1), plan.interior_tiles), i64(plan.segments))
         with k.loop(first, last, "tile") as index:
             tile(k.add(k.mul(index, width), plan.interior_start), width, False)
     with k.when(b.icmp_unsigned("==", segment, i64(plan.segments - 1)) if split else None):
-        for start, size in plan.right:
-            tile(k.add(start), size, True)
+        edge_tiles(k, plan.right, tile, looped_edges)
 
 
 def epilogue(k: Kernel, value: ir.Value, residual: ir.Value | None, offset: ir.Value,
@@ -215,6 +232,10 @@ class BlockedConvNest:
                                         if self.chunks > 1 else 1)
             self.plans.append(PhasePlan(phase, tuple(left), start, count, tuple(right), segments))
         self.parts = sum(plan.segments for plan in self.plans)
+        # edge tiles in code of their own per position and tap, or, where that is a lot of code
+        # (1-D convs with wide kernels and paddings), one body with the taps in a runtime loop
+        edge_taps = sum(plan.phase.tap_count * len(plan.left + plan.right) for plan in self.plans)
+        self.runtime_edges = len(self.plans) == 1 and edge_taps > MAX_EDGE_TAPS
 
     # addressing --------------------------------------------------------------------------------
     def in_row(self, n: ir.Value, cib: ir.Value, id_: ir.Value, ih: ir.Value) -> ir.Value:
@@ -274,7 +295,7 @@ class BlockedConvNest:
 
         def over_row(chunk: ir.Value) -> None:
             cover_row(k, plan, self.width, segment,
-                      lambda q, width, edge: self.tile(place, plan.phase, chunk, q, width, edge))
+                      lambda q, width, edge: self.tile(place, plan.phase, chunk, q, width, edge), self.runtime_edges)
 
         if self.chunks == 1:
             over_row(i64(0))
@@ -392,7 +413,9 @@ class BlockedConvNest:
                     def row(ih: ir.Value) -> None:
                         x_row = self.in_row(place.n, k.add(place.cib0, cib), id_, ih)
                         w_row = k.add(w_cib, k.mul(k.add(k.mul(kd, h.kernel), kh), geo.w.kernel * c * self.vectors * c))
-                        if edge:
+                        if edge and self.runtime_edges:
+                            self.checked_row(x_row, w_row, phase, q, width, lanes, accumulators)
+                        elif edge:
                             self.edge_row(x_row, w_row, phase, q.constant, width, lanes, accumulators)
                         else:
                             self.interior_row(x_row, w_row, phase, q, width, lanes, accumulators)
@@ -431,6 +454,30 @@ class BlockedConvNest:
                         x_value = k.load(x_step, r * stride * self.col_stride + ci * self.ci_stride)
                         weights = self.fma_column(x_value, k.add(w_step, ci * self.vectors * c), r, accumulators,
                                                   weights)
+
+    def checked_row(self, x_row: ir.Value, w_row: ir.Value, phase: RowPhase | SharedPhase, q: ir.Value, width: int,
+                    lanes: int, accumulators: list[list[ir.Value]]) -> None:
+        """An edge tile at a runtime position: the taps in a runtime loop, each column mapped by the
+        padding mode at run time (a zero where it falls outside), the channels in a loop."""
+        k, c = self.k, self.c
+        tap0, tap_step, offset0, offset_step = phase.progression()
+        zero = k.const(0.0)
+        with k.loop(0, phase.tap_count, "kw") as j:
+            offset = k.add(offset0, k.builder.mul(j, i64(offset_step)))
+            columns = []
+            for r in range(width):
+                source, valid = k.border_index(k.add(k.mul(k.add(q, r), phase.in_stride), offset), self.geo.w.size,
+                                               self.geo.mode)
+                columns.append((k.mul(source, self.col_stride), valid))
+            w_base = k.add(w_row, k.mul(k.add(k.mul(j, tap_step), tap0), c * self.vectors * c))
+            with k.loop(0, lanes, "ci") as ci:
+                w_offset = k.add(w_base, k.mul(ci, self.vectors * c))
+                weights = None
+                for r, (column, valid) in enumerate(columns):
+                    x_value = k.load(x_row, k.add(k.mul(ci, self.ci_stride), column))
+                    if valid is not None:
+                        x_value = k.builder.select(valid, x_value, zero)
+                    weights = self.fma_column(x_value, w_offset, r, accumulators, weights)
 
     def edge_row(self, x_row: ir.Value, w_row: ir.Value, phase: RowPhase, q0: int, width: int, lanes: int,
                  accumulators: list[list[ir.Value]]) -> None:
