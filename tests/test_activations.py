@@ -14,14 +14,13 @@ import convc
 from convc import ConvcError, nn, ops
 from convc.attributes import check_attributes
 from convc.fused_activation import activation_parts, activation_spec
-from convc.runtime.jit import host_target
+from widths import WIDTHS
 from reference import (assert_close, clamp, conv_nd, conv_transpose_nd, gelu, hardsigmoid, hardswish, hardtanh,
                        leaky_relu, silu)
 from strategies import conv_cases
 
 REFERENCE = {"gelu": gelu, "silu": silu, "hardswish": hardswish, "hardsigmoid": hardsigmoid,
              "leaky_relu": leaky_relu, "hardtanh": hardtanh, "clamp": clamp}
-WIDTHS = sorted({256, host_target().vector_bits})
 dtypes = st.sampled_from([np.float32, np.float64])
 bounds = st.floats(-3, 3, width=32)
 

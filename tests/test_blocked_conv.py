@@ -3,7 +3,6 @@ NumPy reference, on the host's vector width and forced to 256 bits (so the AVX2 
 AVX-512 hosts too): channel counts that are not multiples of the block, rows narrower than a
 vector, 1-wide maps, strides, dilations, every padding mode, aligned groups, depthwise convs, fused
 activations and residuals; transposed convs (per-phase) likewise; plus the register-tile choice and the hot loop's assembly."""
-import contextlib
 import re
 
 import numpy as np
@@ -13,27 +12,18 @@ from hypothesis import strategies as st
 
 import convc
 from convc import ops
-from convc.runtime.jit import host_target
 from convc.runtime.kernels.conv_blocked import MAX_ACCUMULATORS, blocked_tiling
 from convc.runtime.kernels.conv_blocked_nest import shared_interior
 from convc.runtime.kernels.conv_geometry import Axis, transposed_row
+from widths import WIDTHS, narrowed
 from reference import assert_close, conv_nd, conv_transpose_nd, pad
 
-NATIVE_BITS = host_target().vector_bits
-WIDTHS = sorted({256, NATIVE_BITS})
 
 
 @pytest.fixture(params=WIDTHS, ids=lambda bits: f"{bits}bit")
 def vector_bits(request, monkeypatch):
     monkeypatch.setenv("CONVC_VECTOR_BITS", str(request.param))
     return request.param
-
-
-@contextlib.contextmanager
-def narrowed(bits):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONVC_VECTOR_BITS", str(bits))
-        yield
 
 
 def block_of(compiled, node):

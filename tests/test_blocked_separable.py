@@ -2,7 +2,6 @@
 feeding a blocked 1x1 conv becomes one blocked separable_conv2d (row buffer on the stack), with
 the 1x1 conv's bias, residual and activation, and a plain output where a reorder folds in;
 compared with the NumPy reference at the host's vector width and at 256 bits."""
-import contextlib
 
 import numpy as np
 import pytest
@@ -12,16 +11,9 @@ from hypothesis import strategies as st
 import convc
 from convc import ops
 from convc.runtime.jit import host_target
+from widths import WIDTHS, narrowed
 from reference import assert_close, conv_nd
 
-WIDTHS = sorted({256, host_target().vector_bits})
-
-
-@contextlib.contextmanager
-def narrowed(bits):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONVC_VECTOR_BITS", str(bits))
-        yield
 
 
 @st.composite

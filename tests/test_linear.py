@@ -3,7 +3,6 @@ multiples of the vector width, empty axes, biases of one value per feature or a 
 fused activations and folded biases, constant weights (packed at compile time) and weights that
 are inputs (packed by the prologue), on the host's vector width and forced to 256 bits; torch's
 extra forms (a 1-D weight, a bias per input row) and its errors; torch cross-checks."""
-import contextlib
 import re
 
 import numpy as np
@@ -13,19 +12,11 @@ from hypothesis import strategies as st
 
 import convc
 from convc import ConvcError, nn, ops
-from convc.runtime.jit import host_target
+from widths import WIDTHS, narrowed
 from reference import UNARY, assert_close, linear
 from test_blocked_conv import hot_loop
 
-WIDTHS = sorted({256, host_target().vector_bits})
 dtypes = st.sampled_from([np.float32, np.float64])
-
-
-@contextlib.contextmanager
-def narrowed(bits):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONVC_VECTOR_BITS", str(bits))
-        yield
 
 
 @st.composite

@@ -4,7 +4,6 @@ torch is installed); the tiled transpose on the host's vector width and forced t
 the views of the memory plan: which nodes become views, that they run no kernel, and that they stay
 correct when their root's buffer would be reused, when they are graph outputs, and when their root
 is a graph input or a constant."""
-import contextlib
 
 import numpy as np
 import pytest
@@ -14,21 +13,13 @@ from hypothesis.extra import numpy as hnp
 
 import convc
 from convc import ConvcError, nn, ops
-from convc.runtime.jit import host_target
 from convc.runtime.lower import lower
 from convc.runtime.memory import plan_memory
 import reference
+from widths import WIDTHS, narrowed
 
 dtypes = st.sampled_from([np.float32, np.float64])
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)
-WIDTHS = sorted({256, host_target().vector_bits})
-
-
-@contextlib.contextmanager
-def narrowed(bits):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONVC_VECTOR_BITS", str(bits))
-        yield
 
 
 def array(shape, dtype=np.float32, seed=0):
