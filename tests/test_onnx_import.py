@@ -1,5 +1,7 @@
-"""convc.from_onnx: ONNX's own backend node tests run through the importer and the compiler, and
-hand-built and torch-exported models (error listing, names, folding, the erf form of gelu).
+"""convc.from_onnx: ONNX's own backend node tests run through the importer and the compiler;
+hand-built models (error listing, names, folding, the erf form of gelu, attribute forms) against
+onnx's reference implementation or onnxruntime; models exported by torch.onnx.export (a small net,
+and the four transformers models of tests/hf_models.py) against torch; the command line.
 
 The node tests ship inside the onnx wheel up to onnx 1.22.0 (onnx/backend/test/data/node/<test>/
 model.onnx with test_data_set_*/input_*.pb and output_*.pb); they are read straight out of that
@@ -499,11 +501,10 @@ def test_a_torch_export_matches_torch_and_onnxruntime():
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.skipif(not os.environ.get("CONVC_ONNX_MODELS"), reason=(
-    "set CONVC_ONNX_MODELS=1: exporting and compiling the four transformers models takes minutes on 2 cores "
-    "(tests/test_models.py runs them through from_torch)"))
 @pytest.mark.parametrize("name", ["hifigan", "wav2vec2_features", "mobilenet_v2", "resnet18"])
 def test_exported_transformers_models_match_torch(name):
+    """The four models of tests/hf_models.py exported with torch.onnx.export (opset 17, the TorchScript
+    exporter) match torch eager as tests/test_models.py requires of from_torch (about a minute on 2 cores)."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from hf_models import MODELS
