@@ -192,6 +192,7 @@ def _onnxruntime_reference(file: Path) -> Any:
 
     def reference(*inputs: np.ndarray) -> tuple[np.ndarray, ...]:
         return tuple(session.run(None, {i.name: x for i, x in zip(session.get_inputs(), inputs)}))
+    reference.whole_model = True
     return reference
 
 
