@@ -311,9 +311,9 @@ def test_the_resnet_3x3_hot_loop_has_no_stack_spills(vector_bits):
 
 @pytest.mark.parametrize("shape, out, residual", [((1, 96, 7, 7), 40, False), ((2, 20, 3, 5, 7), 24, True),
                                                   ((2, 5, 7, 7), 24, False), ((1, 40, 14, 14), 16, True)])
-def test_pointwise_convs_tile_across_rows(vector_bits, shape, out, residual):
-    """A 1x1 conv with stride 1 and no padding joins its rows into one run of positions (tiles
-    wider than a 7-wide row), reading a plain input (5 channels) or writing a plain output."""
+def test_pointwise_convs_on_small_maps(vector_bits, shape, out, residual):
+    """1x1 convs on small maps (rows narrower than a tile), 3-D included, reading a plain input
+    (5 channels) or writing a plain output, with a residual epilogue."""
     rng = np.random.default_rng(len(shape) + out)
     x = rng.standard_normal(shape).astype(np.float32)
     w = rng.standard_normal((out, shape[1]) + (1,) * (len(shape) - 2)).astype(np.float32)

@@ -13,7 +13,7 @@ accumulators before the single store. One side of the kernel may be plain (a reo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import llvmlite.ir as ir
@@ -26,7 +26,7 @@ from ..codegen import Kernel
 from ..jit import HostTarget
 from .conv_blocked_nest import BlockedConvNest, Buffers
 from .conv_depthwise_blocked import DepthwiseNest, depthwise_width
-from .conv_geometry import Axis, ConvGeometry, conv_geometry
+from .conv_geometry import conv_geometry
 from .conv_transpose import transpose_geometry
 from .pack_kernels import emit_pack_prologue
 from .packing import pack_bias, pack_depthwise_weights, pack_weights
@@ -67,18 +67,6 @@ def blocked_tiling(host: HostTarget, dtype: str, out_blocks: int, out_width: int
     return max(candidates, key=lambda candidate: candidate[0])[1]
 
 
-def flattened_pointwise(geo: ConvGeometry) -> ConvGeometry:
-    """A 1x1 conv with stride 1 and no padding reads and writes each channel's positions in one
-    run (in either layout): its rows are joined into one row of D*H*W outputs, so that a 7x7 map
-    is covered by tiles of a dozen positions instead of rows of 7."""
-    axes = (geo.d, geo.h, geo.w)
-    if geo.d.out * geo.h.out == 1 or any((a.kernel, a.stride, a.pad_lo, a.size) != (1, 1, 0, a.out) for a in axes):
-        return geo
-    positions = geo.out_plane
-    trivial = Axis(1, 1, 1, 1, 1, 0)
-    return replace(geo, d=trivial, h=trivial, w=Axis(positions, positions, 1, 1, 1, 0))
-
-
 def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
                       out_type: TensorType, op: str, host: HostTarget, values: list[np.ndarray | None]) -> Kernel:
     """Arguments: out, x, packed weights, packed bias, [residual (blocked like out)]. The input and
@@ -89,8 +77,6 @@ def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_ty
     runs before the kernel on every call (pack_kernels)."""
     transposed = has_trait(op, "conv_transpose")
     geo = (transpose_geometry if transposed else conv_geometry)(attrs, in_types[:2], out_type, op)
-    if not transposed:
-        geo = flattened_pointwise(geo)
     residual = len(in_types) > 3
     k = Kernel(module, name, out_type.dtype, 5 if residual else 4, ("out", "x", "w", "bias", "residual"))
     lanes = out_type.block or in_types[0].block or attrs["block"]  # sides may be plain (reorders folded in)
