@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import convc
 from convc import ops
+from convc.passes.fuse_separable import rereads_pay
 from convc.runtime.jit import host_target
 from widths import WIDTHS, narrowed
 from reference import assert_close, conv_nd
@@ -66,9 +67,11 @@ def test_blocked_separable_matches_reference(vector_bits, case):
         compiled = convc.compile(model, x, residual)
         actual = compiled(x, residual)
     lanes = vector_bits // (32 if x.dtype == np.float32 else 64)
-    (fused,) = [n for n in compiled.graph.op_nodes() if n.op == "separable_conv2d"]
-    assert compiled.graph.type_of(fused.operands[0]).block == lanes
-    assert len(fused.operands) == (6 if epilogue and epilogue.startswith("residual") else 5)
+    fused = [n for n in compiled.graph.op_nodes() if n.op == "separable_conv2d"]
+    assert len(fused) == rereads_pay(expected.shape)  # fused unless rereading the 1x1 weights costs more
+    for node in fused:
+        assert compiled.graph.type_of(node.operands[0]).block == lanes
+        assert len(node.operands) == (6 if epilogue and epilogue.startswith("residual") else 5)
     if epilogue and epilogue.startswith("residual"):
         expected = expected + residual
     if epilogue and epilogue.endswith("relu"):
@@ -105,7 +108,7 @@ def test_an_inverted_residual_block_is_one_conv_and_one_separable_kernel():
 
 def test_a_separable_pair_between_plain_tensors_writes_its_output_plain():
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((1, 32, 20, 18)).astype(np.float32)
+    x = rng.standard_normal((1, 32, 20, 40)).astype(np.float32)
     dw, pw = rng.standard_normal((32, 1, 3, 3)).astype(np.float32), rng.standard_normal((40, 32, 1, 1)).astype(np.float32)
     compiled = convc.compile(lambda x: ops.conv2d(ops.conv2d(x, dw, None, 1, 1, 1, 32), pw), x)
     lanes = host_target().lanes("f32")
@@ -126,3 +129,21 @@ def test_a_depthwise_result_also_added_as_the_residual_is_not_fused_away():
     compiled = convc.compile(model, x)
     y = conv_nd(conv_nd(x, w0), dw, None, 1, 1, 1, 16)
     assert_close(compiled(x), conv_nd(y, pw) + y, 16 * 16 * 9)
+
+
+@pytest.mark.parametrize("size, filters, fused", [(28, 32, True), (7, 160, False)])
+def test_late_narrow_maps_keep_the_two_convs(size, filters, fused):
+    """On a 7x7 map with 160 filters the fused kernel would read the 1x1 weights once per row,
+    more than the intermediate tensor it saves: the depthwise and 1x1 convs stay apart there."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 48, size, size)).astype(np.float32)
+    w0, dw = rng.standard_normal((48, 48, 1, 1)).astype(np.float32) / 7, rng.standard_normal((48, 1, 3, 3))
+    pw = rng.standard_normal((filters, 48, 1, 1)).astype(np.float32) / 7
+    dw = dw.astype(np.float32)
+
+    def model(x):
+        return ops.conv2d(ops.conv2d(ops.conv2d(x, w0), dw, None, 1, 1, 1, 48), pw)
+
+    compiled = convc.compile(model, x)
+    assert ("separable_conv2d" in {n.op for n in compiled.graph.op_nodes()}) == fused
+    assert_close(compiled(x), conv_nd(conv_nd(conv_nd(x, w0), dw, None, 1, 1, 1, 48), pw), 48 * 10)
