@@ -49,12 +49,17 @@ def clear_caches() -> None:
     release_memory()
 
 
+def _vector_bits() -> str | None:
+    """What sets the vector width kernels are generated for, besides the host (cheap to read)."""
+    return os.environ.get("CONVC_VECTOR_BITS")
+
+
 def run(op: str, operands: list[Any], attrs: dict[str, Any], dump: bool = True) -> np.ndarray:
     """The op on arrays, compiled on first use; `dump` lets CONVC_DUMP show the one-op graph's passes
     (constant folding inside a compile turns it off)."""
     opdef = get_op(op)
     arrays = [as_float_array(op, name, value) for value, name in zip(operands, opdef.operand_labels(len(operands)))]
-    key = (op, repr(tuple(attrs.items())), tuple((a.shape, a.dtype.char) for a in arrays))
+    key = (op, repr(tuple(attrs.items())), tuple((a.shape, a.dtype.char) for a in arrays), _vector_bits())
     executable = _cache.get(key)
     if executable is None:
         types = [TensorType.of_array(a) for a in arrays]

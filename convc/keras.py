@@ -12,7 +12,9 @@ from .args import is_int, one_of
 from .errors import ConvcError
 
 ACTIVATIONS = {None: None, "linear": None, "relu": ops.relu, "relu6": ops.relu6, "sigmoid": ops.sigmoid,
-               "tanh": ops.tanh}
+               "tanh": ops.tanh, "gelu": ops.gelu, "silu": ops.silu, "swish": ops.silu,
+               "hard_sigmoid": ops.hardsigmoid, "hard_silu": ops.hardswish, "hard_swish": ops.hardswish,
+               "leaky_relu": lambda x: ops.leaky_relu(x, 0.2), "exponential": ops.exp}  # Keras 3's definitions
 
 
 def glorot_uniform(shape: tuple[int, ...], dtype: Any) -> np.ndarray:

@@ -63,6 +63,16 @@ class Tensor:
     def __rmul__(self, other: Any) -> "Tensor": return self._binary("mul", other, True)
     def __truediv__(self, other: Any) -> "Tensor": return self._binary("div", other)
     def __rtruediv__(self, other: Any) -> "Tensor": return self._binary("div", other, True)
+    def __pow__(self, other: Any) -> "Tensor": return self._binary("pow", other)
+    def __rpow__(self, other: Any) -> "Tensor": return self._binary("pow", other, True)
+
+    def __neg__(self) -> "Tensor":
+        from . import ops
+        return ops.neg(self)
+
+    def __abs__(self) -> "Tensor":
+        from . import ops
+        return ops.abs(self)
 
 
 def current_graph() -> Graph | None:

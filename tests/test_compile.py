@@ -200,3 +200,26 @@ def test_identical_nodes_share_one_kernel_and_keep_their_own_weights():
     for w, b in zip(weights, biases):
         expected = np.maximum(conv_nd(expected, w, b, 1, 1), 0)
     assert_close(compiled(x), np.tanh(expected), 32 * 9 * 4)
+
+
+def test_eager_kernels_follow_a_change_of_vector_width(monkeypatch):
+    """The eager cache keys on the vector width setting: a blocked eager conv compiled at 512 bits
+    is not reused once CONVC_VECTOR_BITS asks for 256."""
+    from reference import conv_nd
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((1, 16, 6, 6)).astype(np.float32), rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    first = ops.conv2d(x, w, None, 1, 1)
+    monkeypatch.setenv("CONVC_VECTOR_BITS", "256")
+    hits = len(eager._cache)
+    second = ops.conv2d(x, w, None, 1, 1)
+    assert len(eager._cache) == hits + 1  # a new entry, not the 512-bit kernel
+    assert_close(first, conv_nd(x, w, None, 1, 1), 144)
+    assert_close(second, conv_nd(x, w, None, 1, 1), 144)
+
+
+def test_traced_tensors_support_neg_pow_and_abs():
+    x = np.linspace(-2, 2, 12, dtype=np.float32).reshape(1, 3, 4)
+    compiled = convc.compile(lambda t: abs(-t) ** 2 + 2.0 ** t, x)
+    assert {"neg", "abs"} <= {n.op for n in convc.trace(lambda t: abs(-t) ** 2 + 2.0 ** t, x).op_nodes()}
+    expected = np.abs(-x.astype(np.float64)) ** 2 + 2.0 ** x.astype(np.float64)
+    assert_close(compiled(x), expected.astype(np.float32), 4)

@@ -153,6 +153,28 @@ def test_keras_layer_applies_bias_and_activation_last(data_format):
     assert out.dtype == np.float64  # the weights follow the first input's dtype
 
 
+KERAS_ACTIVATIONS = {  # Keras 3's definitions, written out in NumPy
+    "gelu": lambda y: 0.5 * y * (1 + np.vectorize(math.erf)(y / math.sqrt(2))),
+    "silu": lambda y: y / (1 + np.exp(-y)), "swish": lambda y: y / (1 + np.exp(-y)),
+    "hard_sigmoid": lambda y: np.clip(y + 3, 0, 6) / 6, "hard_silu": lambda y: y * np.clip(y + 3, 0, 6) / 6,
+    "hard_swish": lambda y: y * np.clip(y + 3, 0, 6) / 6, "leaky_relu": lambda y: np.where(y > 0, y, 0.2 * y),
+    "exponential": np.exp}
+
+
+@pytest.mark.parametrize("activation", sorted(KERAS_ACTIVATIONS))
+def test_keras_layer_activations(activation):
+    layer = nn.SeparableConv2D(4, 3, padding="same", activation=activation)
+    x = np.random.default_rng(2).standard_normal((1, 5, 6, 3))
+    expected = reference.separable_conv2d(x, *_built(layer, x), [1, 1, 1, 1], "SAME")
+    reference.assert_close(layer(x), KERAS_ACTIVATIONS[activation](expected), 27 + 3)
+
+
+def _built(layer, x):
+    """The layer's kernels (built on its first call)."""
+    layer(x)
+    return layer.depthwise_kernel, layer.pointwise_kernel
+
+
 @pytest.mark.parametrize("kwargs, pattern", [
     (dict(filters=0, kernel_size=3), "filters=0 must be a strictly positive int"),
     (dict(filters=2, kernel_size=3, padding="causal"), "padding='causal' is not supported"),
