@@ -21,7 +21,7 @@ from convc.ir import Node
 from convc.types import TensorType
 
 from ..codegen import Kernel
-from .math_forms import MATH_FORMS
+from .math_forms import MATH_FORMS, exp
 from .registry import Values, kernel
 
 ScalarOp = Callable[..., ir.Value]  # (kernel, operand values, **attributes) -> value
@@ -95,9 +95,11 @@ def _relu6(k: Kernel, v: list[ir.Value]) -> ir.Value:
 
 
 def _sigmoid(k: Kernel, v: list[ir.Value]) -> ir.Value:
+    """1 / (1 + exp(-x)) with the inline vector exp: no library call per lane (a call inside a
+    conv epilogue would spill the accumulators)."""
     b = k.builder
     one = k.const(1.0, v[0])
-    return b.fdiv(one, b.fadd(one, k.intrinsic("exp", b.fneg(v[0]))))
+    return b.fdiv(one, b.fadd(one, exp(k, b.fneg(v[0]))))
 
 
 SCALAR_OPS: dict[str, ScalarOp] = {
