@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import llvmlite.ir as ir
 import numpy as np
@@ -28,7 +28,9 @@ class Kernel:
     lowering passes them in place of the node's operand at that index, or after the operands.
     Buffers in `scratch` are filled on every call by the `prologue` kernel, which runs first and
     takes the scratch buffers, in index order, then the node's operands at those indexes (those
-    the node has): packing at run time what was not a constant."""
+    the node has): packing at run time what was not a constant. `pack(values)`, where an emitter
+    sets it, computes `host_constants` from another node's constant values, so that nodes sharing
+    this kernel's code need no emission of their own."""
 
     def __init__(self, module: ir.Module, name: str, dtype: str, num_buffers: int,
                  arg_names: Sequence[str] = ()) -> None:
@@ -38,6 +40,7 @@ class Kernel:
         self.num_buffers = num_buffers
         self.extent = 1
         self.host_constants: dict[int, np.ndarray] = {}  # buffer index -> array packed on the host
+        self.pack: Callable[[list[np.ndarray | None]], dict[int, np.ndarray]] | None = None
         self.scratch: dict[int, int] = {}  # buffer index -> elements of scratch that `prologue` fills
         self.prologue: Kernel | None = None
         pointer = self.ftype.as_pointer()

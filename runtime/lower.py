@@ -67,8 +67,9 @@ def _emit(module: ir.Module, emitted_for: dict[tuple, Kernel], name: str, node: 
           values: list[np.ndarray | None]) -> Kernel:
     """The node's kernel. A kernel's code depends only on the op, its attributes, the operand and
     result types and which operands are constants (their values only shape the packed host
-    constants), so a node identical in those reuses the function emitted first: its emitter runs
-    again in a scratch module for the host constants alone, and LLVM compiles the code once."""
+    constants), so a node identical in those reuses the function emitted first, with host constants
+    of its own (from the kernel's `pack`, or else its emitter run again in a scratch module), and
+    LLVM compiles the code once."""
     key = (node.op, repr(sorted(node.attrs.items())), tuple(in_types), node.type, tuple(v is None for v in values))
     emit = emitter_for(node.op)
     first = emitted_for.get(key)
@@ -77,9 +78,11 @@ def _emit(module: ir.Module, emitted_for: dict[tuple, Kernel], name: str, node: 
         return emitted
     if not any(v is not None for v in values):
         return first
-    again = emit(ir.Module(name=f"{name}.constants"), name, node, in_types, values)
     shared = copy.copy(first)
-    shared.host_constants = again.host_constants
+    if first.pack is not None:
+        shared.host_constants = first.pack(values)
+    else:  # the emitter again, in a scratch module, for its host constants alone
+        shared.host_constants = emit(ir.Module(name=f"{name}.constants"), name, node, in_types, values).host_constants
     return shared
 
 

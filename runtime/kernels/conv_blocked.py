@@ -94,8 +94,10 @@ def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_ty
             vectors, width = 1, lanes  # each 16x16 transpose of the plain store is then full
     has_bias = len(in_types) > 2
     if values[1] is not None and (not has_bias or values[2] is not None):
-        k.host_constants = {2: _pack_constant_weights(values[1], geo, lanes, vectors, transposed, depthwise),
-                            3: pack_bias(values[2] if has_bias else None, geo.c_out, lanes, values[1].dtype)}
+        k.pack = lambda values: {
+            2: _pack_constant_weights(values[1], geo, lanes, vectors, transposed, depthwise),
+            3: pack_bias(values[2] if has_bias else None, geo.c_out, lanes, values[1].dtype)}
+        k.host_constants = k.pack(values)
     else:
         out_blocks = -(-geo.c_out // lanes)
         weights = out_blocks * lanes * (geo.k_plane if depthwise else -(-geo.cin_g // lanes) * lanes * geo.k_plane)
