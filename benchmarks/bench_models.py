@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from bench_peers import THREADS, best_of, cpu_name  # noqa: E402
+from bench_peers import THREADS, best_of, cpu_name, openvino_session, ort_session  # noqa: E402
 from hf_models import MODELS  # noqa: E402
 
 
@@ -38,29 +38,18 @@ def onnx_bytes(model: Any, inputs: tuple) -> bytes | None:
     return buffer.getvalue()
 
 
-def ort_runner(model: bytes, feeds: list[np.ndarray]) -> Callable[[], Any] | None:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    named = {i.name: x for i, x in zip(session.get_inputs(), feeds)}
-    return lambda: session.run(None, named)
+def _bound(run: Callable[..., Any] | None, feeds: list[np.ndarray]) -> Callable[[], Any] | None:
+    return None if run is None else lambda: run(*feeds)
 
 
-def openvino_runner(model: bytes, feeds: list[np.ndarray]) -> Callable[[], Any] | None:
-    try:
-        import openvino as ov
-    except ImportError:
-        return None
-    core = ov.Core()
-    compiled = core.compile_model(core.read_model(model), "CPU",
-                                  {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY",
-                                   "INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-    return lambda: request.infer(dict(enumerate(feeds)))
+def ort_runner(model: bytes | str, feeds: list[np.ndarray]) -> Callable[[], Any] | None:
+    """ONNX Runtime on the model, called with `feeds`."""
+    return _bound(ort_session(model), feeds)
+
+
+def openvino_runner(model: bytes | str, feeds: list[np.ndarray]) -> Callable[[], Any] | None:
+    """OpenVINO on the model, called with `feeds`."""
+    return _bound(openvino_session(model), feeds)
 
 
 def main() -> None:

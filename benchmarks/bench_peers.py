@@ -161,29 +161,33 @@ def onnx_model(workload: Workload, params: list, out_shape: tuple[int, ...]) -> 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def ort_runner(model: Any) -> Callable[[np.ndarray], Any] | None:
+def ort_session(model: bytes | str) -> Callable[..., Any] | None:
+    """ONNX Runtime on an ONNX model (serialized, or a path) with THREADS intra-op threads:
+    run(*inputs) -> its outputs in order; None where onnxruntime is not installed."""
     try:
         import onnxruntime as ort
     except ImportError:
         return None
     options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"x": x})[0]
+    options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return lambda *inputs: session.run(None, dict(zip(names, inputs)))
 
 
-def openvino_runner(model: Any) -> Callable[[np.ndarray], Any] | None:
+def openvino_session(model: bytes | str) -> Callable[..., Any] | None:
+    """OpenVINO on an ONNX model (serialized, or a path), THREADS threads, float32 precision:
+    run(*inputs) -> its outputs, indexable in order; None where openvino is not installed."""
     try:
         import openvino as ov
     except ImportError:
         return None
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(model.SerializeToString()), "CPU",
+    compiled = core.compile_model(core.read_model(model), "CPU",
                                   {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY",
                                    "INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
-    return lambda x: request.infer({0: x})[0]
+    return lambda *inputs: request.infer(dict(enumerate(inputs)))
 
 
 def best_of(fn: Callable[[], Any], min_time: float) -> float:
@@ -240,7 +244,9 @@ def main() -> None:
         peers = {"torch": torch_runner(workload, params)}
         try:
             model = onnx_model(workload, params, expected.shape)
-            peers["ORT"], peers["OV"] = ort_runner(model), openvino_runner(model)
+            for peer, session in (("ORT", ort_session), ("OV", openvino_session)):
+                run = session(model.SerializeToString())
+                peers[peer] = None if run is None else (lambda r: lambda x: r(x)[0])(run)
         except ImportError:
             peers["ORT"] = peers["OV"] = None
         for name, runner in peers.items():
