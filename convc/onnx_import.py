@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import ConvcError
 from .ir import Graph
-from .onnx_ops import OPS, MissingAttribute, Node
+from .onnx_ops import OPS, Node
 from .torch_aten import Unsupported, named_constant
 from .torch_import import MAX_LOCATIONS
 from .tracing import Tensor, current_graph, trace

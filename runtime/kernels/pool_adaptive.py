@@ -56,7 +56,7 @@ def span_sum(k: Kernel, base: ir.Value, start: ir.Value, stop: ir.Value, lanes: 
 
 def _plain_row(k: Kernel, x: TensorType, out_type: TensorType, x_plane: ir.Value, out_row: ir.Value,
                rows: tuple[ir.Value, ir.Value]) -> None:
-    (height, width), out_width = x.shape[-2:], out_type.shape[-1]
+    width, out_width = x.shape[-1], out_type.shape[-1]
     lanes, b = host_target().lanes(k.dtype), k.builder
     first, last = rows
     height_count = b.sub(last, first)
