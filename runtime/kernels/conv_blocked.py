@@ -47,12 +47,17 @@ class BlockedTiling:
     width: int
 
 
-def blocked_tiling(host: HostTarget, dtype: str, out_blocks: int, out_width: int) -> BlockedTiling:
+def blocked_tiling(host: HostTarget, dtype: str, out_blocks: int, out_width: int,
+                   plain_out_terms: int | None = None) -> BlockedTiling:
     """The register tile for a conv with `out_blocks` output-channel blocks per group and rows of
     `out_width` outputs: the most accumulators per tile, averaged over a row's tiles (so a narrow
     tail tile counts), then the fewest tiles per row, then the most vectors (fewer broadcasts per
-    FMA); `vectors` divides the blocks, so every tile has the same shape along the channels."""
+    FMA); `vectors` divides the blocks, so every tile has the same shape along the channels. A conv
+    writing a plain output with `plain_out_terms` products per output or fewer is bound by its
+    stores: one vector x `lanes` positions, so that each register transpose of the store is full."""
     lanes = host.lanes(dtype)
+    if plain_out_terms is not None and plain_out_terms <= STORE_BOUND_TERMS and out_width >= lanes:
+        return BlockedTiling(lanes, 1, lanes)
     budget = MAX_ACCUMULATORS[min(host.vector_bits, 512)] if host.vector_bits >= 256 else 6
     candidates = []
     for vectors in range(1, 5):
@@ -88,10 +93,9 @@ def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_ty
         vectors, width = 1, depthwise_width(host.vector_bits, geo.w.out)
     else:
         row = geo.w.out if not transposed else -(-geo.w.out // geo.w.stride)  # a phase's outputs
-        tiling = blocked_tiling(host, out_type.dtype, -(-geo.cout_g // lanes), row)
+        tiling = blocked_tiling(host, out_type.dtype, -(-geo.cout_g // lanes), row,
+                                geo.cin_g * geo.k_plane if plain_out else None)
         vectors, width = tiling.vectors, tiling.width
-        if plain_out and geo.cin_g * geo.k_plane <= STORE_BOUND_TERMS and row >= lanes:
-            vectors, width = 1, lanes  # each 16x16 transpose of the plain store is then full
     has_bias = len(in_types) > 2
     if values[1] is not None and (not has_bias or values[2] is not None):
         k.pack = lambda values: {

@@ -23,7 +23,7 @@ from convc.types import TensorType
 
 from ..codegen import Kernel, i64
 from ..jit import HostTarget
-from .conv_blocked import STORE_BOUND_TERMS, BlockedTiling, blocked_tiling
+from .conv_blocked import blocked_tiling
 from .conv_blocked_nest import BlockedConvNest, Buffers
 from .conv_depthwise_blocked import DepthwiseNest, depthwise_width
 from .conv_geometry import conv_geometry, divmod_index
@@ -52,25 +52,24 @@ def emit_blocked_separable(module: ir.Module, name: str, attrs: dict[str, Any], 
             or not blocked_separable_applies(channels, multiplier, out_w, lanes)):
         raise NotImplementedError("separable_conv2d: the blocked kernel needs NCHW, multiplier 1, constant filters "
                                   "and biases, and a row buffer of at most 32768 values")
-    dw_weight = np.ascontiguousarray(values[1].transpose(2, 3, 0, 1))  # (C, 1, kh, kw)
-    pw_weight = np.ascontiguousarray(values[2][0, 0].T[:, :, None, None])  # (F, C, 1, 1)
+    filters = out_type.shape[1]
     dtype = out_type.dtype
     middle = TensorType((batch, channels, out_h, out_w), dtype, lanes)
     dw_attrs = {"stride": attrs["strides"], "dilation": attrs["dilations"], "groups": channels,
                 "pad_lo": attrs["pad_lo"], "pad_hi": attrs["pad_hi"]}
-    dw_geo = conv_geometry(dw_attrs, [x, TensorType(dw_weight.shape, dtype)], middle, "conv2d")
-    pw_geo = conv_geometry(POINTWISE, [middle, TensorType(pw_weight.shape, dtype)], out_type, "conv2d")
-    tiling = blocked_tiling(host, dtype, -(-pw_geo.c_out // lanes), out_w)
-    if plain_out and channels <= STORE_BOUND_TERMS and out_w >= lanes:
-        tiling = BlockedTiling(lanes, 1, lanes)  # each transpose of the plain store is then full
+    dw_geo = conv_geometry(dw_attrs, [x, TensorType((channels, 1, kh, kw), dtype)], middle, "conv2d")
+    pw_geo = conv_geometry(POINTWISE, [middle, TensorType((filters, channels, 1, 1), dtype)], out_type, "conv2d")
+    tiling = blocked_tiling(host, dtype, -(-pw_geo.c_out // lanes), out_w, channels if plain_out else None)
 
     residual = len(in_types) > 5
     k = Kernel(module, name, dtype, 7 if residual else 6,
                ("out", "x", "depthwise_filter", "pointwise_filter", "depthwise_bias", "bias", "residual"))
-    k.host_constants = {2: pack_depthwise_weights(dw_weight, lanes),
-                        3: pack_weights(pw_weight, lanes, tiling.vectors),
-                        4: pack_bias(values[3], channels, lanes, dw_weight.dtype),
-                        5: pack_bias(values[4], pw_geo.c_out, lanes, dw_weight.dtype)}
+    k.pack = lambda values: {  # TF's filter layouts to torch's, then into the nests' orders
+        2: pack_depthwise_weights(np.ascontiguousarray(values[1].transpose(2, 3, 0, 1)), lanes),
+        3: pack_weights(np.ascontiguousarray(values[2][0, 0].T[:, :, None, None]), lanes, tiling.vectors),
+        4: pack_bias(values[3], channels, lanes, values[1].dtype),
+        5: pack_bias(values[4], filters, lanes, values[1].dtype)}
+    k.host_constants = k.pack(values)
     blocks = -(-channels // lanes)
     row = k.builder.bitcast(k.alloca(ir.ArrayType(k.ftype, blocks * lanes * out_w), "depthwise_row"),
                             k.ftype.as_pointer())
