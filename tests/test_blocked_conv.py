@@ -3,7 +3,6 @@ NumPy reference, on the host's vector width and forced to 256 bits (so the AVX2 
 AVX-512 hosts too): channel counts that are not multiples of the block, rows narrower than a
 vector, 1-wide maps, strides, dilations, every padding mode, aligned groups, depthwise convs, fused
 activations and residuals; transposed convs (per-phase) likewise; plus the register-tile choice and the hot loop's assembly."""
-import re
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from convc import ops
 from convc.runtime.kernels.conv_blocked import MAX_ACCUMULATORS, blocked_tiling
 from convc.runtime.kernels.conv_blocked_nest import shared_interior
 from convc.runtime.kernels.conv_geometry import Axis, transposed_row
+from asm import assert_clean_hot_loop
 from widths import WIDTHS, narrowed
 from reference import assert_close, conv_nd, conv_transpose_nd, pad
 
@@ -282,31 +282,11 @@ def test_register_tiles_fit_the_registers(bits, dtype, blocks, width):
     assert tiling.lanes == Host().lanes(dtype)
 
 
-def hot_loop(asm: str, function: str) -> list[str]:
-    """The innermost loop with the most FMAs in one function of the assembly."""
-    lines = asm[asm.index(f"{function}:"):].splitlines()
-    end = next(i for i, line in enumerate(lines) if line.strip().startswith(".Lfunc_end"))
-    lines = lines[:end]
-    labels = {line.rstrip(":"): i for i, line in enumerate(lines) if re.match(r"^\.LBB\w+:", line)}
-    spans = []
-    for i, line in enumerate(lines):
-        match = re.match(r"\s+j\w+\s+(\.LBB\w+)", line)
-        if match and labels.get(match.group(1), i + 1) <= i:
-            spans.append((labels[match.group(1)], i))
-    innermost = [(a, b) for a, b in spans if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in spans)]
-    return max((lines[a:b + 1] for a, b in innermost), key=lambda body: sum("vfmadd" in line for line in body))
-
-
 def test_the_resnet_3x3_hot_loop_has_no_stack_spills(vector_bits):
     x = np.zeros((1, 64, 56, 56), np.float32)
     w = np.random.default_rng(2).standard_normal((64, 64, 3, 3)).astype(np.float32)
     compiled = convc.compile(lambda x: ops.conv2d(x, w, padding=1), x)
-    function = next(name for name in re.findall(r"^(\w+conv2d):", compiled.asm, re.M))
-    loop = hot_loop(compiled.asm, function)
-    fmas = [line for line in loop if "vfmadd" in line]
-    register = "zmm" if vector_bits == 512 else "ymm"
-    assert len(fmas) >= 16 and all(register in line for line in fmas)
-    assert not [line for line in loop if "rsp" in line], "stack traffic in the hot loop"
+    assert_clean_hot_loop(compiled.asm, "conv2d", vector_bits, 16)
 
 
 @pytest.mark.parametrize("shape, out, residual", [((1, 96, 7, 7), 40, False), ((2, 20, 3, 5, 7), 24, True),

@@ -3,7 +3,6 @@ multiples of the vector width, empty axes, biases of one value per feature or a 
 fused activations and folded biases, constant weights (packed at compile time) and weights that
 are inputs (packed by the prologue), on the host's vector width and forced to 256 bits; torch's
 extra forms (a 1-D weight, a bias per input row) and its errors; torch cross-checks."""
-import re
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import convc
 from convc import ConvcError, nn, ops
 from widths import WIDTHS, narrowed
 from reference import UNARY, assert_close, linear
-from test_blocked_conv import hot_loop
+from asm import assert_clean_hot_loop
 
 dtypes = st.sampled_from([np.float32, np.float64])
 
@@ -78,12 +77,7 @@ def test_the_gemm_hot_loop_has_no_stack_spills(vector_bits):
     w = np.random.default_rng(4).standard_normal((128, 256)).astype(np.float32)
     with narrowed(vector_bits):
         compiled = convc.compile(lambda a: ops.linear(a, w), x)
-    function = next(name for name in re.findall(r"^(\w+linear):", compiled.asm, re.M))
-    loop = hot_loop(compiled.asm, function)
-    fmas = [line for line in loop if "vfmadd" in line]
-    register = "zmm" if vector_bits == 512 else "ymm"
-    assert len(fmas) >= 32 and all(register in line for line in fmas)
-    assert not [line for line in loop if "rsp" in line], "stack traffic in the hot loop"
+    assert_clean_hot_loop(compiled.asm, "linear", vector_bits, 32)
 
 
 def test_linear_by_hand():
