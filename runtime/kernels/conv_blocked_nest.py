@@ -290,6 +290,14 @@ class BlockedConvNest:
                 self.phase_part(place, plan, k.builder.sub(part, i64(base)))
             base += plan.segments
 
+    def over_chunks(self, over_row: Callable[[ir.Value], None]) -> None:
+        """over_row(chunk) for each chunk of the reduction (a loop only where there are several)."""
+        if self.chunks == 1:
+            over_row(i64(0))
+        else:
+            with self.k.loop(0, self.chunks, "chunk") as chunk:
+                over_row(chunk)
+
     def phase_part(self, place: _Place, plan: PhasePlan, segment: ir.Value) -> None:
         k = self.k
 
@@ -297,17 +305,13 @@ class BlockedConvNest:
             cover_row(k, plan, self.width, segment,
                       lambda q, width, edge: self.tile(place, plan.phase, chunk, q, width, edge), self.runtime_edges)
 
-        if self.chunks == 1:
-            over_row(i64(0))
-        else:
-            with k.loop(0, self.chunks, "chunk") as chunk:
-                over_row(chunk)
+        self.over_chunks(over_row)
 
     def shared_phases(self, place: _Place, part: ir.Value) -> None:
         """Phase `part` of the row: its edge tiles in code of their own, its interior tiles in
         the loop all phases share (the phase's first output, tap and offset read from tables)."""
         k, plans = self.k, self.plans
-        tap0, tap_step, offset0, offset_step = plans[0].phase.progression()
+        _, tap_step, _, offset_step = plans[0].phase.progression()
         phase = SharedPhase(k.lookup([p.phase.first for p in plans], part), plans[0].phase.step,
                             plans[0].phase.in_stride, plans[0].phase.tap_count,
                             k.lookup([p.phase.progression()[0] for p in plans], part), tap_step,
@@ -328,11 +332,7 @@ class BlockedConvNest:
                               False)
             edges("right", chunk)
 
-        if self.chunks == 1:
-            over_row(i64(0))
-        else:
-            with k.loop(0, self.chunks, "chunk") as chunk:
-                over_row(chunk)
+        self.over_chunks(over_row)
 
     # one tile ----------------------------------------------------------------------------------
     def tile(self, place: _Place, phase: RowPhase | SharedPhase, chunk: ir.Value, q: ir.Value, width: int, edge: bool) -> None:
