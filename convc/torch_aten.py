@@ -125,22 +125,23 @@ def _mean(c: Call) -> Any:
     return ops.mean(c.self, _dims(c), c.get("keepdim", False))
 
 
+def _summed(x: Tensor, dims: tuple[int, ...], keepdim: bool) -> Any:
+    """The sum over `dims`, as the mean times the count of the reduced elements."""
+    count = int(np.prod([x.shape[d] for d in dims]))
+    return ops.mul(ops.mean(x, dims, keepdim), float(count))
+
+
 def _sum(c: Call) -> Any:
-    """sum as mean times the count of the reduced elements."""
     if c.get("dtype") is not None:
         raise Unsupported("sum with a dtype argument")
-    dims = _dims(c)
-    count = int(np.prod([c.self.shape[d] for d in dims]))
-    return ops.mul(ops.mean(c.self, dims, c.get("keepdim", False)), float(count))
+    return _summed(c.self, _dims(c), c.get("keepdim", False))
 
 
 def _vector_norm(c: Call) -> Any:
     """linalg_vector_norm (weight_norm's norm): the 2-norm as sqrt(sum of squares)."""
     if c.ord != 2 or c.get("dtype") is not None:
         raise Unsupported(f"vector norm of order {c.ord!r} (convc maps the 2-norm)")
-    dims = _dims(c)
-    count = int(np.prod([c.self.shape[d] for d in dims]))
-    return ops.sqrt(ops.mul(ops.mean(ops.mul(c.self, c.self), dims, c.keepdim), float(count)))
+    return ops.sqrt(_summed(ops.mul(c.self, c.self), _dims(c), c.keepdim))
 
 
 def _batch_norm(c: Call) -> Any:

@@ -262,3 +262,15 @@ def test_without_torch_the_error_says_what_to_install(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install torch==2\.13\.0") as caught:
         convc.from_torch(object(), np.zeros(2))
     assert isinstance(caught.value, ConvcError)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reductions_sum_mean_and_norm(dtype):
+    class Reduce(tnn.Module):
+        def forward(self, x):
+            return (x.sum(dim=(2, 3), keepdim=True) * x, x.mean(1), torch.linalg.vector_norm(x, dim=-1))
+
+    x = torch.randn(2, 3, 4, 5, dtype=dtype)
+    ours, theirs = compiled_outputs(Reduce(), x)
+    for out, expected in zip(ours, theirs, strict=True):
+        assert_close(out, expected, 20)
