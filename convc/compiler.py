@@ -81,6 +81,8 @@ def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, opt_level: int 
     JIT-compile its kernels for the host CPU. `cache_dir` keeps the machine code in an on-disk
     cache across processes (None: the CONVC_CACHE_DIR environment variable, if set; False: off)."""
     from .runtime.executor import Executable
+    from .runtime.jit import warm_workers
+    warm_workers()
     if isinstance(fn_or_graph, Graph):
         graph = fn_or_graph
         if example_inputs:

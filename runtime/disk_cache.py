@@ -39,7 +39,6 @@ from typing import Union
 
 import llvmlite
 import llvmlite.binding as llvm
-import llvmlite.ir as ir
 import numpy as np
 
 from convc.errors import ConvcError
@@ -52,7 +51,7 @@ from .memory import Plan
 from .threads import ensure_pool
 
 CacheOption = Union[str, os.PathLike, bool, None]
-FORMAT = 1
+FORMAT = 2  # 2: one object file and one optimized IR per compiled part
 MAGIC = b"convc-cache\n"
 SUFFIX = ".entry"
 DEFAULT_SIZE_MB = 512
@@ -232,8 +231,9 @@ def _encode(key: str, graph: Graph, lowered: Lowered, code: ObjectCode) -> tuple
               "const_names": [token(n) for n in lowered.const_names],
               "parallel": lowered.parallel,
               "host_constants": [[name, array.dtype.str, list(array.shape)] for name, array in arrays]}
-    sections = [code.object_file, code.compressed_ir, *(array.tobytes() for _, array in arrays)]
-    header = {"format": FORMAT, "key": key, "sizes": [len(s) for s in sections], "layout": layout}
+    sections = [*code.objects, *code.compressed_irs, *(array.tobytes() for _, array in arrays)]
+    header = {"format": FORMAT, "key": key, "parts": len(code.objects), "sizes": [len(s) for s in sections],
+              "layout": layout}
     return header, sections
 
 
@@ -250,10 +250,11 @@ def _decode(header: dict, data: memoryview, graph: Graph) -> tuple[Lowered, Obje
     for size in sizes:
         sections.append(data[offset:offset + size])
         offset += size
-    layout = header["layout"]
+    layout, parts = header["layout"], header["parts"]
     host_constants = {name(token): _aligned(section, dtype, shape)
-                      for (token, dtype, shape), section in zip(layout["host_constants"], sections[2:], strict=True)}
-    lowered = Lowered(module=ir.Module(graph.name),  # the IR is not rebuilt on a hit
+                      for (token, dtype, shape), section in zip(layout["host_constants"], sections[2 * parts:],
+                                                                strict=True)}
+    lowered = Lowered(modules=[],  # the IR is not rebuilt on a hit
                       plan=Plan({name(t): o for t, o in layout["offsets"]}, layout["arena_bytes"]),
                       slots={name(t): s for t, s in layout["slots"]},
                       computed_outputs=[name(t) for t in layout["computed_outputs"]],
@@ -261,7 +262,7 @@ def _decode(header: dict, data: memoryview, graph: Graph) -> tuple[Lowered, Obje
                       const_names=[name(t) for t in layout["const_names"]],
                       parallel=layout["parallel"],
                       host_constants=host_constants)
-    return lowered, ObjectCode(bytes(sections[0]), bytes(sections[1]))
+    return lowered, ObjectCode(tuple(map(bytes, sections[:parts])), tuple(map(bytes, sections[parts:2 * parts])))
 
 
 def _aligned(data: memoryview, dtype: str, shape: list[int]) -> np.ndarray:

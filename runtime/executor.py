@@ -15,7 +15,7 @@ from convc.ir import Graph
 from convc.types import TensorType
 
 from . import disk_cache, threads
-from .jit import JitModule, ObjectCode, compile_module
+from .jit import JitModule, ObjectCode, compile_modules
 from .lower import ENTRY, Lowered, lower
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -131,12 +131,12 @@ def build(graph: Graph, cache_dir: disk_cache.CacheOption = None) -> tuple[Lower
     cache = disk_cache.open_cache(cache_dir)
     if cache is None:
         lowered = lower(graph)
-        return lowered, compile_module(lowered.module)
+        return lowered, compile_modules(lowered.modules)
     key = cache.key(graph)
     hit = cache.load(key, graph)
     if hit is not None:
         return hit
     lowered = lower(graph)
-    code = compile_module(lowered.module)
+    code = compile_modules(lowered.modules)
     cache.store(key, graph, lowered, code)
     return lowered, code

@@ -1,17 +1,16 @@
-"""The LLVM JIT for the host CPU: O3 module passes, an object file, and an MCJIT engine per module.
+"""The LLVM JIT for the host CPU: O3 module passes, object files, and an MCJIT engine per graph.
 
-A module is compiled in a scratch LLVM context (types, constants and metadata interned in a
-context live as long as it does, so the global one would grow with every compile): it is
-optimized at O3, compiled to a relocatable object file for the host, and the context is freed.
-The object file is then loaded into its own MCJIT engine, which owns the machine code; dropping
-the JitModule frees it. The same object file can come from the on-disk cache instead
-(convc.runtime.disk_cache), so a cache hit and a fresh compile load code the same way. Only the
-optimized IR is kept besides the engine, zlib-compressed; `llvm_ir` and `asm` are produced from
-it when asked.
+A graph's kernels are separate modules (convc.runtime.lower), compiled in parts, in parallel by
+worker processes where there is enough code (convc.runtime.compile_pool); each part is optimized
+at O3 in a scratch LLVM context and compiled to a relocatable object file for the host
+(convc.runtime.llvm_compile). The object files are then loaded into one MCJIT engine, which links
+their calls by name and owns the machine code; dropping the JitModule frees it. The same object
+files can come from the on-disk cache instead (convc.runtime.disk_cache), so a cache hit and a
+fresh compile load code the same way. Only the optimized IR is kept besides the engine,
+zlib-compressed; `llvm_ir` and `asm` are produced from it when asked.
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import gc
@@ -19,11 +18,11 @@ import os
 import weakref
 import zlib
 from dataclasses import dataclass
-from typing import Iterator
 
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
-from llvmlite.binding import ffi
+
+from . import llvm_compile
 
 
 @dataclass(frozen=True)
@@ -69,70 +68,60 @@ def _l1d_bytes() -> int:
 
 @functools.lru_cache(maxsize=None)
 def host_target() -> HostTarget:
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    # The pre-RA machine scheduler hoists every weight load of a register tile and spills.
-    llvm.set_option("", "-enable-misched=false")
+    llvm_compile.initialize()
     return HostTarget(llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), llvm.get_process_triple())
 
 
 def _target_machine() -> tuple[llvm.TargetMachine, HostTarget]:
     """A new target machine for the host: an MCJIT engine owns (and frees) the one it is given."""
     host = host_target()
-    machine = llvm.Target.from_triple(host.triple).create_target_machine(
-        cpu=host.cpu, features=host.features, opt=3, codemodel="jitdefault", jit=True)
-    return machine, host
+    return llvm_compile.target_machine(host.cpu, host.features, host.triple), host
 
 
 @dataclass(frozen=True)
 class ObjectCode:
-    """A compiled module: its object file for the host and its optimized IR, zlib-compressed."""
+    """Compiled modules: an object file for the host per part, and each part's optimized IR,
+    zlib-compressed. The parts call each other's functions by name; one engine links them."""
 
-    object_file: bytes
-    compressed_ir: bytes
-
-
-@contextlib.contextmanager
-def _parsed(text: str) -> Iterator[llvm.ModuleRef]:
-    """`text` parsed into a scratch context; the module and the context are freed on exit."""
-    context = llvm.create_context()
-    try:
-        module = llvm.parse_assembly(text, context=context)
-        try:
-            yield module
-        finally:
-            module.close()
-    finally:
-        context.close()
+    objects: tuple[bytes, ...]
+    compressed_irs: tuple[bytes, ...]
 
 
-def _optimize(module: llvm.ModuleRef, machine: llvm.TargetMachine) -> None:
-    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
-    tuning.loop_vectorization = True
-    tuning.slp_vectorization = True
-    # the emitters unroll what should be unrolled; LLVM's runtime unrolling of a 1x1 conv's channel
-    # loop doubled its live vectors and spilled (10% of the FMA peak instead of 61%, znver4)
-    tuning.loop_unrolling = False
-    builder = llvm.create_pass_builder(machine, tuning)
-    passes = builder.getModulePassManager()
-    try:
-        passes.run(module, builder)
-    finally:
-        # llvmlite 0.50's ModulePassManager inherits ObjectRef's no-op _dispose ahead of its own,
-        # so close() would leak the whole O3 pipeline (about 250 KB a compile); free it here.
-        ffi.lib.LLVMPY_DisposeNewModulePassManger(passes)
-        passes.detach()
+_parsed = llvm_compile.parsed
+
+
+def prepared(module: ir.Module) -> str:
+    """The IR text of `module` for the host (its triple and data layout set)."""
+    host = host_target()
+    module.triple = host.triple
+    module.data_layout = _data_layout()
+    return str(module)
+
+
+@functools.lru_cache(maxsize=None)
+def _data_layout() -> str:
+    return str(_target_machine()[0].target_data)
 
 
 def compile_module(module: ir.Module) -> ObjectCode:
     """Optimize `module` at O3 and compile it to an object file for the host CPU."""
-    machine, host = _target_machine()
-    module.triple = host.triple
-    module.data_layout = str(machine.target_data)
-    with _parsed(str(module)) as parsed:
-        parsed.verify()
-        _optimize(parsed, machine)
-        return ObjectCode(machine.emit_object(parsed), zlib.compress(str(parsed).encode()))
+    return compile_modules([module])
+
+
+def warm_workers() -> None:
+    """Start the compile workers now, so that their start-up overlaps tracing and the passes."""
+    from . import compile_pool
+    host = host_target()
+    compile_pool.warm(host.cpu, host.features, host.triple)
+
+
+def compile_modules(modules: list[ir.Module]) -> ObjectCode:
+    """Optimize and compile modules that call each other's functions; large sets are split into
+    parts compiled in parallel by worker processes (convc.runtime.compile_pool)."""
+    from . import compile_pool
+    host = host_target()
+    results = compile_pool.compile_parts([prepared(m) for m in modules], host.cpu, host.features, host.triple)
+    return ObjectCode(tuple(obj for obj, _ in results), tuple(text for _, text in results))
 
 
 def release_memory() -> None:
@@ -162,10 +151,11 @@ class JitModule:
         # a reference cycle through this object could free the context first (a crash).
         context = llvm.create_context()
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly("", context=context), machine)
-        engine.add_object_file(llvm.ObjectFileRef.from_data(code.object_file))
+        for object_file in code.objects:
+            engine.add_object_file(llvm.ObjectFileRef.from_data(object_file))
         engine.finalize_object()
         self._engine = engine
-        self._compressed_ir = code.compressed_ir
+        self._compressed_irs = code.compressed_irs
         weakref.finalize(self, _free_engine, engine, context).atexit = False
 
     def address(self, name: str) -> int:
@@ -173,11 +163,14 @@ class JitModule:
 
     @property
     def llvm_ir(self) -> str:
-        """The optimized LLVM IR the machine code was compiled from."""
-        return zlib.decompress(self._compressed_ir).decode()
+        """The optimized LLVM IR the machine code was compiled from, part after part."""
+        return "\n".join(zlib.decompress(text).decode() for text in self._compressed_irs)
 
     @property
     def asm(self) -> str:
         """The host assembly, compiled again from the optimized IR (code generation is deterministic)."""
-        with _parsed(self.llvm_ir) as module:
-            return _target_machine()[0].emit_assembly(module)
+        listings = []
+        for text in self._compressed_irs:
+            with _parsed(zlib.decompress(text).decode()) as module:
+                listings.append(_target_machine()[0].emit_assembly(module))
+        return "\n".join(listings)

@@ -1,11 +1,13 @@
-"""Lowering of a canonical Graph to one LLVM module: a kernel per op and an entry function.
+"""Lowering of a canonical Graph to LLVM modules: one per distinct kernel, and the entry function's.
 
 The entry `convc_main(i8** buffers)` receives, in order, the graph inputs, the outputs, the
 constants and the arena; it calls each op's kernel on pointers into those buffers. A kernel with
 enough work runs on every core: its task wrapper `task(args, chunk, chunks)` runs the chunk-th of
 `chunks` equal pieces of the kernel's outer loop, and the entry hands the task to the native pool
 (convc.runtime.threads), whose threads claim the chunks as they come free. A node the memory plan
-makes a view has no kernel: its users get a pointer into its root's buffer.
+makes a view has no kernel: its users get a pointer into its root's buffer. Each kernel (with its
+task wrapper and prologue) is a module of its own, which the entry's module declares and calls by
+name, so that the modules compile apart, in parallel, and link in one engine.
 """
 from __future__ import annotations
 
@@ -38,7 +40,6 @@ def work_estimate(node: Node, in_types: list[TensorType]) -> int:
 def _task(module: ir.Module, kernel: ir.Function, extent: int, name: str) -> ir.Function:
     """task(args, chunk, chunks): the kernel on the chunk-th of `chunks` equal pieces of its outer loop."""
     task = ir.Function(module, TASK_TYPE, name)
-    task.linkage = "internal"
     builder = ir.IRBuilder(task.append_basic_block("entry"))
     args, chunk, chunks = task.args
     table = builder.bitcast(args, BYTE_PTR.as_pointer())
@@ -53,7 +54,7 @@ def _task(module: ir.Module, kernel: ir.Function, extent: int, name: str) -> ir.
 
 @dataclass
 class Lowered:
-    module: ir.Module
+    modules: list[ir.Module]   # the entry's module, then one per distinct kernel
     plan: Plan
     slots: dict[str, int]      # value name -> index in the buffer array (inputs, outputs, consts)
     computed_outputs: list[str]  # outputs that kernels write (not graph inputs or constants)
@@ -63,7 +64,7 @@ class Lowered:
     host_constants: dict[str, np.ndarray]  # arrays prepared by emitters (packed weights), by slot name
 
 
-def _emit(module: ir.Module, emitted_for: dict[tuple, Kernel], name: str, node: Node, in_types: list[TensorType],
+def _emit(emitted_for: dict[tuple, Kernel], name: str, node: Node, in_types: list[TensorType],
           values: list[np.ndarray | None]) -> Kernel:
     """The node's kernel. A kernel's code depends only on the op, its attributes, the operand and
     result types and which operands are constants (their values only shape the packed host
@@ -74,7 +75,10 @@ def _emit(module: ir.Module, emitted_for: dict[tuple, Kernel], name: str, node: 
     emit = emitter_for(node.op)
     first = emitted_for.get(key)
     if first is None:
-        emitted_for[key] = emitted = emit(module, name, node, in_types, values)
+        emitted_for[key] = emitted = emit(ir.Module(name=name), name, node, in_types, values)
+        for kernel in (emitted, emitted.prologue):
+            if kernel is not None:
+                kernel.function.linkage = ""  # called from the entry's module
         return emitted
     if not any(v is not None for v in values):
         return first
@@ -84,6 +88,11 @@ def _emit(module: ir.Module, emitted_for: dict[tuple, Kernel], name: str, node: 
     else:  # the emitter again, in a scratch module, for its host constants alone
         shared.host_constants = emit(ir.Module(name=f"{name}.constants"), name, node, in_types, values).host_constants
     return shared
+
+
+def _declared(module: ir.Module, function: ir.Function) -> ir.Function:
+    """`function` of another module, declared in `module`."""
+    return module.globals.get(function.name) or ir.Function(module, function.function_type, function.name)
 
 
 def lower(graph: Graph) -> Lowered:
@@ -106,7 +115,7 @@ def lower(graph: Graph) -> Lowered:
             continue
         in_types = [graph.type_of(o) for o in node.operands]
         values = [graph.node(o).value if graph.node(o).op == "const" else None for o in node.operands]
-        emitted = _emit(module, emitted_for, f"k{index}_{node.op}", node, in_types, values)
+        emitted = _emit(emitted_for, f"k{index}_{node.op}", node, in_types, values)
         operands = [node.name] + list(node.operands)
         for position, array in sorted(emitted.host_constants.items()):
             name = f"k{index}.arg{position}"
@@ -149,7 +158,7 @@ def lower(graph: Graph) -> Lowered:
         kernel, extent = emitted.function, emitted.extent
         if emitted.prologue is not None:
             prologue = emitted.prologue
-            builder.call(prologue.function, [pointer(name, prologue.dtype) for name in prologue_operands]
+            builder.call(_declared(module, prologue.function), [pointer(name, prologue.dtype) for name in prologue_operands]
                          + [i64(0), i64(prologue.extent)])
         pointers = [pointer(name, emitted.dtype) for name in operands]
         if threads > 1 and extent > 1 and work_estimate(node, in_types) >= PARALLEL_MIN_WORK:
@@ -160,10 +169,11 @@ def lower(graph: Graph) -> Lowered:
             for slot, value in enumerate(pointers):
                 builder.store(builder.bitcast(value, BYTE_PTR), builder.gep(table, [i64(slot)]))
             if (kernel.name, extent) not in tasks:  # nodes sharing a kernel share its task wrapper
-                tasks[kernel.name, extent] = _task(module, kernel, extent, f"task{index}_{node.op}")
-            task = tasks[kernel.name, extent]
+                tasks[kernel.name, extent] = _task(kernel.module, kernel, extent, f"task{index}_{node.op}")
+            task = _declared(module, tasks[kernel.name, extent])
             builder.call(run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(chunk_count(extent, threads))])
         else:
-            builder.call(kernel, pointers + [i64(0), i64(extent)])
+            builder.call(_declared(module, kernel), pointers + [i64(0), i64(extent)])
     builder.ret_void()
-    return Lowered(module, plan, slots, computed_outputs, arena_slot, const_names, parallel, host_constants)
+    kernel_modules = list({id(e.function.module): e.function.module for e in emitted_for.values()}.values())
+    return Lowered([module, *kernel_modules], plan, slots, computed_outputs, arena_slot, const_names, parallel, host_constants)
