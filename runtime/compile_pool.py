@@ -1,8 +1,9 @@
 """Parallel compilation of a graph's kernel modules in worker processes.
 
-llvmlite runs LLVM behind one lock, so threads do not compile in parallel; processes do. The
-modules of one compile are grouped into parts of similar size; the calling thread and the idle
-workers claim parts, largest first, until none is left, so both cores stay busy to the end.
+llvmlite runs LLVM behind one lock, so threads do not compile in parallel; processes do. A
+graph's kernel modules are handed to idle workers as lowering completes them, so LLVM runs while
+Python still lowers; once the last is in, the calling thread and the workers share what is left in
+parts of similar size, largest first, so both cores stay busy to the end.
 
 A worker is a plain Python process running convc/runtime/llvm_compile.py by path (it imports
 llvmlite, not convc: no fork of a process whose LLVM locks may be held, no re-import of the
@@ -24,14 +25,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 
 from convc.errors import ConvcError
 
 from . import llvm_compile
 
-MIN_PARALLEL_CHARS = 400_000  # IR text below which a worker's round trip costs more than it saves
-PARTS_PER_PROCESS = 3         # parts per compiling process: enough to balance, few enough to link
+OPEN_BATCH_CHARS = 150_000  # IR text a worker takes at once while lowering goes on (a kernel or two)
+PARTS_PER_PROCESS = 3       # parts per compiling process once lowering is done: enough to balance
 PART_TIMEOUT = 600.0          # seconds after which a worker's part is taken back and compiled here
 _LAUNCH = "import runpy, sys; sys.argv[:] = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 
@@ -93,13 +93,13 @@ def warm(cpu: str, features: str, triple: str) -> None:
         worker.close()
 
 
-def _take(count: int, target: tuple[str, str, str]) -> list[_Worker]:
+def _take_idle(target: tuple[str, str, str]) -> list[_Worker]:
+    """The started workers for `target` that no compile is using (only `warm` starts workers: an
+    eager op's compile never waits for one)."""
     with _lock:
-        taken = [w for w in _idle if w.alive() and w.target == target][:count]
+        taken = [w for w in _idle if w.alive() and w.target == target][:worker_count()]
         for worker in taken:
             _idle.remove(worker)
-    while len(taken) < count:
-        taken.append(_Worker(target))
     return taken
 
 
@@ -120,82 +120,92 @@ if hasattr(os, "register_at_fork"):  # a forked child does not own its parent's 
     os.register_at_fork(after_in_child=lambda: _idle.clear())
 
 
-def split(sizes: list[int], parts: int) -> list[list[int]]:
-    """Indexes of `sizes` grouped into at most `parts` groups of similar total (largest first,
-    each into the lightest group), the groups ordered by total, largest first."""
-    groups: list[list[int]] = [[] for _ in range(min(parts, len(sizes)))]
-    totals = [0] * len(groups)
-    for index in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        lightest = totals.index(min(totals))
-        groups[lightest].append(index)
-        totals[lightest] += sizes[index]
-    return [sorted(g) for _, g in sorted(zip(totals, groups), key=lambda pair: -pair[0]) if g]
+class Session:
+    """One compile: modules are submitted as lowering completes them; idle workers compile them as
+    they come (a few at a time), and once the last is in, the caller and the workers share what is
+    left in parts of similar size, largest first. Without an idle worker, `finish` compiles every
+    module in-process, linked as one."""
 
+    def __init__(self, cpu: str, features: str, triple: str) -> None:
+        self.target = (cpu, features, triple)
+        self.pending: list[str] = []
+        self.results: list[tuple[bytes, bytes]] = []
+        self.errors: list[BaseException] = []
+        self.closed = False
+        self.condition = threading.Condition()
+        self.workers = _take_idle(self.target)
+        self.feeders = []
+        for worker in self.workers:
+            busy_since = [0.0]
+            thread = threading.Thread(target=self._feed, args=(worker, busy_since), daemon=True)
+            thread.start()
+            self.feeders.append((thread, worker, busy_since))
 
-@dataclass
-class _Compile:
-    """The parts of one compile and who has claimed what."""
+    def submit(self, text: str) -> None:
+        with self.condition:
+            self.pending.append(text)
+            self.condition.notify()
 
-    parts: list[list[str]]
-    target: tuple[str, str, str]
-    results: list[tuple[bytes, bytes] | None] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-    next_part: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def finish(self) -> list[tuple[bytes, bytes]]:
+        """Every module compiled: (object file, compressed optimized IR) per part."""
+        with self.condition:
+            self.closed = True
+            self.pending.sort(key=len, reverse=True)
+            self.condition.notify_all()
+            if not self.workers:
+                batch, self.pending = self.pending, []
+        if not self.workers:
+            self._here(batch)
+        while (batch := self._claim(wait=False)) is not None:
+            self._here(batch)
+        for thread, worker, busy_since in self.feeders:
+            while thread.is_alive():
+                thread.join(0.05)
+                if busy_since[0] and time.monotonic() - busy_since[0] > PART_TIMEOUT:
+                    worker.process.kill()  # its feeder sees the pipe close and compiles the part here
+        _give_back(self.workers)
+        if self.errors:
+            raise self.errors[0]
+        return self.results
 
-    def claim(self) -> int | None:
-        with self.lock:
-            if self.next_part == len(self.parts) or self.errors:
+    def _claim(self, wait: bool) -> list[str] | None:
+        """The next texts to compile: while modules still come, those queued up to OPEN_BATCH_CHARS;
+        after the last, a share of what is left (PARTS_PER_PROCESS per compiling process)."""
+        with self.condition:
+            while wait and not self.pending and not self.closed and not self.errors:
+                self.condition.wait()
+            if not self.pending or self.errors:
                 return None
-            self.next_part += 1
-            return self.next_part - 1
+            left = sum(map(len, self.pending))
+            share = left // (PARTS_PER_PROCESS * (len(self.workers) + 1)) if self.closed else OPEN_BATCH_CHARS
+            batch, size = [], 0
+            while self.pending and (not batch or size + len(self.pending[0]) <= share):
+                batch.append(self.pending.pop(0))
+                size += len(batch[-1])
+            return batch
 
-    def here(self, index: int) -> None:
-        """Part `index` compiled in this process."""
+    def _here(self, texts: list[str]) -> None:
+        """`texts` compiled in this process."""
         try:
-            self.results[index] = llvm_compile.compile_texts(self.parts[index], *self.target)
-        except BaseException as error:  # raised by the caller once every thread is done
-            self.errors.append(error)
-
-
-def _feed(job: _Compile, worker: _Worker, busy_since: list[float]) -> None:
-    """Send parts to `worker` until none is left; a part it fails is compiled here instead."""
-    while (index := job.claim()) is not None:
-        busy_since[0] = time.monotonic()
-        try:
-            job.results[index] = worker.compile(job.parts[index])
-        except (OSError, EOFError, RuntimeError, ValueError):
-            worker.close()
-            job.here(index)
+            result = llvm_compile.compile_texts(texts, *self.target)
+        except BaseException as error:  # raised by `finish` once every thread is done
+            with self.condition:
+                self.errors.append(error)
             return
-        finally:
-            busy_since[0] = 0.0
+        with self.condition:
+            self.results.append(result)
 
-
-def compile_parts(texts: list[str], cpu: str, features: str, triple: str) -> list[tuple[bytes, bytes]]:
-    """The modules of `texts` compiled into one or more (object file, compressed optimized IR)."""
-    target = (cpu, features, triple)
-    workers = worker_count() if len(texts) > 1 and sum(map(len, texts)) >= MIN_PARALLEL_CHARS else 0
-    if workers == 0:
-        return [llvm_compile.compile_texts(texts, *target)]
-    groups = split([len(t) for t in texts], PARTS_PER_PROCESS * (workers + 1))
-    job = _Compile([[texts[i] for i in group] for group in groups], target)
-    job.results = [None] * len(job.parts)
-    taken = _take(min(workers, len(job.parts) - 1), target)
-    feeders = []
-    for worker in taken:
-        busy_since = [0.0]
-        thread = threading.Thread(target=_feed, args=(job, worker, busy_since), daemon=True)
-        thread.start()
-        feeders.append((thread, worker, busy_since))
-    while (index := job.claim()) is not None:
-        job.here(index)
-    for thread, worker, busy_since in feeders:
-        while thread.is_alive():
-            thread.join(0.05)
-            if busy_since[0] and time.monotonic() - busy_since[0] > PART_TIMEOUT:
-                worker.process.kill()  # its feeder sees the pipe close and compiles the part here
-    _give_back(taken)
-    if job.errors:
-        raise job.errors[0]
-    return [result for result in job.results if result is not None]
+    def _feed(self, worker: _Worker, busy_since: list[float]) -> None:
+        """Send texts to `worker` until none is left; a part it fails is compiled here instead."""
+        while (batch := self._claim(wait=True)) is not None:
+            busy_since[0] = time.monotonic()
+            try:
+                result = worker.compile(batch)
+            except (OSError, EOFError, RuntimeError, ValueError):
+                worker.close()
+                self._here(batch)
+                return
+            finally:
+                busy_since[0] = 0.0
+            with self.condition:
+                self.results.append(result)

@@ -15,7 +15,7 @@ from convc.ir import Graph
 from convc.types import TensorType
 
 from . import disk_cache, threads
-from .jit import JitModule, ObjectCode, compile_modules
+from .jit import CompileSession, JitModule, ObjectCode
 from .lower import ENTRY, Lowered, lower
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -129,14 +129,18 @@ def build(graph: Graph, cache_dir: disk_cache.CacheOption = None) -> tuple[Lower
     """The graph's lowering and object code: from the disk cache that `cache_dir` selects when it
     holds them, else compiled (and stored there)."""
     cache = disk_cache.open_cache(cache_dir)
-    if cache is None:
-        lowered = lower(graph)
-        return lowered, compile_modules(lowered.modules)
-    key = cache.key(graph)
-    hit = cache.load(key, graph)
+    key = None if cache is None else cache.key(graph)
+    hit = None if cache is None else cache.load(key, graph)
     if hit is not None:
         return hit
-    lowered = lower(graph)
-    code = compile_modules(lowered.modules)
-    cache.store(key, graph, lowered, code)
+    lowered, code = lower_and_compile(graph)
+    if cache is not None:
+        cache.store(key, graph, lowered, code)
     return lowered, code
+
+
+def lower_and_compile(graph: Graph) -> tuple[Lowered, ObjectCode]:
+    """The graph lowered, each kernel module compiling (by the workers) as soon as it is complete."""
+    session = CompileSession()
+    lowered = lower(graph, session.submit)
+    return lowered, session.finish()

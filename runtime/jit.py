@@ -116,12 +116,28 @@ def warm_workers() -> None:
 
 
 def compile_modules(modules: list[ir.Module]) -> ObjectCode:
-    """Optimize and compile modules that call each other's functions; large sets are split into
-    parts compiled in parallel by worker processes (convc.runtime.compile_pool)."""
-    from . import compile_pool
-    host = host_target()
-    results = compile_pool.compile_parts([prepared(m) for m in modules], host.cpu, host.features, host.triple)
-    return ObjectCode(tuple(obj for obj, _ in results), tuple(text for _, text in results))
+    """Optimize and compile modules that call each other's functions (see CompileSession)."""
+    session = CompileSession()
+    for module in modules:
+        session.submit(module)
+    return session.finish()
+
+
+class CompileSession:
+    """Modules compiled as they are submitted: by idle compile workers where `warm_workers` started
+    some (convc.runtime.compile_pool), else in-process when the last is in."""
+
+    def __init__(self) -> None:
+        from . import compile_pool
+        host = host_target()
+        self._session = compile_pool.Session(host.cpu, host.features, host.triple)
+
+    def submit(self, module: ir.Module) -> None:
+        self._session.submit(prepared(module))
+
+    def finish(self) -> ObjectCode:
+        results = self._session.finish()
+        return ObjectCode(tuple(obj for obj, _ in results), tuple(text for _, text in results))
 
 
 def release_memory() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import llvmlite.ir as ir
 import numpy as np
@@ -64,13 +65,17 @@ class Lowered:
     host_constants: dict[str, np.ndarray]  # arrays prepared by emitters (packed weights), by slot name
 
 
-def _emit(emitted_for: dict[tuple, Kernel], name: str, node: Node, in_types: list[TensorType],
-          values: list[np.ndarray | None]) -> Kernel:
+Finished = Callable[[ir.Module], None]
+
+
+def _emit(emitted_for: dict[tuple, Kernel], tasks: dict[str, ir.Function], name: str, node: Node,
+          in_types: list[TensorType], values: list[np.ndarray | None], finished: Finished) -> Kernel:
     """The node's kernel. A kernel's code depends only on the op, its attributes, the operand and
     result types and which operands are constants (their values only shape the packed host
     constants), so a node identical in those reuses the function emitted first, with host constants
     of its own (from the kernel's `pack`, or else its emitter run again in a scratch module), and
-    LLVM compiles the code once."""
+    LLVM compiles the code once. A kernel's module, once complete (with the task wrapper that runs
+    it on the pool), goes to `finished`."""
     key = (node.op, repr(sorted(node.attrs.items())), tuple(in_types), node.type, tuple(v is None for v in values))
     emit = emitter_for(node.op)
     first = emitted_for.get(key)
@@ -79,6 +84,10 @@ def _emit(emitted_for: dict[tuple, Kernel], name: str, node: Node, in_types: lis
         for kernel in (emitted, emitted.prologue):
             if kernel is not None:
                 kernel.function.linkage = ""  # called from the entry's module
+        function = emitted.function
+        if emitted.extent > 1:
+            tasks[function.name] = _task(function.module, function, emitted.extent, f"task_{function.name}")
+        finished(function.module)
         return emitted
     if not any(v is not None for v in values):
         return first
@@ -95,7 +104,9 @@ def _declared(module: ir.Module, function: ir.Function) -> ir.Function:
     return module.globals.get(function.name) or ir.Function(module, function.function_type, function.name)
 
 
-def lower(graph: Graph) -> Lowered:
+def lower(graph: Graph, finished: Finished = lambda module: None) -> Lowered:
+    """The graph's modules; each is handed to `finished` as soon as it is complete (the entry's
+    last), so that compiling can start while the rest is lowered."""
     module = ir.Module(name=graph.name)
     plan = plan_memory(graph)
     slots: dict[str, int] = {}
@@ -110,12 +121,13 @@ def lower(graph: Graph) -> Lowered:
     scratch: dict[str, int] = {}  # arena offsets of the kernels' scratch, one region after the plan's buffers
     scratch_bytes, scratch_used = plan.arena_bytes, 0
     emitted_for: dict[tuple, Kernel] = {}  # identical nodes share one kernel function
+    tasks: dict[str, ir.Function] = {}  # kernel name -> its task wrapper
     for index, node in enumerate(graph.op_nodes()):
         if node.name in plan.views:  # shares its root's buffer: no kernel
             continue
         in_types = [graph.type_of(o) for o in node.operands]
         values = [graph.node(o).value if graph.node(o).op == "const" else None for o in node.operands]
-        emitted = _emit(emitted_for, f"k{index}_{node.op}", node, in_types, values)
+        emitted = _emit(emitted_for, tasks, f"k{index}_{node.op}", node, in_types, values, finished)
         operands = [node.name] + list(node.operands)
         for position, array in sorted(emitted.host_constants.items()):
             name = f"k{index}.arg{position}"
@@ -153,7 +165,6 @@ def lower(graph: Graph) -> Lowered:
     run_parallel = ir.Function(module, ir.FunctionType(ir.VoidType(), [TASK_TYPE.as_pointer(), BYTE_PTR, I64]),
                                RUN_SYMBOL)
     parallel = False
-    tasks: dict[tuple[str, int], ir.Function] = {}
     for index, node, in_types, emitted, operands, prologue_operands in kernels:
         kernel, extent = emitted.function, emitted.extent
         if emitted.prologue is not None:
@@ -168,12 +179,11 @@ def lower(graph: Graph) -> Lowered:
                 table = builder.alloca(BYTE_PTR, len(pointers), name=f"args{index}")
             for slot, value in enumerate(pointers):
                 builder.store(builder.bitcast(value, BYTE_PTR), builder.gep(table, [i64(slot)]))
-            if (kernel.name, extent) not in tasks:  # nodes sharing a kernel share its task wrapper
-                tasks[kernel.name, extent] = _task(kernel.module, kernel, extent, f"task{index}_{node.op}")
-            task = _declared(module, tasks[kernel.name, extent])
+            task = _declared(module, tasks[kernel.name])
             builder.call(run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(chunk_count(extent, threads))])
         else:
             builder.call(_declared(module, kernel), pointers + [i64(0), i64(extent)])
     builder.ret_void()
+    finished(module)
     kernel_modules = list({id(e.function.module): e.function.module for e in emitted_for.values()}.values())
     return Lowered([module, *kernel_modules], plan, slots, computed_outputs, arena_slot, const_names, parallel, host_constants)

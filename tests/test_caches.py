@@ -57,7 +57,7 @@ def refuse_compiling(monkeypatch) -> None:
     def refuse(*args):
         raise AssertionError("compiled, although the disk cache holds the graph")
     monkeypatch.setattr(executor, "lower", refuse)
-    monkeypatch.setattr(executor, "compile_modules", refuse)
+    monkeypatch.setattr(executor, "CompileSession", refuse)
 
 
 def test_clear_caches_frees_the_eager_kernels_and_later_calls_still_compute():
