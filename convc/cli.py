@@ -22,7 +22,8 @@ an --atol of 1e-4 x the largest |reference| value.
 An exception raised by the model file (at import, in example_inputs(), model or reference) is
 printed as a traceback of the file's own frames, without convc's and runpy's.
 
-`convc bench --help` lists the benchmarks; `convc bench --only NAME ...` runs some of them;
+`convc dump MODEL --stage timing` prints where the compile's time went (stages, passes, LLVM parts,
+kernels). `convc bench --help` lists the benchmarks; `convc bench --only NAME ...` runs some of them;
 `convc bench MODEL` times a model's compiled calls.
 
 Exit status: 0 success; 1 the outputs differ from `reference`, convc rejected the model, or the
@@ -42,7 +43,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-STAGES = ("traced", "optimized", "llvm", "asm")
+STAGES = ("traced", "optimized", "llvm", "asm", "timing")
 RTOL, ATOL = 1e-4, 1e-5
 
 
@@ -245,6 +246,9 @@ def _dump(args: argparse.Namespace) -> None:
         return
     _announce(graph)
     compiled = convc.compile(graph, opt_level=args.opt_level)
+    if args.stage == "timing":
+        sys.stdout.write(compiled.compile_times.table())
+        return
     text = {"optimized": compiled.graph.dump(), "llvm": compiled.llvm_ir, "asm": compiled.asm}[args.stage]
     sys.stdout.write(text)
 
@@ -365,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     dump = commands.add_parser("dump", help="print a model's IR at one stage")
     dump.add_argument("file", metavar="MODEL", help="a model file (.py) or an ONNX model (.onnx)")
     dump.add_argument("--stage", choices=STAGES, default="optimized",
-                      help="traced graph, optimized graph, LLVM IR or host assembly (default: optimized)")
+                      help="traced graph, optimized graph, LLVM IR, host assembly, or where the compile's time "
+                           "went: each stage, pass, LLVM part and kernel (default: optimized)")
     dump.add_argument("--opt-level", type=int, choices=(0, 1, 2), default=2)
     dump.set_defaults(handler=_dump)
     run = commands.add_parser("run", help="compile a model, run it on its example inputs, check it against its "

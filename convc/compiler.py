@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Callable
 
 import numpy as np
 
 from .arrays import as_float_array
+from .compile_times import CompileTimes
 from .errors import ConvcError
 from .ir import Graph
 from .tracing import trace
@@ -16,9 +18,11 @@ from .types import TensorType
 class Compiled:
     """A compiled graph: call it on arrays like the traced function."""
 
-    def __init__(self, graph: Graph, executable: Any) -> None:
+    def __init__(self, graph: Graph, executable: Any, compile_times: CompileTimes | None = None) -> None:
         self.graph = graph
         self._executable = executable
+        self.compile_times = compile_times or CompileTimes()
+        """Where the compile's time went (convc.compile_times.CompileTimes; print its `table()`)."""
 
     def __call__(self, *arrays: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         """The outputs: one array, or a tuple where the traced function returned a tuple."""
@@ -39,14 +43,19 @@ class Compiled:
         return f"<convc.Compiled @{self.graph.name}: {len(self.graph.op_nodes())} ops>"
 
 
-def optimize(graph: Graph, opt_level: int = 2, dump: str | os.PathLike | bool | None = None) -> Graph:
-    """Run the pass pipeline of `opt_level` on a copy of `graph`."""
+def optimize(graph: Graph, opt_level: int = 2, dump: str | os.PathLike | bool | None = None,
+             times: CompileTimes | None = None) -> Graph:
+    """Run the pass pipeline of `opt_level` on a copy of `graph` (each pass's time into `times`)."""
     from .passes import default_pipeline
-    from .passes.pipeline import instruments_for
+    from .passes.pipeline import Timing, instruments_for
     if opt_level not in (0, 1, 2):
         raise ConvcError(f"compile: opt_level={opt_level!r} must be 0, 1 or 2")
-    return default_pipeline(opt_level, instruments_for(dump), evaluate=_evaluate,
-                            channel_block=channel_block).run(graph.copy())
+    timing = Timing()
+    optimized = default_pipeline(opt_level, [*instruments_for(dump), timing], evaluate=_evaluate,
+                                 channel_block=channel_block).run(graph.copy())
+    if times is not None:
+        times.stages.update({f"pass {name}": seconds for name, seconds in timing.seconds.items()})
+    return optimized
 
 
 def channel_block(dtype: str) -> int:
@@ -83,11 +92,18 @@ def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, opt_level: int 
     from .runtime.executor import Executable
     from .runtime.jit import warm_workers
     warm_workers()
+    times = CompileTimes()
+    start = time.perf_counter()
     if isinstance(fn_or_graph, Graph):
         graph = fn_or_graph
         if example_inputs:
             check_example_inputs(graph, example_inputs)
     else:
         graph = trace(fn_or_graph, *example_inputs)
-    optimized = optimize(graph, opt_level, dump)
-    return Compiled(optimized, Executable(optimized, cache_dir))
+        times.stages["trace"] = time.perf_counter() - start
+    optimized = optimize(graph, opt_level, dump, times)
+    executable = Executable(optimized, cache_dir)
+    times.stages.update(executable.compile_times.stages)
+    times.kernels, times.parts = executable.compile_times.kernels, executable.compile_times.parts
+    times.cache_hit = executable.compile_times.cache_hit
+    return Compiled(optimized, executable, times)

@@ -21,11 +21,13 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
 
+from convc.compile_times import PartTime
 from convc.errors import ConvcError
 
 from . import llvm_compile
@@ -130,6 +132,7 @@ class Session:
         self.target = (cpu, features, triple)
         self.pending: list[str] = []
         self.results: list[tuple[bytes, bytes]] = []
+        self.times: list[PartTime] = []
         self.errors: list[BaseException] = []
         self.closed = False
         self.condition = threading.Condition()
@@ -186,19 +189,24 @@ class Session:
 
     def _here(self, texts: list[str]) -> None:
         """`texts` compiled in this process."""
+        start = time.perf_counter()
         try:
             result = llvm_compile.compile_texts(texts, *self.target)
         except BaseException as error:  # raised by `finish` once every thread is done
             with self.condition:
                 self.errors.append(error)
             return
+        self._done(texts, result, time.perf_counter() - start, "here")
+
+    def _done(self, texts: list[str], result: tuple[bytes, bytes], seconds: float, where: str) -> None:
         with self.condition:
             self.results.append(result)
+            self.times.append(PartTime([module_name(t) for t in texts], seconds, where))
 
     def _feed(self, worker: _Worker, busy_since: list[float]) -> None:
         """Send texts to `worker` until none is left; a part it fails is compiled here instead."""
         while (batch := self._claim(wait=True)) is not None:
-            busy_since[0] = time.monotonic()
+            busy_since[0] = start = time.monotonic()
             try:
                 result = worker.compile(batch)
             except (OSError, EOFError, RuntimeError, ValueError):
@@ -207,5 +215,10 @@ class Session:
                 return
             finally:
                 busy_since[0] = 0.0
-            with self.condition:
-                self.results.append(result)
+            self._done(batch, result, time.monotonic() - start, "worker")
+
+
+def module_name(text: str) -> str:
+    """The ModuleID that llvmlite writes on the first line of a module's text."""
+    match = re.match(r'; ModuleID = "([^"]*)"', text)
+    return match.group(1) if match else "?"

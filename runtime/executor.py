@@ -4,12 +4,14 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 import weakref
 from typing import Any
 
 import numpy as np
 
 from convc.arrays import as_float_array
+from convc.compile_times import CompileTimes
 from convc.errors import ConvcError
 from convc.ir import Graph
 from convc.types import TensorType
@@ -40,8 +42,11 @@ class Executable:
             if node.value is None:
                 raise ConvcError(f"compile: constant %{node.name} has no value; re-attach it with "
                                  f"convc.parse(text, consts={{'{node.name}': array}})")
-        lowered, code = build(graph, cache_dir)
+        self.compile_times = CompileTimes()
+        lowered, code = build(graph, cache_dir, self.compile_times)
+        start = time.perf_counter()
         self.jit = JitModule(code)
+        self.compile_times.stages["load machine code"] = time.perf_counter() - start
         self.name = graph.name
         self.input_names = list(graph.inputs)
         self.input_types = [graph.type_of(n) for n in graph.inputs]
@@ -125,22 +130,37 @@ class Executable:
         return self.jit.asm
 
 
-def build(graph: Graph, cache_dir: disk_cache.CacheOption = None) -> tuple[Lowered, ObjectCode]:
+def build(graph: Graph, cache_dir: disk_cache.CacheOption = None,
+          times: CompileTimes | None = None) -> tuple[Lowered, ObjectCode]:
     """The graph's lowering and object code: from the disk cache that `cache_dir` selects when it
-    holds them, else compiled (and stored there)."""
+    holds them, else compiled (and stored there); `times` gets the stages' times."""
+    times = CompileTimes() if times is None else times
+    start = time.perf_counter()
     cache = disk_cache.open_cache(cache_dir)
     key = None if cache is None else cache.key(graph)
     hit = None if cache is None else cache.load(key, graph)
+    if cache is not None:
+        times.stages["disk cache lookup"] = time.perf_counter() - start
     if hit is not None:
+        times.cache_hit = True
         return hit
-    lowered, code = lower_and_compile(graph)
+    lowered, code = lower_and_compile(graph, times)
     if cache is not None:
         cache.store(key, graph, lowered, code)
     return lowered, code
 
 
-def lower_and_compile(graph: Graph) -> tuple[Lowered, ObjectCode]:
+def lower_and_compile(graph: Graph, times: CompileTimes) -> tuple[Lowered, ObjectCode]:
     """The graph lowered, each kernel module compiling (by the workers) as soon as it is complete."""
+    start = time.perf_counter()
     session = CompileSession()
     lowered = lower(graph, session.submit)
-    return lowered, session.finish()
+    lowered_at = time.perf_counter()
+    code = session.finish()
+    times.stages["lower (Python; LLVM in workers meanwhile)"] = lowered_at - start
+    times.stages["LLVM optimize + codegen (rest)"] = time.perf_counter() - lowered_at
+    times.parts = session.part_times
+    times.kernels = lowered.kernel_times
+    for kernel in times.kernels:
+        kernel.ir_chars = session.ir_chars.get(kernel.name, 0)
+    return lowered, code

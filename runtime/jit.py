@@ -131,9 +131,17 @@ class CompileSession:
         from . import compile_pool
         host = host_target()
         self._session = compile_pool.Session(host.cpu, host.features, host.triple)
+        self.ir_chars: dict[str, int] = {}  # module name -> characters of its IR text
 
     def submit(self, module: ir.Module) -> None:
-        self._session.submit(prepared(module))
+        text = prepared(module)
+        self.ir_chars[module.name] = len(text)
+        self._session.submit(text)
+
+    @property
+    def part_times(self) -> list:
+        """Each LLVM part's kernel modules, seconds and where it ran (convc.compile_times.PartTime)."""
+        return self._session.times
 
     def finish(self) -> ObjectCode:
         results = self._session.finish()

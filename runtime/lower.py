@@ -12,12 +12,14 @@ name, so that the modules compile apart, in parallel, and link in one engine.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import llvmlite.ir as ir
 import numpy as np
 
+from convc.compile_times import KernelTime
 from convc.ir import Graph, Node
 from convc.registry import get_op
 from convc.types import TensorType
@@ -63,6 +65,7 @@ class Lowered:
     const_names: list[str]
     parallel: bool             # whether any kernel runs on the thread pool
     host_constants: dict[str, np.ndarray]  # arrays prepared by emitters (packed weights), by slot name
+    kernel_times: list[KernelTime] = field(default_factory=list)  # each kernel's emission
 
 
 Finished = Callable[[ir.Module], None]
@@ -122,12 +125,16 @@ def lower(graph: Graph, finished: Finished = lambda module: None) -> Lowered:
     scratch_bytes, scratch_used = plan.arena_bytes, 0
     emitted_for: dict[tuple, Kernel] = {}  # identical nodes share one kernel function
     tasks: dict[str, ir.Function] = {}  # kernel name -> its task wrapper
+    kernel_times: list[KernelTime] = []
     for index, node in enumerate(graph.op_nodes()):
         if node.name in plan.views:  # shares its root's buffer: no kernel
             continue
         in_types = [graph.type_of(o) for o in node.operands]
         values = [graph.node(o).value if graph.node(o).op == "const" else None for o in node.operands]
+        start, known = time.perf_counter(), len(emitted_for)
         emitted = _emit(emitted_for, tasks, f"k{index}_{node.op}", node, in_types, values, finished)
+        if len(emitted_for) > known:
+            kernel_times.append(KernelTime(emitted.function.module.name, node.op, time.perf_counter() - start))
         operands = [node.name] + list(node.operands)
         for position, array in sorted(emitted.host_constants.items()):
             name = f"k{index}.arg{position}"
@@ -186,4 +193,5 @@ def lower(graph: Graph, finished: Finished = lambda module: None) -> Lowered:
     builder.ret_void()
     finished(module)
     kernel_modules = list({id(e.function.module): e.function.module for e in emitted_for.values()}.values())
-    return Lowered([module, *kernel_modules], plan, slots, computed_outputs, arena_slot, const_names, parallel, host_constants)
+    return Lowered([module, *kernel_modules], plan, slots, computed_outputs, arena_slot, const_names, parallel, host_constants,
+                   kernel_times)

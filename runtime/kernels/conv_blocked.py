@@ -31,7 +31,9 @@ from .conv_transpose import transpose_geometry
 from .pack_kernels import emit_pack_prologue
 from .packing import pack_bias, pack_depthwise_weights, pack_weights
 
-MAX_ACCUMULATORS = {512: 24, 256: 12}  # of 32 and 16 vector registers: weights, a broadcast, spare
+# of 32 and 16 vector registers: the rest hold weights, a broadcast and a spare. With 12 of 16 on
+# AVX2, LLVM spilled 6 values in resnet_3x3's hot loop (znver3); 10 has none, at the same speed
+MAX_ACCUMULATORS = {512: 24, 256: 10}
 MAX_WIDTH = 14
 # products per output below which a conv writing a plain output is bound by its stores (measured:
 # wav2vec's first layer, 10 products, 0.40 ms with 4 vectors x 6 positions, 0.24 ms with 1 x 16)
