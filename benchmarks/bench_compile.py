@@ -1,0 +1,78 @@
+"""Compile time of the acceptance models: cold (a new process, empty disk cache) and warm (a new
+process whose disk cache holds the model), with the stages of each.
+
+    python benchmarks/bench_compile.py [--only hifigan resnet18 ...] [--stages]
+
+Each figure is `convc.compile` on the graph `convc.from_torch` returned (the export by torch is
+timed apart), in a process of its own, as a user's first compile is. Needs torch and transformers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child(model_name: str, cache_dir: str) -> None:
+    """Build, import and compile one model; print its timings as JSON."""
+    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+    import convc
+    import hf_models
+    model, inputs = hf_models.MODELS[model_name]()
+    start = time.perf_counter()
+    graph = convc.from_torch(model, *inputs)
+    imported = time.perf_counter()
+    compiled = convc.compile(graph, cache_dir=cache_dir)
+    done = time.perf_counter()
+    compiled(*[i.numpy() for i in inputs])
+    times = compiled.compile_times
+    print(json.dumps({"from_torch": imported - start, "compile": done - imported, "stages": times.stages,
+                      "hit": times.cache_hit, "table": times.table(top=8)}))
+
+
+def run_child(model_name: str, cache_dir: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", model_name, cache_dir], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{model_name}: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", default=["hifigan", "wav2vec2_features", "mobilenet_v2", "resnet18"])
+    parser.add_argument("--stages", action="store_true", help="print each cold compile's stage table")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    sys.path.insert(0, ROOT)
+    from convc.runtime.compile_pool import worker_count
+    from convc.runtime.jit import host_target
+    host = host_target()
+    print(f"{platform.processor() or platform.machine()}, LLVM cpu {host.cpu}, {host.vector_bits}-bit vectors, "
+          f"{os.cpu_count()} cores, {worker_count()} compile worker(s)")
+    rows = []
+    for name in args.only:
+        with tempfile.TemporaryDirectory() as cache:
+            cold = run_child(name, cache)
+            warm = run_child(name, cache)
+        assert warm["hit"], f"{name}: the second compile missed the disk cache"
+        rows.append((name, cold, warm))
+        if args.stages:
+            print(f"\n{name}, cold:\n{cold['table']}\n{name}, warm:\n{warm['table']}")
+    print(f"\n| model | from_torch s | cold compile s | warm compile s |\n|---|---:|---:|---:|")
+    for name, cold, warm in rows:
+        print(f"| {name} | {cold['from_torch']:.2f} | {cold['compile']:.2f} | {warm['compile']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
