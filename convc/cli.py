@@ -304,6 +304,13 @@ def _tolerances(args: argparse.Namespace, reference: Any, expected: tuple[Any, .
     return rtol, atol
 
 
+def _report_compile(compiled: "convc.Compiled", seconds: float) -> None:
+    if compiled.compile_times.cache_hit:  # no pass ran: the optimized graph is not at hand
+        print(f"loaded from the disk cache in {seconds:.3f} s")
+    else:
+        print(f"compiled {len(compiled.graph.op_nodes())} ops in {seconds:.3f} s")
+
+
 def _run(args: argparse.Namespace) -> None:
     import convc
     for option, value in (("--rtol", args.rtol), ("--atol", args.atol)):
@@ -314,7 +321,7 @@ def _run(args: argparse.Namespace) -> None:
     graph = _trace(args.file, model, inputs)
     _announce(graph)
     compiled = convc.compile(graph, opt_level=args.opt_level)
-    print(f"compiled {len(compiled.graph.op_nodes())} ops in {time.perf_counter() - start:.3f} s")
+    _report_compile(compiled, time.perf_counter() - start)
     outputs = _as_tuple(compiled(*inputs))
     for index, out in enumerate(outputs):
         print(f"output {index}: {out.dtype}{list(out.shape)}  min {out.min():.6g}  max {out.max():.6g}  "
@@ -349,7 +356,7 @@ def _bench_model(args: argparse.Namespace) -> None:
     graph = _trace(args.file, model, inputs)
     _announce(graph)
     compiled = convc.compile(graph)
-    print(f"compiled {len(compiled.graph.op_nodes())} ops in {time.perf_counter() - start:.3f} s")
+    _report_compile(compiled, time.perf_counter() - start)
     print(f"time per call: {best_seconds(lambda: compiled(*inputs), args.min_time) * 1e3:.3f} ms")
 
 

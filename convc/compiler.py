@@ -18,16 +18,26 @@ from .types import TensorType
 class Compiled:
     """A compiled graph: call it on arrays like the traced function."""
 
-    def __init__(self, graph: Graph, executable: Any, compile_times: CompileTimes | None = None) -> None:
-        self.graph = graph
+    def __init__(self, graph: Graph | Callable[[], Graph], executable: Any, compile_times: CompileTimes | None = None,
+                 tuple_result: bool | None = None) -> None:
+        self._graph = graph if isinstance(graph, Graph) else None
+        self._optimized_again = None if isinstance(graph, Graph) else graph
+        self._tuple_result = self._graph.tuple_result if tuple_result is None else tuple_result
         self._executable = executable
         self.compile_times = compile_times or CompileTimes()
         """Where the compile's time went (convc.compile_times.CompileTimes; print its `table()`)."""
 
+    @property
+    def graph(self) -> Graph:
+        """The optimized graph (after a disk-cache hit, which ran no pass, optimized on first use)."""
+        if self._graph is None:
+            self._graph = self._optimized_again()
+        return self._graph
+
     def __call__(self, *arrays: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         """The outputs: one array, or a tuple where the traced function returned a tuple."""
         outputs = self._executable(*arrays)
-        return tuple(outputs) if self.graph.tuple_result or len(outputs) != 1 else outputs[0]
+        return tuple(outputs) if self._tuple_result or len(outputs) != 1 else outputs[0]
 
     @property
     def llvm_ir(self) -> str:
@@ -40,7 +50,7 @@ class Compiled:
         return self._executable.asm
 
     def __repr__(self) -> str:
-        return f"<convc.Compiled @{self.graph.name}: {len(self.graph.op_nodes())} ops>"
+        return f"<convc.Compiled @{self._executable.name}>"
 
 
 def optimize(graph: Graph, opt_level: int = 2, dump: str | os.PathLike | bool | None = None,
@@ -48,14 +58,18 @@ def optimize(graph: Graph, opt_level: int = 2, dump: str | os.PathLike | bool | 
     """Run the pass pipeline of `opt_level` on a copy of `graph` (each pass's time into `times`)."""
     from .passes import default_pipeline
     from .passes.pipeline import Timing, instruments_for
-    if opt_level not in (0, 1, 2):
-        raise ConvcError(f"compile: opt_level={opt_level!r} must be 0, 1 or 2")
+    check_opt_level(opt_level)
     timing = Timing()
     optimized = default_pipeline(opt_level, [*instruments_for(dump), timing], evaluate=_evaluate,
                                  channel_block=channel_block).run(graph.copy())
     if times is not None:
         times.stages.update({f"pass {name}": seconds for name, seconds in timing.seconds.items()})
     return optimized
+
+
+def check_opt_level(opt_level: Any) -> None:
+    if opt_level not in (0, 1, 2):
+        raise ConvcError(f"compile: opt_level={opt_level!r} must be 0, 1 or 2")
 
 
 def channel_block(dtype: str) -> int:
@@ -89,7 +103,7 @@ def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, opt_level: int 
     """Trace `fn_or_graph` on the example inputs (unless it is a Graph already), optimize it and
     JIT-compile its kernels for the host CPU. `cache_dir` keeps the machine code in an on-disk
     cache across processes (None: the CONVC_CACHE_DIR environment variable, if set; False: off)."""
-    from .runtime.executor import Executable
+    from .runtime.executor import compile_graph
     from .runtime.jit import warm_workers
     warm_workers()
     times = CompileTimes()
@@ -101,9 +115,9 @@ def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, opt_level: int 
     else:
         graph = trace(fn_or_graph, *example_inputs)
         times.stages["trace"] = time.perf_counter() - start
-    optimized = optimize(graph, opt_level, dump, times)
-    executable = Executable(optimized, cache_dir)
-    times.stages.update(executable.compile_times.stages)
-    times.kernels, times.parts = executable.compile_times.kernels, executable.compile_times.parts
-    times.cache_hit = executable.compile_times.cache_hit
+    check_opt_level(opt_level)
+    executable, optimized = compile_graph(graph, lambda g: optimize(g, opt_level, dump, times),
+                                          f"opt_level={opt_level}", cache_dir, times)
+    if optimized is None:  # a disk-cache hit: the graph is optimized again only if asked for
+        return Compiled(lambda: optimize(graph, opt_level, dump), executable, times, graph.tuple_result)
     return Compiled(optimized, executable, times)

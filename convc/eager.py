@@ -81,9 +81,9 @@ def _compile(op: str, names: tuple[str, ...], attrs: dict[str, Any], types: list
     from .passes import default_pipeline
     from .compiler import channel_block
     from .passes.pipeline import instruments_for
-    from .runtime.executor import Executable
+    from .runtime.executor import compile_graph
     graph = Graph(op)
     operands = [graph.add_input(t, n.replace("[", "").replace("]", "")) for t, n in zip(types, names)]
     graph.outputs = [graph.add_node(op, operands, dict(attrs))]
     pipeline = default_pipeline(2, instruments_for(None if dump else False), channel_block=channel_block)
-    return Executable(pipeline.run(graph))
+    return compile_graph(graph, pipeline.run, "eager")[0]

@@ -1,17 +1,21 @@
 """Parallel compilation of a graph's kernel modules in worker processes.
 
 llvmlite runs LLVM behind one lock, so threads do not compile in parallel; processes do. A
-graph's kernel modules are handed to idle workers as lowering completes them, so LLVM runs while
-Python still lowers; once the last is in, the calling thread and the workers share what is left in
-parts of similar size, largest first, so both cores stay busy to the end.
+graph's kernel modules are grouped, in the order lowering completes them, into parts of about
+PART_CHARS characters of IR; idle workers take each part as soon as it is whole, so LLVM runs while
+Python still lowers, and once the last module is in, the calling thread and the workers share the
+parts left, largest first, so both cores stay busy to the end. Which modules form a part depends
+on their order and sizes only, never on timing, so a graph's code is the same however it was
+compiled (in workers or in-process).
 
 A worker is a plain Python process running convc/runtime/llvm_compile.py by path (it imports
 llvmlite, not convc: no fork of a process whose LLVM locks may be held, no re-import of the
 user's main module, as multiprocessing's spawn would do). Workers start lazily (`warm` starts
 them ahead, while the caller traces and optimizes), are reused across compiles, exit when their
 stdin closes (at the caller's exit, or its death) and are killed if they do not. A worker that
-dies, hangs past PART_TIMEOUT or answers with an error is dropped and its part compiled
-in-process, where a real error is raised as it would be without workers.
+dies or hangs past PART_TIMEOUT is dropped and its part compiled in-process; a part the worker
+reports an error for is compiled in-process too, which raises the real error as it would be
+without workers (the worker stays).
 
 CONVC_COMPILE_WORKERS sets the number of workers (0: compile in-process only); by default one
 fewer than the cores this process may run on.
@@ -21,7 +25,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -32,9 +35,8 @@ from convc.errors import ConvcError
 
 from . import llvm_compile
 
-OPEN_BATCH_CHARS = 150_000  # IR text a worker takes at once while lowering goes on (a kernel or two)
-PARTS_PER_PROCESS = 3       # parts per compiling process once lowering is done: enough to balance
-PART_TIMEOUT = 600.0          # seconds after which a worker's part is taken back and compiled here
+PART_CHARS = 150_000  # IR text of one part (a kernel or two): small enough to balance, large enough to amortize
+PART_TIMEOUT = 600.0  # seconds after which a worker's part is taken back and compiled here
 _LAUNCH = "import runpy, sys; sys.argv[:] = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 
 
@@ -123,15 +125,16 @@ if hasattr(os, "register_at_fork"):  # a forked child does not own its parent's 
 
 
 class Session:
-    """One compile: modules are submitted as lowering completes them; idle workers compile them as
-    they come (a few at a time), and once the last is in, the caller and the workers share what is
-    left in parts of similar size, largest first. Without an idle worker, `finish` compiles every
-    module in-process, linked as one."""
+    """One compile: modules are submitted as lowering completes them and grouped into parts; idle
+    workers compile each part as soon as it is whole, and once the last module is in, the caller
+    and the workers share the parts left, largest first. Results come in the parts' order."""
 
     def __init__(self, cpu: str, features: str, triple: str) -> None:
         self.target = (cpu, features, triple)
-        self.pending: list[str] = []
-        self.results: list[tuple[bytes, bytes]] = []
+        self.open: list[tuple[str, str]] = []  # (module name, IR text) of the part being filled
+        self.queued: list[tuple[int, list[tuple[str, str]]]] = []  # whole parts no one compiles yet
+        self.parts = 0
+        self.results: dict[int, tuple[bytes, bytes]] = {}
         self.times: list[PartTime] = []
         self.errors: list[BaseException] = []
         self.closed = False
@@ -144,23 +147,28 @@ class Session:
             thread.start()
             self.feeders.append((thread, worker, busy_since))
 
-    def submit(self, text: str) -> None:
+    def submit(self, name: str, text: str) -> None:
+        """Module `name`'s IR text, into the open part (which is queued once it is full)."""
         with self.condition:
-            self.pending.append(text)
-            self.condition.notify()
+            if self.open and sum(len(t) for _, t in self.open) + len(text) > PART_CHARS:
+                self._queue_open()
+            self.open.append((name, text))
+
+    def _queue_open(self) -> None:
+        self.queued.append((self.parts, self.open))
+        self.parts, self.open = self.parts + 1, []
+        self.condition.notify()
 
     def finish(self) -> list[tuple[bytes, bytes]]:
-        """Every module compiled: (object file, compressed optimized IR) per part."""
+        """Every module compiled: (object file, compressed optimized IR) per part, in part order."""
         with self.condition:
+            if self.open:
+                self._queue_open()
             self.closed = True
-            self.pending.sort(key=len, reverse=True)
+            self.queued.sort(key=lambda part: -sum(len(t) for _, t in part[1]))
             self.condition.notify_all()
-            if not self.workers:
-                batch, self.pending = self.pending, []
-        if not self.workers:
-            self._here(batch)
-        while (batch := self._claim(wait=False)) is not None:
-            self._here(batch)
+        while (part := self._claim(wait=False)) is not None:
+            self._here(*part)
         for thread, worker, busy_since in self.feeders:
             while thread.is_alive():
                 thread.join(0.05)
@@ -169,56 +177,49 @@ class Session:
         _give_back(self.workers)
         if self.errors:
             raise self.errors[0]
-        return self.results
+        return [self.results[index] for index in range(self.parts)]
 
-    def _claim(self, wait: bool) -> list[str] | None:
-        """The next texts to compile: while modules still come, those queued up to OPEN_BATCH_CHARS;
-        after the last, a share of what is left (PARTS_PER_PROCESS per compiling process)."""
+    def _claim(self, wait: bool) -> tuple[int, list[tuple[str, str]]] | None:
+        """The next whole part, waiting for one while modules still come if `wait`."""
         with self.condition:
-            while wait and not self.pending and not self.closed and not self.errors:
+            while wait and not self.queued and not self.closed and not self.errors:
                 self.condition.wait()
-            if not self.pending or self.errors:
+            if not self.queued or self.errors:
                 return None
-            left = sum(map(len, self.pending))
-            share = left // (PARTS_PER_PROCESS * (len(self.workers) + 1)) if self.closed else OPEN_BATCH_CHARS
-            batch, size = [], 0
-            while self.pending and (not batch or size + len(self.pending[0]) <= share):
-                batch.append(self.pending.pop(0))
-                size += len(batch[-1])
-            return batch
+            return self.queued.pop(0)
 
-    def _here(self, texts: list[str]) -> None:
-        """`texts` compiled in this process."""
+    def _here(self, index: int, part: list[tuple[str, str]]) -> None:
+        """Part `index` compiled in this process."""
         start = time.perf_counter()
         try:
-            result = llvm_compile.compile_texts(texts, *self.target)
+            result = llvm_compile.compile_texts([text for _, text in part], *self.target)
         except BaseException as error:  # raised by `finish` once every thread is done
             with self.condition:
                 self.errors.append(error)
             return
-        self._done(texts, result, time.perf_counter() - start, "here")
+        self._done(index, part, result, time.perf_counter() - start, "here")
 
-    def _done(self, texts: list[str], result: tuple[bytes, bytes], seconds: float, where: str) -> None:
+    def _done(self, index: int, part: list[tuple[str, str]], result: tuple[bytes, bytes], seconds: float,
+              where: str) -> None:
         with self.condition:
-            self.results.append(result)
-            self.times.append(PartTime([module_name(t) for t in texts], seconds, where))
+            self.results[index] = result
+            self.times.append(PartTime([name for name, _ in part], seconds, where))
 
     def _feed(self, worker: _Worker, busy_since: list[float]) -> None:
-        """Send texts to `worker` until none is left; a part it fails is compiled here instead."""
-        while (batch := self._claim(wait=True)) is not None:
+        """Send parts to `worker` until none is left. A part it reports an error for is compiled
+        here (to raise the error); if it dies, its part is compiled here and it is dropped."""
+        while (claimed := self._claim(wait=True)) is not None:
+            index, part = claimed
             busy_since[0] = start = time.monotonic()
             try:
-                result = worker.compile(batch)
-            except (OSError, EOFError, RuntimeError, ValueError):
+                result = worker.compile([text for _, text in part])
+            except RuntimeError:
+                self._here(index, part)
+                continue
+            except (OSError, EOFError, ValueError):
                 worker.close()
-                self._here(batch)
+                self._here(index, part)
                 return
             finally:
                 busy_since[0] = 0.0
-            self._done(batch, result, time.monotonic() - start, "worker")
-
-
-def module_name(text: str) -> str:
-    """The ModuleID that llvmlite writes on the first line of a module's text."""
-    match = re.match(r'; ModuleID = "([^"]*)"', text)
-    return match.group(1) if match else "?"
+            self._done(index, part, result, time.monotonic() - start, "worker")

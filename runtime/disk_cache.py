@@ -5,17 +5,18 @@ Switched on by `convc.compile(..., cache_dir=PATH)` or the CONVC_CACHE_DIR envir
 variable too.
 
 An entry is one file, `<key>.entry`, named by a sha256 key over everything that decides the
-machine code: the optimized graph's canonical text; every constant's dtype, shape and bytes (the
-emitters may bake them into the code or pack them); every fact the host target reports (CPU
+machine code: the graph's canonical text as the caller hands it over, before any pass, and the
+settings of the pass pipeline (so a hit runs no pass); every constant's dtype, shape and bytes (the
+passes fold them and the emitters pack them); every fact the host target reports (CPU
 name, features, triple, the vector width the kernels use, cache sizes, ...); the thread count of
 the pool (lowering emits parallel calls for it); the CONVC_* environment variables that may steer
 code generation (all but the cache's own, CONVC_EAGER_CACHE_SIZE and CONVC_DUMP); the versions of
 convc, llvmlite and LLVM; and a digest of convc's sources (the version does not change while a
 checkout is edited). The file holds a magic line, the sha256 of everything after it, then a JSON
-header (format, key, section sizes, and the lowering's layout with graph values named by their
-position in the canonical text), the object file, the zlib-compressed optimized IR (for
-`llvm_ir` and `asm`) and the arrays the emitters prepared on the host (packed weights). Nothing
-is pickled.
+header (format, key, section sizes, and the program: the optimized graph's signature and buffer
+layout under its own value names, which a caller binds by position), the object files, the
+zlib-compressed optimized IR (for `llvm_ir` and `asm`) and the arrays bound at run time (the
+constants kernels read, the weights the emitters packed). Nothing is pickled.
 
 A file whose magic, checksum, format or key does not match is ignored with a RuntimeWarning that
 names it, never loaded; the graph is compiled again and the entry rewritten. Writers write a
@@ -44,14 +45,14 @@ import numpy as np
 from convc.errors import ConvcError
 from convc.ir import Graph
 from convc.printer import print_graph
+from convc.types import TensorType
 
 from .jit import ObjectCode, host_target
-from .lower import Lowered
-from .memory import Plan
+from .lower import Program
 from .threads import ensure_pool
 
 CacheOption = Union[str, os.PathLike, bool, None]
-FORMAT = 2  # 2: one object file and one optimized IR per compiled part
+FORMAT = 3  # 2: one object file and one optimized IR per part; 3: keyed before the passes
 MAGIC = b"convc-cache\n"
 SUFFIX = ".entry"
 DEFAULT_SIZE_MB = 512
@@ -72,7 +73,7 @@ def open_cache(option: CacheOption) -> DiskCache | None:
     if isinstance(option, bool) or not isinstance(option, (str, os.PathLike)):
         raise TypeError(f"compile: cache_dir={option!r} must be a directory path, None (use CONVC_CACHE_DIR) "
                         f"or False (no disk cache)")
-    directory = Path(option)
+    directory = Path(option).expanduser()
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -109,11 +110,6 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
-def _value_names(graph: Graph) -> list[str]:
-    """Every value of `graph` in the order of its canonical text: the inputs, then the nodes."""
-    return list(graph.inputs) + [n.name for n in graph.nodes() if n.op != "input"]
-
-
 class DiskCache:
     """One cache directory and its size bound in bytes."""
 
@@ -121,17 +117,18 @@ class DiskCache:
         self.directory = directory
         self.max_bytes = max_bytes
 
-    def key(self, graph: Graph) -> str:
-        """The sha256 key of `graph`'s machine code on this host (starts the thread pool, whose
-        size is part of it and whose entry point the loaded code calls)."""
+    def key(self, graph: Graph, settings: str) -> str:
+        """The sha256 key of `graph`'s machine code on this host after the pass pipeline that
+        `settings` describes (starts the thread pool, whose size is part of it and whose entry
+        point the loaded code calls)."""
         import convc
         host = host_target()
         facts = sorted((name, getattr(host, name)) for name in dir(host)
                        if not name.startswith("_") and not callable(getattr(host, name)))
-        settings = sorted((k, v) for k, v in os.environ.items() if k.startswith("CONVC_") and k not in NOT_CODEGEN)
+        environment = sorted((k, v) for k, v in os.environ.items() if k.startswith("CONVC_") and k not in NOT_CODEGEN)
         digest = hashlib.sha256()
         for part in (FORMAT, convc.__version__, llvmlite.__version__, llvm.llvm_version_info, _source_digest(),
-                     facts, ensure_pool(), settings, print_graph(graph, canonical=True)):
+                     facts, ensure_pool(), environment, settings, print_graph(graph, canonical=True)):
             digest.update(str(part).encode() + b"\0")
         for node in graph.consts():
             value = np.ascontiguousarray(node.value)
@@ -142,9 +139,9 @@ class DiskCache:
     def path(self, key: str) -> Path:
         return self.directory / f"{key}{SUFFIX}"
 
-    def load(self, key: str, graph: Graph) -> tuple[Lowered, ObjectCode] | None:
-        """The entry of `key`, translated to `graph`'s value names; None when there is none or it
-        fails a check (then with a warning naming the file)."""
+    def load(self, key: str) -> tuple[Program, ObjectCode] | None:
+        """The entry of `key`; None when there is none or it fails a check (then with a warning
+        naming the file)."""
         path = self.path(key)
         try:
             data = path.read_bytes()
@@ -164,17 +161,17 @@ class DiskCache:
                 return _ignore(path, f"it has format {header.get('format')!r}, not {FORMAT}")
             if header.get("key") != key:
                 return _ignore(path, f"it holds key {header.get('key')!r} (a foreign entry)")
-            loaded = _decode(header, memoryview(body)[4 + header_size:], graph)
-        except (ValueError, KeyError, IndexError, TypeError, struct.error) as error:
+            loaded = _decode(header, memoryview(body)[4 + header_size:])
+        except (ValueError, KeyError, IndexError, TypeError, ConvcError, struct.error) as error:
             return _ignore(path, f"its contents do not fit the graph ({error})")
         with contextlib.suppress(OSError):
             os.utime(path)
         return loaded
 
-    def store(self, key: str, graph: Graph, lowered: Lowered, code: ObjectCode) -> None:
+    def store(self, key: str, program: Program, code: ObjectCode) -> None:
         """Write the entry of `key` (atomically), then evict down to the size bound. A failed write
         is a warning: the compile itself has succeeded."""
-        header, sections = _encode(key, graph, lowered, code)
+        header, sections = _encode(key, program, code)
         header_bytes = json.dumps(header, separators=(",", ":")).encode()
         body = b"".join([struct.pack("<I", len(header_bytes)), header_bytes, *sections])
         data = MAGIC + hashlib.sha256(body).digest() + body
@@ -215,34 +212,30 @@ def _ignore(path: Path, reason: str) -> None:
                   RuntimeWarning)
 
 
-def _encode(key: str, graph: Graph, lowered: Lowered, code: ObjectCode) -> tuple[dict, list[bytes]]:
-    """The header and the binary sections of an entry; graph values become their positions."""
-    position = {name: index for index, name in enumerate(_value_names(graph))}
-
-    def token(name: str) -> int | str:
-        return position.get(name, name)  # host arrays are named by their kernel, not the graph
-
-    arrays = [(token(name), np.ascontiguousarray(array)) for name, array in lowered.host_constants.items()]
-    layout = {"arena_bytes": lowered.plan.arena_bytes,
-              "offsets": [[token(n), offset] for n, offset in lowered.plan.offsets.items()],
-              "slots": [[token(n), slot] for n, slot in lowered.slots.items()],
-              "computed_outputs": [token(n) for n in lowered.computed_outputs],
-              "arena_slot": lowered.arena_slot,
-              "const_names": [token(n) for n in lowered.const_names],
-              "parallel": lowered.parallel,
-              "host_constants": [[name, array.dtype.str, list(array.shape)] for name, array in arrays]}
+def _encode(key: str, program: Program, code: ObjectCode) -> tuple[dict, list[bytes]]:
+    """The header and the binary sections of an entry."""
+    arrays = [(name, np.ascontiguousarray(array)) for name, array in program.arrays.items()]
+    layout = {"name": program.name,
+              "inputs": [[name, *_type_fields(t)] for name, t in program.inputs],
+              "outputs": [[name, *_type_fields(t)] for name, t in program.outputs],
+              "slots": program.slots, "computed_outputs": program.computed_outputs,
+              "arena_bytes": program.arena_bytes, "arena_slot": program.arena_slot, "parallel": program.parallel,
+              "arrays": [[name, array.dtype.str, list(array.shape)] for name, array in arrays]}
     sections = [*code.objects, *code.compressed_irs, *(array.tobytes() for _, array in arrays)]
     header = {"format": FORMAT, "key": key, "parts": len(code.objects), "sizes": [len(s) for s in sections],
               "layout": layout}
     return header, sections
 
 
-def _decode(header: dict, data: memoryview, graph: Graph) -> tuple[Lowered, ObjectCode]:
-    names = _value_names(graph)
+def _type_fields(tensor: TensorType) -> list:
+    return [list(tensor.shape), tensor.dtype, tensor.block]
 
-    def name(token: int | str) -> str:
-        return names[token] if isinstance(token, int) else token
 
+def _typed(values: list) -> list[tuple[str, TensorType]]:
+    return [(name, TensorType(tuple(shape), dtype, block)) for name, shape, dtype, block in values]
+
+
+def _decode(header: dict, data: memoryview) -> tuple[Program, ObjectCode]:
     sizes = header["sizes"]
     if sum(sizes) != len(data):
         raise ValueError(f"sections of {sum(sizes)} bytes in {len(data)}")
@@ -251,18 +244,14 @@ def _decode(header: dict, data: memoryview, graph: Graph) -> tuple[Lowered, Obje
         sections.append(data[offset:offset + size])
         offset += size
     layout, parts = header["layout"], header["parts"]
-    host_constants = {name(token): _aligned(section, dtype, shape)
-                      for (token, dtype, shape), section in zip(layout["host_constants"], sections[2 * parts:],
-                                                                strict=True)}
-    lowered = Lowered(modules=[],  # the IR is not rebuilt on a hit
-                      plan=Plan({name(t): o for t, o in layout["offsets"]}, layout["arena_bytes"]),
-                      slots={name(t): s for t, s in layout["slots"]},
-                      computed_outputs=[name(t) for t in layout["computed_outputs"]],
-                      arena_slot=layout["arena_slot"],
-                      const_names=[name(t) for t in layout["const_names"]],
-                      parallel=layout["parallel"],
-                      host_constants=host_constants)
-    return lowered, ObjectCode(tuple(map(bytes, sections[:parts])), tuple(map(bytes, sections[parts:2 * parts])))
+    arrays = {name: _aligned(section, dtype, shape)
+              for (name, dtype, shape), section in zip(layout["arrays"], sections[2 * parts:], strict=True)}
+    program = Program(name=layout["name"],
+                      inputs=_typed(layout["inputs"]), outputs=_typed(layout["outputs"]),
+                      slots=dict(layout["slots"]), computed_outputs=list(layout["computed_outputs"]),
+                      arena_bytes=int(layout["arena_bytes"]), arena_slot=int(layout["arena_slot"]),
+                      parallel=bool(layout["parallel"]), arrays=arrays)
+    return program, ObjectCode(tuple(map(bytes, sections[:parts])), tuple(map(bytes, sections[parts:2 * parts])))
 
 
 def _aligned(data: memoryview, dtype: str, shape: list[int]) -> np.ndarray:

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from convc.types import TensorType
 
 from . import disk_cache, threads
 from .jit import CompileSession, JitModule, ObjectCode
-from .lower import ENTRY, Lowered, lower
+from .lower import ENTRY, Lowered, Program, lower
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _live: weakref.WeakSet[Executable] = weakref.WeakSet()  # whose own locks a forked child replaces
@@ -35,36 +35,33 @@ if hasattr(os, "register_at_fork"):
 
 
 class Executable:
-    """A graph's machine code plus everything its calls need: constants, arena, buffer table."""
+    """A graph's machine code plus everything its calls need: constants, arena, buffer table.
+    `input_names` name the inputs in errors (the caller's graph's; the program's by default)."""
 
-    def __init__(self, graph: Graph, cache_dir: disk_cache.CacheOption = None) -> None:
-        for node in graph.consts():
-            if node.value is None:
-                raise ConvcError(f"compile: constant %{node.name} has no value; re-attach it with "
-                                 f"convc.parse(text, consts={{'{node.name}': array}})")
-        self.compile_times = CompileTimes()
-        lowered, code = build(graph, cache_dir, self.compile_times)
+    def __init__(self, program: Program, code: ObjectCode, input_names: list[str] | None = None,
+                 times: CompileTimes | None = None) -> None:
         start = time.perf_counter()
         self.jit = JitModule(code)
-        self.compile_times.stages["load machine code"] = time.perf_counter() - start
-        self.name = graph.name
-        self.input_names = list(graph.inputs)
-        self.input_types = [graph.type_of(n) for n in graph.inputs]
-        self.output_names = list(graph.outputs)
-        self.output_types = [graph.type_of(n) for n in graph.outputs]
-        self._slots = lowered.slots
+        if times is not None:
+            times.stages["load machine code"] = time.perf_counter() - start
+        self.name = program.name
+        self._program_inputs = [name for name, _ in program.inputs]
+        self.input_names = list(input_names or self._program_inputs)
+        self.input_types = [t for _, t in program.inputs]
+        self.output_names = [name for name, _ in program.outputs]
+        self.output_types = [t for _, t in program.outputs]
+        self._slots = program.slots
         self._entry = _ENTRY_TYPE(self.jit.address(ENTRY))
-        self._consts = {**{n: np.asarray(graph.node(n).value, order="C") for n in lowered.const_names},
-                        **lowered.host_constants}
-        self._arena = np.empty(lowered.plan.arena_bytes + 64, np.uint8)
-        self._buffers = (ctypes.c_void_p * (lowered.arena_slot + 1))()
+        self._consts = program.arrays
+        self._arena = np.empty(program.arena_bytes + 64, np.uint8)
+        self._buffers = (ctypes.c_void_p * (program.arena_slot + 1))()
         self._buffers_address = ctypes.addressof(self._buffers)
         for name, value in self._consts.items():
-            self._buffers[lowered.slots[name]] = value.ctypes.data
+            self._buffers[program.slots[name]] = value.ctypes.data
         base = self._arena.ctypes.data
-        self._buffers[lowered.arena_slot] = base + (-base % 64)
-        self._computed = set(lowered.computed_outputs)
-        self._parallel = lowered.parallel
+        self._buffers[program.arena_slot] = base + (-base % 64)
+        self._computed = set(program.computed_outputs)
+        self._parallel = program.parallel
         self._own_lock = threading.Lock()
         _live.add(self)
 
@@ -100,7 +97,7 @@ class Executable:
     def _execute(self, inputs: list[np.ndarray], results: dict[str, np.ndarray]) -> None:
         """Point the buffer table at this call's inputs and outputs and run the entry."""
         with self._lock():
-            for name, array in zip(self.input_names, inputs):
+            for name, array in zip(self._program_inputs, inputs):
                 self._buffers[self._slots[name]] = array.ctypes.data
             for name, array in results.items():
                 self._buffers[self._slots[name]] = array.ctypes.data
@@ -112,7 +109,7 @@ class Executable:
                    if n in self._computed}
         self._execute(inputs, results)
         outputs, seen = [], set()
-        host = {**self._consts, **dict(zip(self.input_names, inputs))}
+        host = {**self._consts, **dict(zip(self._program_inputs, inputs))}
         for name in self.output_names:
             value = results.get(name)
             if value is None or name in seen:
@@ -130,24 +127,31 @@ class Executable:
         return self.jit.asm
 
 
-def build(graph: Graph, cache_dir: disk_cache.CacheOption = None,
-          times: CompileTimes | None = None) -> tuple[Lowered, ObjectCode]:
-    """The graph's lowering and object code: from the disk cache that `cache_dir` selects when it
-    holds them, else compiled (and stored there); `times` gets the stages' times."""
+def compile_graph(graph: Graph, optimize: Callable[[Graph], Graph], settings: str,
+                  cache_dir: disk_cache.CacheOption = None,
+                  times: CompileTimes | None = None) -> tuple[Executable, Graph | None]:
+    """`graph` optimized by `optimize` (a pass pipeline that `settings` describes), lowered and
+    compiled; or, when the disk cache that `cache_dir` selects holds it, loaded from there without
+    running a pass. Returns the executable and the optimized graph (None on a hit)."""
     times = CompileTimes() if times is None else times
+    for node in graph.consts():
+        if node.value is None:
+            raise ConvcError(f"compile: constant %{node.name} has no value; re-attach it with "
+                             f"convc.parse(text, consts={{'{node.name}': array}})")
     start = time.perf_counter()
     cache = disk_cache.open_cache(cache_dir)
-    key = None if cache is None else cache.key(graph)
-    hit = None if cache is None else cache.load(key, graph)
+    key = None if cache is None else cache.key(graph, settings)
+    hit = None if cache is None else cache.load(key)
     if cache is not None:
         times.stages["disk cache lookup"] = time.perf_counter() - start
     if hit is not None:
         times.cache_hit = True
-        return hit
-    lowered, code = lower_and_compile(graph, times)
+        return Executable(*hit, input_names=graph.inputs, times=times), None
+    optimized = optimize(graph)
+    lowered, code = lower_and_compile(optimized, times)
     if cache is not None:
-        cache.store(key, graph, lowered, code)
-    return lowered, code
+        cache.store(key, lowered.program, code)
+    return Executable(lowered.program, code, input_names=graph.inputs, times=times), optimized
 
 
 def lower_and_compile(graph: Graph, times: CompileTimes) -> tuple[Lowered, ObjectCode]:

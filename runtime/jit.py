@@ -87,9 +87,6 @@ class ObjectCode:
     compressed_irs: tuple[bytes, ...]
 
 
-_parsed = llvm_compile.parsed
-
-
 def prepared(module: ir.Module) -> str:
     """The IR text of `module` for the host (its triple and data layout set)."""
     host = host_target()
@@ -104,8 +101,10 @@ def _data_layout() -> str:
 
 
 def compile_module(module: ir.Module) -> ObjectCode:
-    """Optimize `module` at O3 and compile it to an object file for the host CPU."""
-    return compile_modules([module])
+    """Optimize `module` at O3 and compile it to an object file for the host CPU, in this process."""
+    host = host_target()
+    obj, compressed_ir = llvm_compile.compile_texts([prepared(module)], host.cpu, host.features, host.triple)
+    return ObjectCode((obj,), (compressed_ir,))
 
 
 def warm_workers() -> None:
@@ -113,14 +112,6 @@ def warm_workers() -> None:
     from . import compile_pool
     host = host_target()
     compile_pool.warm(host.cpu, host.features, host.triple)
-
-
-def compile_modules(modules: list[ir.Module]) -> ObjectCode:
-    """Optimize and compile modules that call each other's functions (see CompileSession)."""
-    session = CompileSession()
-    for module in modules:
-        session.submit(module)
-    return session.finish()
 
 
 class CompileSession:
@@ -136,7 +127,7 @@ class CompileSession:
     def submit(self, module: ir.Module) -> None:
         text = prepared(module)
         self.ir_chars[module.name] = len(text)
-        self._session.submit(text)
+        self._session.submit(module.name, text)
 
     @property
     def part_times(self) -> list:
@@ -195,6 +186,6 @@ class JitModule:
         """The host assembly, compiled again from the optimized IR (code generation is deterministic)."""
         listings = []
         for text in self._compressed_irs:
-            with _parsed(zlib.decompress(text).decode()) as module:
+            with llvm_compile.parsed(zlib.decompress(text).decode()) as module:
                 listings.append(_target_machine()[0].emit_assembly(module))
         return "\n".join(listings)

@@ -56,15 +56,26 @@ def _task(module: ir.Module, kernel: ir.Function, extent: int, name: str) -> ir.
 
 
 @dataclass
+class Program:
+    """Everything a call of a compiled graph needs besides its machine code (what the disk cache
+    stores beside the object files): the graph's signature, the buffer table's layout and the
+    arrays bound in it. Value names are the lowered graph's own; callers bind inputs by position."""
+
+    name: str
+    inputs: list[tuple[str, TensorType]]
+    outputs: list[tuple[str, TensorType]]
+    slots: dict[str, int]        # value name -> index in the buffer array (inputs, outputs, arrays)
+    computed_outputs: list[str]  # outputs that kernels write (not graph inputs or constants)
+    arena_bytes: int
+    arena_slot: int
+    parallel: bool               # whether any kernel runs on the thread pool
+    arrays: dict[str, np.ndarray]  # bound to their slots: the graph's constants, the emitters' packed arrays
+
+
+@dataclass
 class Lowered:
     modules: list[ir.Module]   # the entry's module, then one per distinct kernel
-    plan: Plan
-    slots: dict[str, int]      # value name -> index in the buffer array (inputs, outputs, consts)
-    computed_outputs: list[str]  # outputs that kernels write (not graph inputs or constants)
-    arena_slot: int
-    const_names: list[str]
-    parallel: bool             # whether any kernel runs on the thread pool
-    host_constants: dict[str, np.ndarray]  # arrays prepared by emitters (packed weights), by slot name
+    program: Program
     kernel_times: list[KernelTime] = field(default_factory=list)  # each kernel's emission
 
 
@@ -176,8 +187,8 @@ def lower(graph: Graph, finished: Finished = lambda module: None) -> Lowered:
         kernel, extent = emitted.function, emitted.extent
         if emitted.prologue is not None:
             prologue = emitted.prologue
-            builder.call(_declared(module, prologue.function), [pointer(name, prologue.dtype) for name in prologue_operands]
-                         + [i64(0), i64(prologue.extent)])
+            pointers = [pointer(name, prologue.dtype) for name in prologue_operands]
+            builder.call(_declared(module, prologue.function), pointers + [i64(0), i64(prologue.extent)])
         pointers = [pointer(name, emitted.dtype) for name in operands]
         if threads > 1 and extent > 1 and work_estimate(node, in_types) >= PARALLEL_MIN_WORK:
             parallel = True
@@ -193,5 +204,8 @@ def lower(graph: Graph, finished: Finished = lambda module: None) -> Lowered:
     builder.ret_void()
     finished(module)
     kernel_modules = list({id(e.function.module): e.function.module for e in emitted_for.values()}.values())
-    return Lowered([module, *kernel_modules], plan, slots, computed_outputs, arena_slot, const_names, parallel, host_constants,
-                   kernel_times)
+    arrays = {**{name: np.asarray(graph.node(name).value, order="C") for name in const_names}, **host_constants}
+    program = Program(graph.name, [(n, graph.type_of(n)) for n in graph.inputs],
+                      [(n, graph.type_of(n)) for n in graph.outputs], slots, computed_outputs, plan.arena_bytes,
+                      arena_slot, parallel, arrays)
+    return Lowered([module, *kernel_modules], program, kernel_times)

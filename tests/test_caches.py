@@ -11,6 +11,7 @@ import pytest
 
 import convc
 from convc import eager, ops
+from convc.passes.pipeline import Pipeline
 from convc.runtime import executor
 from reference import assert_close, conv_nd, relu
 
@@ -53,11 +54,13 @@ def no_cache_from_the_environment(monkeypatch):
 
 
 def refuse_compiling(monkeypatch) -> None:
-    """From here on, lowering or LLVM compilation fails the test: graphs must come from the disk cache."""
+    """From here on, a pass, lowering or LLVM compilation fails the test: graphs must come from the
+    disk cache."""
     def refuse(*args):
         raise AssertionError("compiled, although the disk cache holds the graph")
     monkeypatch.setattr(executor, "lower", refuse)
     monkeypatch.setattr(executor, "CompileSession", refuse)
+    monkeypatch.setattr(Pipeline, "run", refuse)
 
 
 def test_clear_caches_frees_the_eager_kernels_and_later_calls_still_compute():
@@ -98,6 +101,8 @@ def test_a_cache_hit_is_bit_identical_to_a_fresh_compile_and_right(tmp_path, mon
     np.testing.assert_array_equal(hit(INPUT), expected)
     assert hit.llvm_ir == fresh.llvm_ir and "define void @convc_main" in hit.llvm_ir
     assert hit.asm == fresh.asm
+    assert hit.compile_times.cache_hit and not fresh.compile_times.cache_hit
+    assert hit.graph.dump() == fresh.graph.dump()  # optimized on first use, as a miss would have
 
 
 def test_a_hit_serves_a_graph_that_differs_only_in_value_names(tmp_path, monkeypatch):
@@ -197,3 +202,10 @@ def test_the_environment_variable_selects_the_cache_and_false_switches_it_off(tm
 def test_a_cache_dir_that_is_not_a_path_is_a_type_error():
     with pytest.raises(TypeError, match=r"cache_dir=True must be a directory path"):
         convc.compile(block_graph(0), cache_dir=True)
+
+
+def test_a_cache_dir_under_the_home_directory_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    convc.compile(block_graph(0), cache_dir="~/convc-cache")
+    assert entries(tmp_path / "home" / "convc-cache") and not (tmp_path / "~").exists()

@@ -36,6 +36,11 @@ def _stack():
     return model, x, reference
 
 
+def assert_matches(out, expected):
+    """Three chained sums of up to 400 terms: float32 rounding grows with the largest value."""
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
 def _idle_workers():
     return [w for w in compile_pool._idle if w.alive()]
 
@@ -57,14 +62,14 @@ def test_workers_compile_the_same_code_as_the_caller(one_worker, monkeypatch):
     assert {part.where for part in alone.compile_times.parts} == {"here"}
     out = parallel(x)
     np.testing.assert_array_equal(out, alone(x))
-    np.testing.assert_allclose(out, reference(x), rtol=1e-4, atol=1e-4)
+    assert_matches(out, reference(x))
 
 
 def test_a_worker_killed_before_the_compile_is_replaced_by_the_caller(one_worker):
     _idle_workers()[0].process.kill()
     model, x, reference = _stack()
     compiled = convc.compile(model, x, cache_dir=False)
-    np.testing.assert_allclose(compiled(x), reference(x), rtol=1e-4, atol=1e-4)
+    assert_matches(compiled(x), reference(x))
 
 
 def test_a_worker_killed_during_a_part_has_its_part_compiled_here(one_worker, monkeypatch):
@@ -79,7 +84,7 @@ def test_a_worker_killed_during_a_part_has_its_part_compiled_here(one_worker, mo
     monkeypatch.setattr(compile_pool._Worker, "compile", dies_mid_part)
     model, x, reference = _stack()
     compiled = convc.compile(model, x, cache_dir=False)
-    np.testing.assert_allclose(compiled(x), reference(x), rtol=1e-4, atol=1e-4)
+    assert_matches(compiled(x), reference(x))
     assert worker.process.poll() is not None  # killed and reaped, not left behind
     assert worker not in compile_pool._idle
     assert {part.where for part in compiled.compile_times.parts} == {"here"}
@@ -87,7 +92,7 @@ def test_a_worker_killed_during_a_part_has_its_part_compiled_here(one_worker, mo
 
 def test_a_part_that_fails_in_a_worker_raises_the_llvm_error_here(one_worker):
     session = CompileSession()
-    session._session.submit("this is not LLVM IR")
+    session._session.submit("broken", "this is not LLVM IR")
     with pytest.raises(RuntimeError, match="(?i)expected"):
         session.finish()
     assert len(_idle_workers()) == 1  # the worker itself is fine and stays
@@ -110,7 +115,7 @@ def test_compiles_from_several_threads_at_once(one_worker):
         thread.join()
     assert not errors and len(results) == 3
     for out in results.values():
-        np.testing.assert_allclose(out, reference(x), rtol=1e-4, atol=1e-4)
+        assert_matches(out, reference(x))
 
 
 def test_a_bad_worker_count_names_the_variable(monkeypatch):
