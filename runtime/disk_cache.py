@@ -16,7 +16,8 @@ checkout is edited). The file holds a magic line, the sha256 of everything after
 header (format, key, section sizes, and the program: the optimized graph's signature and buffer
 layout under its own value names, which a caller binds by position), the object files, the
 zlib-compressed optimized IR (for `llvm_ir` and `asm`) and the arrays bound at run time (the
-constants kernels read, the weights the emitters packed). Nothing is pickled.
+constants kernels read, the weights the emitters packed), each section zero-padded to 64 bytes so
+that a file read into one aligned buffer holds the arrays in place. Nothing is pickled.
 
 A file whose magic, checksum, format or key does not match is ignored with a RuntimeWarning that
 names it, never loaded; the graph is compiled again and the entry rewritten. Writers write a
@@ -52,12 +53,12 @@ from .lower import Program
 from .threads import ensure_pool
 
 CacheOption = Union[str, os.PathLike, bool, None]
-FORMAT = 3  # 2: one object file and one optimized IR per part; 3: keyed before the passes
+FORMAT = 4  # 2: one object file and one optimized IR per part; 3: keyed before the passes; 4: aligned
 MAGIC = b"convc-cache\n"
 SUFFIX = ".entry"
 DEFAULT_SIZE_MB = 512
 STALE_TEMP_SECONDS = 3600  # a temporary file this old belongs to a writer that was killed
-ALIGN = 64  # host arrays are loaded 64-byte aligned, as the emitters prepare them
+ALIGN = 64  # sections start 64-byte aligned: host arrays are used in place, as the emitters prepare them
 # CONVC_* variables that steer only caches and dumps; every other one (CONVC_NUM_THREADS,
 # CONVC_VECTOR_BITS, ...) may steer code generation and goes into the key
 NOT_CODEGEN = frozenset({"CONVC_CACHE_DIR", "CONVC_CACHE_SIZE_MB", "CONVC_EAGER_CACHE_SIZE", "CONVC_DUMP"})
@@ -144,24 +145,24 @@ class DiskCache:
         naming the file)."""
         path = self.path(key)
         try:
-            data = path.read_bytes()
+            data = _read_aligned(path)
         except FileNotFoundError:
             return None
         except OSError as error:
             return _ignore(path, f"it cannot be read ({error})")
-        body = data[len(MAGIC) + 32:]
-        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 36:
+        prefix = len(MAGIC) + 32
+        if len(data) < prefix + 4 or bytes(data[:len(MAGIC)]) != MAGIC:
             return _ignore(path, "it is not a convc cache entry (foreign or truncated)")
-        if hashlib.sha256(body).digest() != data[len(MAGIC):len(MAGIC) + 32]:
+        if hashlib.sha256(data[prefix:]).digest() != bytes(data[len(MAGIC):prefix]):
             return _ignore(path, "its checksum does not match (corrupted or truncated)")
         try:
-            (header_size,) = struct.unpack_from("<I", body)
-            header = json.loads(body[4:4 + header_size])
+            (header_size,) = struct.unpack_from("<I", data, prefix)
+            header = json.loads(bytes(data[prefix + 4:prefix + 4 + header_size]))
             if header.get("format") != FORMAT:
                 return _ignore(path, f"it has format {header.get('format')!r}, not {FORMAT}")
             if header.get("key") != key:
                 return _ignore(path, f"it holds key {header.get('key')!r} (a foreign entry)")
-            loaded = _decode(header, memoryview(body)[4 + header_size:])
+            loaded = _decode(header, data, _padded(prefix + 4 + header_size))
         except (ValueError, KeyError, IndexError, TypeError, ConvcError, struct.error) as error:
             return _ignore(path, f"its contents do not fit the graph ({error})")
         with contextlib.suppress(OSError):
@@ -173,7 +174,10 @@ class DiskCache:
         is a warning: the compile itself has succeeded."""
         header, sections = _encode(key, program, code)
         header_bytes = json.dumps(header, separators=(",", ":")).encode()
-        body = b"".join([struct.pack("<I", len(header_bytes)), header_bytes, *sections])
+        head = struct.pack("<I", len(header_bytes)) + header_bytes
+        chunks = [head + bytes(_padded(len(MAGIC) + 32 + len(head)) - len(MAGIC) - 32 - len(head))]
+        chunks += [section + bytes(_padded(len(section)) - len(section)) for section in sections]
+        body = b"".join(chunks)
         data = MAGIC + hashlib.sha256(body).digest() + body
         temporary = self.directory / f".{key}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
@@ -235,28 +239,42 @@ def _typed(values: list) -> list[tuple[str, TensorType]]:
     return [(name, TensorType(tuple(shape), dtype, block)) for name, shape, dtype, block in values]
 
 
-def _decode(header: dict, data: memoryview) -> tuple[Program, ObjectCode]:
+def _decode(header: dict, data: memoryview, offset: int) -> tuple[Program, ObjectCode]:
+    """The entry's program and code; its sections start at `offset` of `data`, each padded to ALIGN
+    bytes. Arrays are views of `data` (read-only to the kernels), the code is copied."""
     sizes = header["sizes"]
-    if sum(sizes) != len(data):
-        raise ValueError(f"sections of {sum(sizes)} bytes in {len(data)}")
-    sections, offset = [], 0
+    if offset + sum(map(_padded, sizes)) != len(data):
+        raise ValueError(f"sections of {sum(sizes)} bytes after {offset} in {len(data)}")
+    sections = []
     for size in sizes:
         sections.append(data[offset:offset + size])
-        offset += size
+        offset += _padded(size)
     layout, parts = header["layout"], header["parts"]
-    arrays = {name: _aligned(section, dtype, shape)
+    arrays = {name: np.frombuffer(section, np.dtype(dtype)).reshape(shape)
               for (name, dtype, shape), section in zip(layout["arrays"], sections[2 * parts:], strict=True)}
-    program = Program(name=layout["name"],
-                      inputs=_typed(layout["inputs"]), outputs=_typed(layout["outputs"]),
+    program = Program(name=layout["name"], inputs=_typed(layout["inputs"]), outputs=_typed(layout["outputs"]),
                       slots=dict(layout["slots"]), computed_outputs=list(layout["computed_outputs"]),
                       arena_bytes=int(layout["arena_bytes"]), arena_slot=int(layout["arena_slot"]),
                       parallel=bool(layout["parallel"]), arrays=arrays)
     return program, ObjectCode(tuple(map(bytes, sections[:parts])), tuple(map(bytes, sections[parts:2 * parts])))
 
 
-def _aligned(data: memoryview, dtype: str, shape: list[int]) -> np.ndarray:
-    """A fresh, 64-byte aligned array of `shape` holding `data`."""
-    raw = np.empty(len(data) + ALIGN, np.uint8)
-    start = -raw.ctypes.data % ALIGN
-    raw[start:start + len(data)] = np.frombuffer(data, np.uint8)
-    return raw[start:start + len(data)].view(np.dtype(dtype)).reshape(shape)
+def _padded(size: int) -> int:
+    return -(-size // ALIGN) * ALIGN
+
+
+def _read_aligned(path: Path) -> memoryview:
+    """The file's bytes in one fresh buffer that starts on an ALIGN-byte boundary (so that the
+    entry's padded sections are aligned arrays in place)."""
+    with open(path, "rb", buffering=0) as file:
+        size = os.fstat(file.fileno()).st_size
+        raw = np.empty(size + ALIGN, np.uint8)
+        start = -raw.ctypes.data % ALIGN
+        view = memoryview(raw[start:start + size])
+        read = file.readinto(view)
+        while read < size:
+            more = file.readinto(view[read:])
+            if not more:
+                return view[:read]
+            read += more
+    return view

@@ -127,9 +127,6 @@ def lower(graph: Graph, finished: Finished = lambda module: None) -> Lowered:
     computed_outputs = [o for o in graph.outputs if graph.node(o).op not in ("input", "const")]
     for name in graph.inputs + computed_outputs:
         slots.setdefault(name, len(slots))
-    const_names = [n.name for n in graph.consts()]
-    for name in const_names:
-        slots[name] = len(slots)
     kernels = []
     host_constants: dict[str, np.ndarray] = {}
     scratch: dict[str, int] = {}  # arena offsets of the kernels' scratch, one region after the plan's buffers
@@ -163,6 +160,12 @@ def lower(graph: Graph, finished: Finished = lambda module: None) -> Lowered:
             prologue_operands = [operands[p] for p in sorted(emitted.scratch)] + raw
             scratch_used = max(scratch_used, start - scratch_bytes)
         kernels.append((index, node, in_types, emitted, operands, prologue_operands))
+    # the constants read at run time (by a kernel, a prologue or as an output); one only packed is not
+    read = {plan.views.get(name, (name, 0))[0] for *_, operands, prologue_operands in kernels
+            for name in operands + prologue_operands} | set(graph.outputs)
+    const_names = [n.name for n in graph.consts() if n.name in read]
+    for name in const_names:
+        slots[name] = len(slots)
     arena_slot = len(slots)
     plan = Plan({**plan.offsets, **scratch}, scratch_bytes + scratch_used, plan.views)
 
