@@ -334,7 +334,19 @@ def _run(args: argparse.Namespace) -> None:
     print(f"time per call: {best_seconds(lambda: compiled(*inputs)) * 1e3:.3f} ms")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 1")
+    return value
+
+
 def _bench(args: argparse.Namespace) -> None:
+    if args.profile and not args.file:
+        raise UsageError("--profile times the kernels of a model: give a model file (.py or .onnx)")
     if args.file:
         return _bench_model(args)
     from .bench import SHAPES, run_conv_benchmarks
@@ -358,6 +370,10 @@ def _bench_model(args: argparse.Namespace) -> None:
     compiled = convc.compile(graph)
     _report_compile(compiled, time.perf_counter() - start)
     print(f"time per call: {best_seconds(lambda: compiled(*inputs), args.min_time) * 1e3:.3f} ms")
+    if args.profile:
+        from .profiling import format_profile
+        print(f"\nper kernel (median of {args.repeat} calls of a profiling build):")
+        print(format_profile(compiled.profile(*inputs, repeat=args.repeat)), end="")
 
 
 def _benchmark_list() -> str:
@@ -399,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--inputs", metavar="FILE.npz", help="the model's input arrays")
     bench.add_argument("--only", nargs="*", metavar="NAME", help="benchmark names to run (default: all, listed below)")
     bench.add_argument("--min-time", type=float, default=0.3, help="seconds per measurement (default 0.3)")
+    bench.add_argument("--profile", action="store_true", help="with MODEL: also print the time of each kernel")
+    bench.add_argument("--repeat", type=_positive_int, default=10, help="calls a --profile row is the median of")
     bench.set_defaults(handler=_bench)
     return parser
 

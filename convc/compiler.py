@@ -24,6 +24,7 @@ class Compiled:
         self._optimized_again = None if isinstance(graph, Graph) else graph
         self._tuple_result = self._graph.tuple_result if tuple_result is None else tuple_result
         self._executable = executable
+        self._profiler = None
         self.compile_times = compile_times or CompileTimes()
         """Where the compile's time went (convc.compile_times.CompileTimes; print its `table()`)."""
 
@@ -38,6 +39,16 @@ class Compiled:
         """The outputs: one array, or a tuple where the traced function returned a tuple."""
         outputs = self._executable(*arrays)
         return tuple(outputs) if self._tuple_result or len(outputs) != 1 else outputs[0]
+
+    def profile(self, *inputs: Any, repeat: int = 10) -> list[dict]:
+        """One row per kernel (reorders and copies included) in execution order: `nodes`, `op`,
+        `shapes`, `layout`, `ms` (median of `repeat` calls), `percent` of the call, `gflops` and
+        `percent_of_peak` (None where the op counts no flops). The first call compiles a
+        profiling build of the graph (cycle counter stamps between kernels); later calls reuse it."""
+        from .profiling import Profiler
+        if self._profiler is None:
+            self._profiler = Profiler(self.graph)
+        return self._profiler.run(inputs, repeat)
 
     @property
     def llvm_ir(self) -> str:

@@ -54,12 +54,15 @@ class Executable:
         self._entry = _ENTRY_TYPE(self.jit.address(ENTRY))
         self._consts = program.arrays
         self._arena = np.empty(program.arena_bytes + 64, np.uint8)
-        self._buffers = (ctypes.c_void_p * (program.arena_slot + 1))()
+        self._buffers = (ctypes.c_void_p * (program.arena_slot + 1 + bool(program.stamps)))()
         self._buffers_address = ctypes.addressof(self._buffers)
         for name, value in self._consts.items():
             self._buffers[program.slots[name]] = value.ctypes.data
         base = self._arena.ctypes.data
         self._buffers[program.arena_slot] = base + (-base % 64)
+        self.stamps = np.zeros(program.stamps, np.uint64)  # a profiling build's cycle counts per kernel
+        if program.stamps:
+            self._buffers[program.arena_slot + 1] = self.stamps.ctypes.data
         self._computed = set(program.computed_outputs)
         self._parallel = program.parallel
         self._own_lock = threading.Lock()
@@ -154,11 +157,12 @@ def compile_graph(graph: Graph, optimize: Callable[[Graph], Graph], settings: st
     return Executable(lowered.program, code, input_names=graph.inputs, times=times), optimized
 
 
-def lower_and_compile(graph: Graph, times: CompileTimes) -> tuple[Lowered, ObjectCode]:
-    """The graph lowered, each kernel module compiling (by the workers) as soon as it is complete."""
+def lower_and_compile(graph: Graph, times: CompileTimes, profile: bool = False) -> tuple[Lowered, ObjectCode]:
+    """The graph lowered (a profiling build if `profile`), each kernel module compiling (by the
+    workers) as soon as it is complete."""
     start = time.perf_counter()
     session = CompileSession()
-    lowered = lower(graph, session.submit)
+    lowered = lower(graph, session.submit, profile)
     lowered_at = time.perf_counter()
     code = session.finish()
     times.stages["lower (Python; LLVM in workers meanwhile)"] = lowered_at - start

@@ -70,6 +70,20 @@ class Program:
     arena_slot: int
     parallel: bool               # whether any kernel runs on the thread pool
     arrays: dict[str, np.ndarray]  # bound to their slots: the graph's constants, the emitters' packed arrays
+    stamps: int = 0              # a profiling build's cycle-counter stamps (a u64 buffer after the arena's slot)
+
+
+@dataclass
+class KernelCall:
+    """One kernel the entry calls, in order: its node, op, operand and result types, flops and
+    whether it runs on the thread pool (what a profile row reports)."""
+
+    node: str
+    op: str
+    in_types: list[TensorType]
+    out_type: TensorType
+    flops: int | None
+    parallel: bool
 
 
 @dataclass
@@ -77,6 +91,7 @@ class Lowered:
     modules: list[ir.Module]   # the entry's module, then one per distinct kernel
     program: Program
     kernel_times: list[KernelTime] = field(default_factory=list)  # each kernel's emission
+    calls: list[KernelCall] = field(default_factory=list)  # the entry's kernel calls, in order
 
 
 Finished = Callable[[ir.Module], None]
@@ -118,9 +133,11 @@ def _declared(module: ir.Module, function: ir.Function) -> ir.Function:
     return module.globals.get(function.name) or ir.Function(module, function.function_type, function.name)
 
 
-def lower(graph: Graph, finished: Finished = lambda module: None) -> Lowered:
+def lower(graph: Graph, finished: Finished = lambda module: None, profile: bool = False) -> Lowered:
     """The graph's modules; each is handed to `finished` as soon as it is complete (the entry's
-    last), so that compiling can start while the rest is lowered."""
+    last), so that compiling can start while the rest is lowered. A `profile` build's entry also
+    stores the cycle counter before the first kernel and after each (prologue included) into the
+    stamps buffer, whose slot follows the arena's."""
     module = ir.Module(name=graph.name)
     plan = plan_memory(graph)
     slots: dict[str, int] = {}
@@ -186,14 +203,22 @@ def lower(graph: Graph, finished: Finished = lambda module: None) -> Lowered:
     run_parallel = ir.Function(module, ir.FunctionType(ir.VoidType(), [TASK_TYPE.as_pointer(), BYTE_PTR, I64]),
                                RUN_SYMBOL)
     parallel = False
+    calls: list[KernelCall] = []
+    stamp = _stamper(module, builder, buffers, arena_slot + 1) if profile else None
+    if stamp:
+        stamp(0)
     for index, node, in_types, emitted, operands, prologue_operands in kernels:
         kernel, extent = emitted.function, emitted.extent
+        on_pool = threads > 1 and extent > 1 and work_estimate(node, in_types) >= PARALLEL_MIN_WORK
+        flops = get_op(node.op).flops
+        calls.append(KernelCall(node.name, node.op, in_types, node.type,
+                                None if flops is None else flops(in_types, node.type), on_pool))
         if emitted.prologue is not None:
             prologue = emitted.prologue
             pointers = [pointer(name, prologue.dtype) for name in prologue_operands]
             builder.call(_declared(module, prologue.function), pointers + [i64(0), i64(prologue.extent)])
         pointers = [pointer(name, emitted.dtype) for name in operands]
-        if threads > 1 and extent > 1 and work_estimate(node, in_types) >= PARALLEL_MIN_WORK:
+        if on_pool:
             parallel = True
             with builder.goto_entry_block():
                 builder.position_at_start(builder.block)
@@ -204,11 +229,23 @@ def lower(graph: Graph, finished: Finished = lambda module: None) -> Lowered:
             builder.call(run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(chunk_count(extent, threads))])
         else:
             builder.call(_declared(module, kernel), pointers + [i64(0), i64(extent)])
+        if stamp:
+            stamp(len(calls))
     builder.ret_void()
     finished(module)
     kernel_modules = list({id(e.function.module): e.function.module for e in emitted_for.values()}.values())
     arrays = {**{name: np.asarray(graph.node(name).value, order="C") for name in const_names}, **host_constants}
     program = Program(graph.name, [(n, graph.type_of(n)) for n in graph.inputs],
                       [(n, graph.type_of(n)) for n in graph.outputs], slots, computed_outputs, plan.arena_bytes,
-                      arena_slot, parallel, arrays)
-    return Lowered([module, *kernel_modules], program, kernel_times)
+                      arena_slot, parallel, arrays, len(calls) + 1 if profile else 0)
+    return Lowered([module, *kernel_modules], program, kernel_times, calls)
+
+
+def _stamper(module: ir.Module, builder: ir.IRBuilder, buffers: ir.Value, slot: int) -> Callable[[int], None]:
+    """stamp(i): the cycle counter into the i-th u64 of the buffer at `slot`."""
+    counter = ir.Function(module, ir.FunctionType(I64, []), "llvm.readcyclecounter")
+    stamps = builder.bitcast(builder.load(builder.gep(buffers, [i64(slot)])), I64.as_pointer(), name="stamps")
+
+    def stamp(index: int) -> None:
+        builder.store(builder.call(counter, []), builder.gep(stamps, [i64(index)]))
+    return stamp

@@ -1,0 +1,65 @@
+"""Per-kernel profile of a compiled graph: a profiling build of its entry stores the cycle counter
+around every kernel call (the kernels and the thread pool run as in the normal build), and each
+kernel's share is converted to milliseconds by the wall time of the calls."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from .compile_times import CompileTimes
+from .errors import ConvcError
+from .ir import Graph
+
+
+class Profiler:
+    """The profiling build of one optimized graph, compiled on construction."""
+
+    def __init__(self, graph: Graph) -> None:
+        from .runtime.executor import Executable, lower_and_compile
+        lowered, code = lower_and_compile(graph, CompileTimes(), profile=True)
+        self.calls = lowered.calls
+        self.executable = Executable(lowered.program, code, input_names=graph.inputs)
+
+    def run(self, inputs: tuple[Any, ...], repeat: int) -> list[dict]:
+        """One row per kernel call in execution order: nodes, op, shapes, layout, ms (median over
+        `repeat` calls after one warm-up call), percent of the call, gflops, percent_of_peak."""
+        from .runtime.peak import fma_peak_gflops
+        from .runtime.threads import ensure_pool
+        if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+            raise ConvcError(f"profile: repeat={repeat!r} must be a whole number >= 1")
+        self.executable(*inputs)
+        cycles, walls = [], []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            self.executable(*inputs)
+            walls.append(time.perf_counter() - start)
+            cycles.append(np.diff(self.executable.stamps.astype(np.int64)))
+        per_call = np.array(cycles, dtype=np.float64)  # (repeat, kernels)
+        seconds_per_cycle = float(np.median(np.array(walls) / np.maximum(per_call.sum(axis=1), 1)))
+        ms = np.median(per_call, axis=0) * seconds_per_cycle * 1e3
+        total = float(ms.sum()) or 1.0
+        threads = ensure_pool()
+        rows = []
+        for call, milliseconds in zip(self.calls, ms):
+            gflops = None if call.flops is None or milliseconds <= 0 else call.flops / (milliseconds * 1e6)
+            peak = fma_peak_gflops(call.out_type.dtype) * (threads if call.parallel else 1)
+            rows.append({"nodes": [call.node], "op": call.op,
+                         "shapes": " x ".join(map(str, call.in_types)) + f" -> {call.out_type}",
+                         "layout": f"c{call.out_type.block}" if call.out_type.block else "plain",
+                         "ms": float(milliseconds), "percent": 100 * float(milliseconds) / total,
+                         "gflops": gflops, "percent_of_peak": None if gflops is None else 100 * gflops / peak})
+        return rows
+
+
+def format_profile(rows: list[dict]) -> str:
+    """The rows as an aligned text table, with the total."""
+    lines = [f"{'node':<14} {'op':<22} {'layout':>6} {'ms':>9} {'%':>6} {'GFLOP/s':>9} {'% peak':>7}  shapes"]
+    for row in rows:
+        gflops = "" if row["gflops"] is None else f"{row['gflops']:.1f}"
+        peak = "" if row["percent_of_peak"] is None else f"{row['percent_of_peak']:.1f}"
+        lines.append(f"{','.join(row['nodes']):<14} {row['op']:<22} {row['layout']:>6} {row['ms']:9.4f} "
+                     f"{row['percent']:6.1f} {gflops:>9} {peak:>7}  {row['shapes']}")
+    lines.append(f"{'total':<14} {'':<22} {'':>6} {sum(r['ms'] for r in rows):9.4f}")
+    return "\n".join(lines) + "\n"
