@@ -182,12 +182,19 @@ def _canonical_separable_attrs(attrs: dict[str, Any], types: list[TensorType]) -
     return {**{k: v for k, v in attrs.items() if k != "padding"}, "pad_lo": pad_lo, "pad_hi": pad_hi}
 
 
+def _separable_flops(types: list[TensorType], out: TensorType) -> int:
+    """Multiply-adds x 2: the depthwise window, then the pointwise row, per output position."""
+    kh, kw, c, mult = types[1].shape
+    filters = types[2].shape[3]
+    return 2 * (out.size // filters) * c * mult * (kh * kw + filters)
+
+
 # depthwise_bias and bias, a residual (added before the activation), and the attributes
 # depthwise_activation and activation are set only by the depthwise + pointwise fusion pass; the
 # public op takes the three tensors of TF's.
 register(OpDef("separable_conv2d", ("input", "depthwise_filter", "pointwise_filter", "depthwise_bias", "bias",
                                     "residual"),
-               normalize=_normalize_separable, infer=_infer_separable, min_operands=3,
+               normalize=_normalize_separable, infer=_infer_separable, min_operands=3, flops=_separable_flops,
                attributes=AttrSchema({"strides": ints(1, 2), "data_format": choice(("NHWC", "NCHW")),
                                       "dilations": ints(1, 2)}, TF_PADS,
                                      {**EPILOGUE, "depthwise_activation": activation}),

@@ -79,3 +79,15 @@ def test_bench_profile_prints_the_kernel_table(capsys):
 def test_bench_profile_needs_a_model(capsys):
     assert main(["bench", "--profile"]) == 2
     assert "--profile times the kernels of a model" in capsys.readouterr().err
+
+
+def test_a_separable_conv_counts_its_depthwise_and_pointwise_flops():
+    x = RNG.standard_normal((1, 20, 20, 8)).astype(np.float32)
+    depthwise = RNG.standard_normal((3, 3, 8, 2)).astype(np.float32)
+    pointwise = RNG.standard_normal((1, 1, 16, 12)).astype(np.float32)
+    compiled = convc.compile(
+        lambda x: ops.separable_conv2d(x, depthwise, pointwise, strides=[1, 1, 1, 1], padding="SAME"), x)
+    (row,) = [r for r in compiled.profile(x, repeat=2) if r["op"] == "separable_conv2d"]
+    positions = 20 * 20
+    expected = 2 * positions * 16 * 9 + 2 * positions * 12 * 16  # depthwise window, then pointwise row
+    assert row["gflops"] * row["ms"] * 1e6 == pytest.approx(expected)
