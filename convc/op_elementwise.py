@@ -1,10 +1,13 @@
-"""Definitions of the elementwise ops (NumPy broadcasting) and broadcast_to (TF / NumPy rules)."""
+"""Definitions of the elementwise ops (NumPy broadcasting), broadcast_to (TF / NumPy rules) and
+fused_elementwise, a group of elementwise ops computed by one kernel (its `program`:
+convc.elementwise_program), made by the elementwise fusion pass."""
 from __future__ import annotations
 
 from typing import Any
 
 from .args import shape_tuple
 from .attributes import ints
+from .elementwise_program import check_program, program_problem
 from .errors import ConvcError
 from .registry import AttrSchema, OpDef, register, same_dtype
 from .types import TensorType
@@ -24,6 +27,14 @@ def broadcast_shapes(op: str, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[i
                              f"(axis {axis} has sizes {x} and {y}; each must be 1 or equal)")
         out.append(y if x == 1 else x)
     return tuple(out)
+
+
+def broadcast_all(op: str, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """NumPy's broadcast of several shapes."""
+    result: tuple[int, ...] = ()
+    for shape in shapes:
+        result = broadcast_shapes(op, result, shape)
+    return result
 
 
 def _infer_binary(op: str, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
@@ -66,3 +77,13 @@ def _infer_broadcast_to(types: list[TensorType], attrs: dict[str, Any]) -> Tenso
 
 register(OpDef("broadcast_to", ("input",), normalize=_normalize_broadcast_to, infer=_infer_broadcast_to,
                attributes=AttrSchema({"shape": ints(0)}), traits=frozenset({"broadcast"})))
+
+
+def _infer_fused(types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+    check_program(attrs["program"], len(types), "fused_elementwise")
+    dtype = same_dtype("fused_elementwise", types, tuple(f"inputs[{i}]" for i in range(len(types))))
+    return TensorType(broadcast_all("fused_elementwise", [t.shape for t in types]), dtype)
+
+
+register(OpDef("fused_elementwise", ("inputs",), normalize=_no_attrs, infer=_infer_fused, variadic=True,
+               attributes=AttrSchema({"program": program_problem}), traits=frozenset({"elementwise", "blocked"})))

@@ -12,7 +12,7 @@ import numbers
 from typing import Any
 
 from .args import as_int, is_int
-from .attributes import integer, ints, number
+from .attributes import EPILOGUE, integer, ints, number
 from .errors import ConvcError
 from .registry import AttrSchema, OpDef, register, same_dtype
 from .types import TensorType
@@ -100,13 +100,16 @@ def _infer_group_norm(types: list[TensorType], attrs: dict[str, Any]) -> TensorT
     return TensorType(x.shape, dtype)
 
 
+# each norm applies a fused activation (the epilogue fusion sets it) to its output before the store
 register(OpDef("batch_norm", ("input", "running_mean", "running_var", "weight", "bias"),
                normalize=_normalize_batch_norm, infer=_infer_batch_norm, min_operands=3,
-               attributes=AttrSchema({"eps": number}), traits=frozenset({"channelwise", "blocked"})))
+               attributes=AttrSchema({"eps": number}, optional=dict(EPILOGUE)),
+               traits=frozenset({"channelwise", "blocked", "has_epilogue"})))
 register(OpDef("layer_norm", ("input", "weight", "bias"), normalize=_normalize_layer_norm,
                infer=_infer_layer_norm, min_operands=1,
-               attributes=AttrSchema({"normalized_shape": ints(0), "eps": number})))
+               attributes=AttrSchema({"normalized_shape": ints(0), "eps": number}, optional=dict(EPILOGUE)),
+               traits=frozenset({"has_epilogue"})))
 register(OpDef("group_norm", ("input", "weight", "bias"), normalize=_normalize_group_norm,
                infer=_infer_group_norm, min_operands=1,
-               attributes=AttrSchema({"num_groups": integer(1), "eps": number}),
-               traits=frozenset({"channelwise", "blocked"})))
+               attributes=AttrSchema({"num_groups": integer(1), "eps": number}, optional=dict(EPILOGUE)),
+               traits=frozenset({"channelwise", "blocked", "has_epilogue"})))

@@ -81,5 +81,7 @@ class FoldBatchNorm(Pass):
         operands[1] = graph.add_const(folded.astype(weight.dtype))
         operands.append(graph.add_const(np.asarray(new_bias, weight.dtype)))
         graph.set_operands(producer.name, operands)
+        if "activation" in norm.attrs:  # the norm's fused activation is now the producer's
+            producer.attrs["activation"] = norm.attrs["activation"]
         graph.replace_all_uses(norm.name, producer.name)
         graph.remove(norm.name)

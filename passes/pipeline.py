@@ -112,13 +112,15 @@ class Pipeline:
 
 def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
                      evaluate: Evaluate | None = None, channel_block: ChannelBlock | None = None) -> Pipeline:
-    """opt_level 0: shape inference and padding canonicalization; 1: plus pad folding into convs,
-    constant folding (when the caller supplies `evaluate`, which runs one op on constants),
-    batch-norm folding into convs and dead-code elimination; 2: plus the fusions and, when the
-    caller supplies `channel_block` (the host's channels per block for a dtype), the blocked
-    layout and the residual fusion on it."""
+    """opt_level 0: shape inference and padding canonicalization; 1: plus common-subexpression
+    elimination, pad folding into convs, constant folding (when the caller supplies `evaluate`,
+    which runs one op on constants), batch-norm folding into convs and dead-code elimination; 2:
+    plus the fusions and, when the caller supplies `channel_block` (the host's channels per block
+    for a dtype), the blocked layout and the residual fusion on it; elementwise groups left over
+    fuse last."""
     from .assign_layout import AssignLayout
     from .canonicalize_padding import CanonicalizePadding
+    from .common_subexpressions import CommonSubexpressions
     from .dead_code import DeadCodeElimination
     from .fold_batch_norm import FoldBatchNorm
     from .fold_bias import FoldBias
@@ -126,6 +128,7 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
     from .fold_pad import FoldPad
     from .fold_reorders import FoldReorders
     from .fuse_broadcast import FuseBroadcast
+    from .fuse_elementwise import FuseElementwise
     from .fuse_epilogue import FuseEpilogue
     from .fuse_residual import FuseResidual
     from .fuse_separable import FuseSeparable
@@ -133,7 +136,7 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
 
     passes: list[Pass] = [ShapeInference(), CanonicalizePadding()]
     if opt_level >= 1:
-        passes.append(FoldPad())
+        passes += [CommonSubexpressions(), FoldPad()]
         if evaluate is not None:
             passes.append(FoldConstants(evaluate))
         passes.append(FoldBatchNorm())
@@ -144,5 +147,5 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
             passes.append(FuseSeparable())
         else:  # depthwise + pointwise pairs fuse in the layout they were given, with their residual
             passes += [AssignLayout(channel_block), FuseResidual(), FuseEpilogue(), FuseSeparable(), FoldReorders()]
-        passes.append(DeadCodeElimination())
+        passes += [FuseElementwise(), DeadCodeElimination()]
     return Pipeline(passes, instruments)

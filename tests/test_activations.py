@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import convc
 from convc import ConvcError, nn, ops
 from convc.attributes import check_attributes
-from convc.fused_activation import activation_parts, activation_spec
+from convc.fused_activation import activation_program, activation_spec
 from widths import WIDTHS
 from reference import (assert_close, clamp, conv_nd, conv_transpose_nd, gelu, hardsigmoid, hardswish, hardtanh,
                        leaky_relu, silu)
@@ -224,8 +224,8 @@ def test_the_activation_attribute_carries_the_ops_attributes():
     assert activation_spec("leaky_relu", {"negative_slope": 0.2}) == ("leaky_relu", 0.2)
     assert activation_spec("hardtanh", {"min_val": -2.0, "max_val": 2.0}) == ("hardtanh", -2.0, 2.0)
     assert activation_spec("clamp", {"min": None, "max": 6.0}) == ("clamp", None, 6.0)
-    assert activation_parts(("gelu", "tanh")) == ("gelu", {"approximate": "tanh"})
-    assert activation_parts("silu") == ("silu", {})
+    assert activation_program(("gelu", "tanh")) == (("gelu", (0,), "tanh"),)
+    assert activation_program("silu") == (("silu", (0,)),)
 
 
 CONV_TEXT = ('graph @g(%x: f32[1,2,6,6], %w: f32[3,2,3,3]) {{\n'
@@ -234,7 +234,8 @@ CONV_TEXT = ('graph @g(%x: f32[1,2,6,6], %w: f32[3,2,3,3]) {{\n'
 
 
 @pytest.mark.parametrize("text", ['["leaky_relu",0.25]', '["hardtanh",-1.0,1.0]', '["clamp",none,6.0]',
-                                  '["gelu","tanh"]', '"hardswish"', '"relu"'])
+                                  '["gelu","tanh"]', '"hardswish"', '"relu"',
+                                  '[["leaky_relu",[0],0.1],["mul",[1,0.5]],["sub",[2.0,2]]]'])
 def test_fused_activations_print_and_parse_back(text):
     graph = convc.parse(CONV_TEXT.format(text))
     assert convc.parse(str(graph)) == graph and f"activation={text}" in str(graph)
@@ -247,8 +248,13 @@ def test_fused_activations_print_and_parse_back(text):
     (("leaky_relu", "steep"), r"has leaky_relu's negative_slope='steep', which must be a number"),
     (("gelu", "erf"), r"has gelu's approximate='erf', which must be one of \['none', 'tanh'\]"),
     (("relu", 1.0), r"relu is written 'relu'"),
-    ("exp", r"must be the name of an activation op \(.*gelu.*\) or a list"),
+    ("exp", r"must be the name of an activation op \(.*gelu.*\), a list .* or a program of one input"),
     ((), r"must be the name of an activation op"),
+    ((("exp", (1,)),), r"operand 1, which must be a value defined before it \(0 \.\. 0"),
+    ((("conv2d", (0,)),), r"op 'conv2d', which is not a unary or binary elementwise op"),
+    ((("add", (0,)),), r"\(add\) with 1 operands; add takes 2"),
+    ((("leaky_relu", (0,)),), r"\(leaky_relu\) with 0 attribute values; leaky_relu takes \['negative_slope'\]"),
+    ((("mul", (0, "two")),), r"operand 'two', which must be a value index or a number"),
 ])
 def test_malformed_fused_activations_are_rejected(value, pattern):
     attrs = {"stride": (1, 1), "pad_lo": (0, 0), "pad_hi": (0, 0), "dilation": (1, 1), "groups": 1,
@@ -358,7 +364,7 @@ def test_parametrized_activations_travel_into_the_separable_kernel(blocked):
     assert_close(compiled(x), expected, 12)
 
 
-def test_a_fused_clamp_with_one_bound_and_gelu_on_a_transposed_conv():
+def test_gelu_then_a_clamp_with_one_bound_fuse_as_one_program_into_a_transposed_conv():
     rng = np.random.default_rng(9)
     x = rng.uniform(-1, 1, (3, 20)).astype(np.float64)  # unbatched: the plain kernels
     w = rng.uniform(-1, 1, (3, 2, 4)).astype(np.float64)
@@ -367,7 +373,7 @@ def test_a_fused_clamp_with_one_bound_and_gelu_on_a_transposed_conv():
         return ops.clamp(ops.gelu(ops.conv_transpose1d(x, w, None, 2)), max=0.5)
 
     compiled = convc.compile(model, x, cache_dir=False)
-    assert fused_activations(compiled) == ([("gelu", "none")], ["clamp"])
+    assert fused_activations(compiled) == ([(("gelu", (0,), "none"), ("clamp", (1,), None, 0.5))], [])
     assert_close(compiled(x), clamp(gelu(conv_transpose_nd(x, w, None, 2)), max=0.5), 8)
 
 

@@ -105,7 +105,8 @@ def test_every_opt_level_computes_the_same(opt_level):
     compiled = convc.compile(fn, x, opt_level=opt_level)
     assert_close(compiled(x), baseline, 36)
     fused = [n.attrs.get("activation") for n in compiled.graph.op_nodes() if n.op == "conv2d"]
-    assert fused == (["sigmoid", "relu6"] if opt_level == 2 else [None, None])
+    relu6_plus_one = (("relu6", (0,)), ("add", (1, 1.0)))  # the scalar add fuses after the activation
+    assert fused == (["sigmoid", relu6_plus_one] if opt_level == 2 else [None, None])
 
 
 def test_dump_all_prints_the_ir_after_each_pass(capsys):
@@ -123,9 +124,10 @@ def test_dump_directory_gets_numbered_files_that_parse(tmp_path, monkeypatch):
     convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), opt_level=1)
     names = sorted(p.name for p in (tmp_path / "by_env").iterdir())
     assert names == ["000_input.txt", "001_shape_inference.txt", "002_canonicalize_padding.txt",
-                     "003_fold_pad.txt", "004_fold_constants.txt", "005_fold_batch_norm.txt", "006_dead_code.txt"]
+                     "003_common_subexpressions.txt", "004_fold_pad.txt", "005_fold_constants.txt",
+                     "006_fold_batch_norm.txt", "007_dead_code.txt"]
     assert "pad_lo" in (tmp_path / "by_env" / "002_canonicalize_padding.txt").read_text()
-    parse((tmp_path / "by_env" / "006_dead_code.txt").read_text())
+    parse((tmp_path / "by_env" / "007_dead_code.txt").read_text())
 
 
 def test_dump_false_switches_off_the_environment_dump(tmp_path, monkeypatch, capsys):
@@ -210,9 +212,9 @@ def test_timing_instrument_records_every_pass():
     from convc.passes.pipeline import Timing
     timing = Timing()
     default_pipeline(2, [timing]).run(parse(CONV_RELU))
-    assert set(timing.seconds) == {"shape_inference", "canonicalize_padding", "fold_pad", "fold_batch_norm",
-                                   "dead_code", "fuse_broadcast", "fold_bias", "fuse_epilogue",
-                                   "fuse_separable"}  # no evaluate: no constant folding
+    assert set(timing.seconds) == {"shape_inference", "canonicalize_padding", "common_subexpressions", "fold_pad",
+                                   "fold_batch_norm", "dead_code", "fuse_broadcast", "fold_bias", "fuse_epilogue",
+                                   "fuse_separable", "fuse_elementwise"}  # no evaluate: no constant folding
     assert all(seconds >= 0 for seconds in timing.seconds.values())
 
 

@@ -4,7 +4,9 @@ broadcasting.
 The scalar ops (SCALAR_OPS) take scalars or vectors alike, so conv epilogues apply them to
 whole accumulator vectors; each one is the kernel of the elementwise op of its name, called with
 the node's attributes as keyword arguments (the math ops and activations are in math_forms).
-`activate` applies a fused activation attribute (convc.fused_activation) the same way.
+`activate` applies a fused activation attribute (convc.fused_activation) the same way, and
+`run_program` an elementwise program (convc.elementwise_program): the `fused_elementwise` kernel
+is the loop nest below with a program as its scalar op.
 
 Each operand is read through its own strides, 0 on broadcast axes, so a broadcast input is never
 materialized. Axes that are contiguous for every operand are merged, so the innermost loop is as
@@ -16,7 +18,8 @@ from typing import Any, Callable
 
 import llvmlite.ir as ir
 
-from convc.fused_activation import activation_parts
+from convc.elementwise_program import Program, check_program, steps
+from convc.fused_activation import activation_program
 from convc.ir import Node
 from convc.types import TensorType
 
@@ -117,19 +120,36 @@ SCALAR_OPS: dict[str, ScalarOp] = {
 }
 
 
+def run_program(k: Kernel, program: Program, inputs: list[ir.Value]) -> ir.Value:
+    """The result of `program` on `inputs` (scalars, or vectors of one width); its scalar
+    constants take the inputs' type."""
+    values = list(inputs)
+    for op, refs, attrs in steps(program):
+        like = next((values[r] for r in refs if isinstance(r, int)), values[0])
+        operands = [values[r] if isinstance(r, int) else k.const(float(r), like) for r in refs]
+        values.append(SCALAR_OPS[op](k, operands, **attrs))
+    return values[-1]
+
+
 def activate(k: Kernel, activation: Any, value: ir.Value) -> ir.Value:
     """`value` (a scalar or a vector) through a fused `activation` attribute, with the attributes
     it carries; unchanged where the attribute is None."""
     if activation is None:
         return value
-    op, attrs = activation_parts(activation)
-    return SCALAR_OPS[op](k, [value], **attrs)
+    return run_program(k, activation_program(activation), [value])
 
 
 @kernel(*SCALAR_OPS)
 def _elementwise(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
     form, attrs = SCALAR_OPS[node.op], node.attrs
     return emit_elementwise(module, name, in_types, node.type, lambda k, values: form(k, values, **attrs))
+
+
+@kernel("fused_elementwise")
+def _fused_elementwise(module: ir.Module, name: str, node: Node, in_types: list[TensorType],
+                       values: Values) -> Kernel:
+    program = check_program(node.attrs["program"], len(in_types), "fused_elementwise")
+    return emit_elementwise(module, name, in_types, node.type, lambda k, operands: run_program(k, program, operands))
 
 
 @kernel("broadcast_to")

@@ -6,7 +6,8 @@ the reduction building block (reduce.py). The output is one more pass of
 y = (x - mean) * scale + bias, scale = rstd * weight, per channel (batch_norm, group_norm) or per
 element (layer_norm); the deviation is taken first so that no rounding of x * scale survives in
 it. Vectors of the host's lanes run along each row, with a narrower vector for its tail.
-The outer loop runs over independent rows, channels or groups, split across threads.
+The outer loop runs over independent rows, channels or groups, split across threads. A fused
+activation (the `activation` attribute) is applied to each output vector before its store.
 
 On the channel-blocked layout (N, C/c, *S, c) batch_norm and group_norm take vectors of c
 channels at once: batch_norm scales each block by its channels' vectors; group_norm sums each
@@ -27,6 +28,7 @@ from convc.types import TensorType
 from ..codegen import Kernel, as_value
 from ..jit import host_target
 from .conv_geometry import divmod_index
+from .elementwise import activate
 from .reduce import lane_sums, run_sum, squared_deviation
 from .registry import Values, kernel
 
@@ -73,16 +75,16 @@ def for_vectors(k: Kernel, length: int, lanes: int, body: Callable[[ir.Value, in
 
 
 def normalize_run(k: Kernel, offset: ir.Value, length: int, lanes: int, mean: ir.Value, scale: ir.Value,
-                  bias: ir.Value | None) -> None:
-    """out[offset + i] = (x[offset + i] - mean) * scale + bias over a contiguous run (mean, scale
-    and bias scalars, or vectors of `lanes`; bias None for none)."""
+                  bias: ir.Value | None, activation: object = None) -> None:
+    """out[offset + i] = activation((x[offset + i] - mean) * scale + bias) over a contiguous run
+    (mean, scale and bias scalars, or vectors of `lanes`; bias None for none)."""
     out, x = k.args[0], k.args[1]
 
     def body(start: ir.Value, width: int) -> None:
         index = k.add(offset, start)
         value = normalized(k, k.vload(x, index, width), _like(k, mean, width), _like(k, scale, width),
                            None if bias is None else _like(k, bias, width))
-        k.vstore(value, out, index)
+        k.vstore(activate(k, activation, value), out, index)
 
     for_vectors(k, length, lanes, body)
 
@@ -115,7 +117,7 @@ def _batch_norm_parameters(k: Kernel, params: list[ir.Value], eps: float) -> tup
 @kernel("batch_norm")
 def emit_batch_norm(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
     k = _kernel(module, name, node, in_types)
-    out_type, eps = node.type, node.attrs["eps"]
+    out_type, eps, activation = node.type, node.attrs["eps"], node.attrs.get("activation")
     if out_type.size == 0:
         return k.finish()
     batch, channels = out_type.shape[:2]
@@ -126,7 +128,8 @@ def emit_batch_norm(module: ir.Module, name: str, node: Node, in_types: list[Ten
         with k.outer_loop(batch * blocks, "nb") as nb:
             _, block = divmod_index(k, nb, blocks)
             params = [channel_vector(k, arg, block, channels, lanes) for arg in k.args[2:]]
-            normalize_run(k, k.mul(nb, plane * lanes), plane * lanes, lanes, *_batch_norm_parameters(k, params, eps))
+            normalize_run(k, k.mul(nb, plane * lanes), plane * lanes, lanes, *_batch_norm_parameters(k, params, eps),
+                          activation)
         return k.finish()
     lanes = host_target().lanes(out_type.dtype)
     if plane == 1:  # (N, C): vectors across the channels of each row
@@ -135,13 +138,13 @@ def emit_batch_norm(module: ir.Module, name: str, node: Node, in_types: list[Ten
                 params = [k.vload(arg, start, width) for arg in k.args[2:]]
                 index = k.add(k.mul(n, channels), start)
                 value = normalized(k, k.vload(k.args[1], index, width), *_batch_norm_parameters(k, params, eps))
-                k.vstore(value, k.args[0], index)
+                k.vstore(activate(k, activation, value), k.args[0], index)
             for_vectors(k, channels, lanes, body)
         return k.finish()
     with k.outer_loop(batch * channels, "nc") as nc:
         _, channel = divmod_index(k, nc, channels)
         params = [k.load(arg, channel) for arg in k.args[2:]]
-        normalize_run(k, k.mul(nc, plane), plane, lanes, *_batch_norm_parameters(k, params, eps))
+        normalize_run(k, k.mul(nc, plane), plane, lanes, *_batch_norm_parameters(k, params, eps), activation)
     return k.finish()
 
 
@@ -175,7 +178,7 @@ def emit_layer_norm(module: ir.Module, name: str, node: Node, in_types: list[Ten
                 value = k.builder.fmul(value, k.vload(weight, start, width))
             elif bias is not None:
                 value = k.builder.fadd(value, k.vload(bias, start, width))
-            k.vstore(value, k.args[0], at)
+            k.vstore(activate(k, node.attrs.get("activation"), value), k.args[0], at)
 
         for_vectors(k, row, lanes, body)
     return k.finish()
@@ -188,7 +191,8 @@ def emit_group_norm(module: ir.Module, name: str, node: Node, in_types: list[Ten
     if out_type.size == 0:
         return k.finish()
     if out_type.block:
-        return _blocked_group_norm(k, out_type, node.attrs["num_groups"], node.attrs["eps"])
+        return _blocked_group_norm(k, out_type, node.attrs["num_groups"], node.attrs["eps"],
+                                   node.attrs.get("activation"))
     batch, channels = out_type.shape[:2]
     groups, plane = node.attrs["num_groups"], math.prod(out_type.shape[2:])
     per_group = channels // groups
@@ -202,11 +206,11 @@ def emit_group_norm(module: ir.Module, name: str, node: Node, in_types: list[Ten
             channel = k.add(k.mul(group, per_group), within)
             scale = scaled(k, rstd, None if weight is None else k.load(weight, channel))
             normalize_run(k, k.add(offset, k.mul(within, plane)), plane, lanes, mean, scale,
-                          None if bias is None else k.load(bias, channel))
+                          None if bias is None else k.load(bias, channel), node.attrs.get("activation"))
     return k.finish()
 
 
-def _blocked_group_norm(k: Kernel, out_type: TensorType, groups: int, eps: float) -> Kernel:
+def _blocked_group_norm(k: Kernel, out_type: TensorType, groups: int, eps: float, activation: object) -> Kernel:
     """group_norm on (N, C/c, *S, c): per-channel sums of each block in vectors, group sums from
     those (see the module docstring)."""
     b, x = k.builder, k.args[1]
@@ -256,5 +260,5 @@ def _blocked_group_norm(k: Kernel, out_type: TensorType, groups: int, eps: float
                            for arg in (weight, bias))
             scale = scaled(k, k.vload(rstds, k.mul(j, lanes), lanes), gamma)
             normalize_run(k, k.add(start, k.mul(j, plane * lanes)), plane * lanes, lanes,
-                          k.vload(means, k.mul(j, lanes), lanes), scale, beta)
+                          k.vload(means, k.mul(j, lanes), lanes), scale, beta, activation)
     return k.finish()
