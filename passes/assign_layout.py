@@ -12,7 +12,8 @@ of c channels) with at least c/2 output channels per group (narrower convs would
 lanes); depthwise convs only in a graph with other blocked convs (alone, the plain kernel with no
 reorders is faster). Weights and bias are packed at compile time where they are constants, by a
 generated prologue on each call otherwise. An elementwise op is blocked when one of its operands is, and
-every other operand has its shape (it is reordered if plain) or is a single value. An op with the
+every other operand has its channels and each other axis of its size or 1 (a per-channel scale;
+it is reordered if plain), or is a single value. An op with the
 traits `channelwise` and `blocked` (pooling, say) is blocked when its first operand is; its other
 operands (per-channel parameters) stay plain. So conv -> max_pool2d -> conv has no reorder between
 the convs, and a global average pool reorders only its small result.
@@ -49,6 +50,16 @@ def conv_is_blockable(graph: Graph, node: Node, lanes: int) -> bool:
     if groups > 1 and (cin_g % lanes or cout_g % lanes):
         return False
     return 2 * cout_g >= lanes
+
+
+def blocks_alike(operand: TensorType, result: TensorType) -> bool:
+    """Whether an elementwise operand can be read in the blocked layout of `result`: a single
+    value, or the result's rank and channels with every other axis its size or 1 (a per-channel
+    scale, say): blocked, its storage broadcasts against the result's storage axis by axis."""
+    if operand.size == 1:
+        return True
+    return (operand.rank == result.rank and operand.shape[1] == result.shape[1]
+            and all(a in (1, b) for a, b in zip(operand.shape, result.shape)))
 
 
 def is_depthwise(node: Node, weight: TensorType) -> bool:
@@ -105,8 +116,7 @@ class AssignLayout(Pass):
         if not has_trait(node.op, "elementwise") or node.type.rank < 3:
             return False
         types = [graph.type_of(o) for o in node.operands]
-        return (any(o in names for o in node.operands) and
-                all(t.shape == node.type.shape or t.size == 1 for t in types))
+        return any(o in names for o in node.operands) and all(blocks_alike(t, node.type) for t in types)
 
     def _channelwise_blocks(self, node: Node, names: set[str]) -> bool:
         return has_trait(node.op, "channelwise") and has_trait(node.op, "blocked") and node.operands[0] in names

@@ -116,8 +116,8 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
     elimination, pad folding into convs, constant folding (when the caller supplies `evaluate`,
     which runs one op on constants), batch-norm folding into convs and dead-code elimination; 2:
     plus the fusions and, when the caller supplies `channel_block` (the host's channels per block
-    for a dtype), the blocked layout and the residual fusion on it; elementwise groups left over
-    fuse last."""
+    for a dtype), narrow-group merging, the blocked layout and the residual fusion on it;
+    elementwise groups left over fuse last."""
     from .assign_layout import AssignLayout
     from .canonicalize_padding import CanonicalizePadding
     from .common_subexpressions import CommonSubexpressions
@@ -132,6 +132,7 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
     from .fuse_epilogue import FuseEpilogue
     from .fuse_residual import FuseResidual
     from .fuse_separable import FuseSeparable
+    from .merge_groups import MergeGroups
     from .shape_inference import ShapeInference
 
     passes: list[Pass] = [ShapeInference(), CanonicalizePadding()]
@@ -146,6 +147,7 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
         if channel_block is None:
             passes.append(FuseSeparable())
         else:  # depthwise + pointwise pairs fuse in the layout they were given, with their residual
-            passes += [AssignLayout(channel_block), FuseResidual(), FuseEpilogue(), FuseSeparable(), FoldReorders()]
+            passes += [MergeGroups(channel_block), AssignLayout(channel_block), FuseResidual(), FuseEpilogue(),
+                       FuseSeparable(), FoldReorders()]
         passes += [FuseElementwise(), DeadCodeElimination()]
     return Pipeline(passes, instruments)

@@ -1,4 +1,4 @@
-"""Acceptance: four models of the `transformers` package (random weights, eval mode, batch 1)
+"""Acceptance: the models of tests/hf_models.py (from the `transformers` package, random weights, eval mode, batch 1)
 imported with convc.from_torch, compiled, and every output compared with torch's eager output
 (rtol 1e-3, atol 1e-4 x max|reference|), float32. Skipped without torch and transformers."""
 import numpy as np

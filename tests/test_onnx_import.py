@@ -503,7 +503,7 @@ def test_a_torch_export_matches_torch_and_onnxruntime():
 
 @pytest.mark.parametrize("name", ["hifigan", "wav2vec2_features", "mobilenet_v2", "resnet18"])
 def test_exported_transformers_models_match_torch(name):
-    """The four models of tests/hf_models.py exported with torch.onnx.export (opset 17, the TorchScript
+    """The four original models of tests/hf_models.py exported with torch.onnx.export (opset 17, the TorchScript
     exporter) match torch eager as tests/test_models.py requires of from_torch (about a minute on 2 cores)."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
