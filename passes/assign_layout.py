@@ -52,14 +52,28 @@ def conv_is_blockable(graph: Graph, node: Node, lanes: int) -> bool:
     return 2 * cout_g >= lanes
 
 
-def blocks_alike(operand: TensorType, result: TensorType) -> bool:
+def blocks_alike(operand: TensorType, result: TensorType, constant: bool = False) -> bool:
     """Whether an elementwise operand can be read in the blocked layout of `result`: a single
     value, or the result's rank and channels with every other axis its size or 1 (a per-channel
-    scale, say): blocked, its storage broadcasts against the result's storage axis by axis."""
+    scale, say): blocked, its storage broadcasts against the result's storage axis by axis. A
+    constant of lower rank counts with leading axes of size 1 (it is stored so)."""
     if operand.size == 1:
         return True
-    return (operand.rank == result.rank and operand.shape[1] == result.shape[1]
-            and all(a in (1, b) for a, b in zip(operand.shape, result.shape)))
+    if operand.rank > result.rank or (operand.rank < result.rank and not constant):
+        return False
+    shape = (1,) * (result.rank - operand.rank) + operand.shape
+    return shape[1] == result.shape[1] and all(a in (1, b) for a, b in zip(shape, result.shape))
+
+
+def _materialized(graph: Graph, name: str) -> bool:
+    node = graph.node(name)
+    return node.op == "const" and node.value is not None
+
+
+def full_rank(graph: Graph, const: str, rank: int) -> str:
+    """A constant of lower rank as a constant of `rank` axes (leading axes of size 1)."""
+    value = graph.node(const).value
+    return graph.add_const(value.reshape((1,) * (rank - value.ndim) + value.shape))
 
 
 def is_depthwise(node: Node, weight: TensorType) -> bool:
@@ -101,6 +115,8 @@ class AssignLayout(Pass):
             operands = list(node.operands)
             for position in data_operands(node):
                 source = operands[position]
+                if graph.type_of(source).rank < node.type.rank and graph.type_of(source).size > 1:
+                    source = operands[position] = full_rank(graph, source, node.type.rank)
                 if source not in names and graph.type_of(source).size > 1:
                     if source not in to_blocked:
                         to_blocked[source] = graph.add_node("reorder", [source], {"block": lanes},
@@ -115,8 +131,8 @@ class AssignLayout(Pass):
     def _elementwise_blocks(self, graph: Graph, node: Node, names: set[str]) -> bool:
         if not has_trait(node.op, "elementwise") or node.type.rank < 3:
             return False
-        types = [graph.type_of(o) for o in node.operands]
-        return any(o in names for o in node.operands) and all(blocks_alike(t, node.type) for t in types)
+        return (any(o in names for o in node.operands)
+                and all(blocks_alike(graph.type_of(o), node.type, _materialized(graph, o)) for o in node.operands))
 
     def _channelwise_blocks(self, node: Node, names: set[str]) -> bool:
         return has_trait(node.op, "channelwise") and has_trait(node.op, "blocked") and node.operands[0] in names

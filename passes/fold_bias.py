@@ -22,7 +22,7 @@ def channel_axis(graph: Graph, node: Node) -> int | None:
     return opdef.channel_axis(node.attrs, node.type.rank)
 
 
-def _per_channel(value: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray | None:
+def per_channel(value: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray | None:
     """value as a vector over `axis` if it broadcasts to `shape` varying along that axis only."""
     if value.ndim > len(shape):
         return None
@@ -51,7 +51,7 @@ class FoldBias(Pass):
                 or len(graph.users(producer.name)) != 1 or producer.name in graph.outputs
                 or add.type != producer.type):
             return False
-        vector = _per_channel(other.value, producer.type.shape, axis)
+        vector = per_channel(other.value, producer.type.shape, axis)
         if vector is None:
             return False
         channels, dtype = producer.type.shape[axis], other.value.dtype

@@ -10,7 +10,8 @@ the conv takes the blocked kernel (groups / k groups of whole blocks):
 k is the smallest count that makes both widths whole blocks; it must divide the groups and be at
 most MAX_MERGE (k times the multiply-adds: measured, the blocked kernel still wins by far up to
 it). The zeros add exact zeros to every finite sum; a non-finite input value (inf, NaN) reaches
-the outputs of the groups merged with its own, where the reference keeps it to its group.
+the outputs of the groups merged with its own, where the reference keeps it to its group. A
+profile counts the merged conv's multiply-adds, zeros included (the work its kernel does).
 Depthwise convs (one input channel per group and as many outputs) have their own blocked kernel
 and are left alone, as are transposed convs and convs whose weight is computed at run time.
 """

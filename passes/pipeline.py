@@ -127,6 +127,7 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
     from .fold_constants import FoldConstants
     from .fold_pad import FoldPad
     from .fold_reorders import FoldReorders
+    from .fold_scale import FoldScale
     from .fuse_broadcast import FuseBroadcast
     from .fuse_elementwise import FuseElementwise
     from .fuse_epilogue import FuseEpilogue
@@ -143,7 +144,7 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
         passes.append(FoldBatchNorm())
         passes.append(DeadCodeElimination())
     if opt_level >= 2:
-        passes += [FuseBroadcast(), FoldBias(), FuseEpilogue()]
+        passes += [FuseBroadcast(), FoldScale(), FoldBias(), FuseEpilogue()]
         if channel_block is None:
             passes.append(FuseSeparable())
         else:  # depthwise + pointwise pairs fuse in the layout they were given, with their residual

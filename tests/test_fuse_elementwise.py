@@ -154,11 +154,12 @@ def test_a_chain_with_scalars_after_a_conv_goes_into_its_epilogue():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((1, 3, 9, 9)).astype(np.float64)
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float64)
-    compiled = convc.compile(lambda t: ops.add(ops.leaky_relu(ops.mul(ops.conv2d(t, w), 0.5), 0.1), 1.0), x,
+    # (a scale straight after the conv would fold into its weights instead: fold_scale)
+    compiled = convc.compile(lambda t: ops.add(ops.mul(ops.leaky_relu(ops.conv2d(t, w), 0.1), 0.5), 1.0), x,
                              cache_dir=False)
     (conv,) = compiled.graph.op_nodes()
-    assert conv.attrs["activation"] == (("mul", (0, 0.5)), ("leaky_relu", (1,), 0.1), ("add", (2, 1.0)))
-    assert_close(compiled(x), ref.leaky_relu(ref.conv_nd(x, w) * 0.5, 0.1) + 1.0, 27)
+    assert conv.attrs["activation"] == (("leaky_relu", (0,), 0.1), ("mul", (1, 0.5)), ("add", (2, 1.0)))
+    assert_close(compiled(x), ref.leaky_relu(ref.conv_nd(x, w), 0.1) * 0.5 + 1.0, 27)
 
 
 def test_a_broadcast_operand_and_a_shared_value_bound_a_group():

@@ -156,26 +156,31 @@ def test_squeeze_excitation_block_stays_blocked(bits):
 
 @pytest.mark.parametrize("bits", WIDTHS)
 def test_channel_broadcast_operands_on_the_blocked_layout(bits):
-    """Operands of shape (1, C, 1, W) and (N, C, 1, 1) against a blocked (N, C, H, W) result read
-    in its layout; a (1, 1, H, W) operand cannot, so the op runs plain."""
+    """Operands of shape (1, C, 1, W) and (N, C, 1, 1), and a constant layer scale (C, 1, 1),
+    against a blocked (N, C, H, W) result read in its layout; a (1, 1, H, W) operand cannot, so
+    the op runs plain."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 20, 5, 6)).astype(np.float32)
     w = rng.standard_normal((20, 20, 1, 1)).astype(np.float32) * 0.3
     row = rng.standard_normal((1, 20, 1, 6)).astype(np.float32)
     per_sample = rng.standard_normal((2, 20, 1, 1)).astype(np.float32)
     mask = rng.standard_normal((1, 1, 5, 6)).astype(np.float32)
+    layer_scale = rng.standard_normal((20, 1, 1)).astype(np.float32)
 
     def model(t):
         y = ops.conv2d(t, w)
         y = ops.add(ops.mul(y, per_sample), row)
-        return ops.conv2d(y, w), ops.mul(ops.conv2d(t, w), mask)
+        z = ops.relu(ops.conv2d(t, w))
+        return ops.conv2d(y, w), ops.mul(ops.conv2d(t, w), mask), ops.conv2d(ops.add(z, ops.mul(layer_scale, z)), w)
 
     with narrowed(bits):
         compiled = convc.compile(model, x, cache_dir=False)
-        first, second = compiled(x)
+        first, second, third = compiled(x)
     y = ref.conv_nd(x, w) * per_sample + row
     assert_close(first, ref.conv_nd(y, w), terms=40)
     assert_close(second, ref.conv_nd(x, w) * mask, terms=20)
+    z = ref.relu(ref.conv_nd(x, w))
+    assert_close(third, ref.conv_nd(z + layer_scale * z, w), terms=40)
     graph = compiled.graph
     for node in graph.op_nodes():
         if node.op in ("mul", "add", "fused_elementwise"):

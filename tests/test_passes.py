@@ -114,7 +114,7 @@ def test_dump_all_prints_the_ir_after_each_pass(capsys):
     convc.compile(fn, np.zeros((1, 3, 8, 8), np.float32), dump="all")
     printed = capsys.readouterr().out
     for name in ("shape_inference", "canonicalize_padding", "fold_pad", "fold_constants", "dead_code", "fuse_broadcast",
-                 "fold_bias", "fuse_epilogue", "fuse_separable"):
+                 "fold_scale", "fold_bias", "fuse_epilogue", "fuse_separable"):
         assert f"// ----- IR after {name} -----" in printed
 
 
@@ -213,8 +213,8 @@ def test_timing_instrument_records_every_pass():
     timing = Timing()
     default_pipeline(2, [timing]).run(parse(CONV_RELU))
     assert set(timing.seconds) == {"shape_inference", "canonicalize_padding", "common_subexpressions", "fold_pad",
-                                   "fold_batch_norm", "dead_code", "fuse_broadcast", "fold_bias", "fuse_epilogue",
-                                   "fuse_separable", "fuse_elementwise"}  # no evaluate: no constant folding
+                                   "fold_batch_norm", "dead_code", "fuse_broadcast", "fold_scale", "fold_bias",
+                                   "fuse_epilogue", "fuse_separable", "fuse_elementwise"}  # no evaluate: no constant folding
     assert all(seconds >= 0 for seconds in timing.seconds.values())
 
 
@@ -343,6 +343,59 @@ graph @g(%x: f32[1,2,6,6]) {
     (conv,) = result.op_nodes()
     assert conv.op == "conv2d" and conv.attrs["activation"] == "relu"
     np.testing.assert_array_equal(result.node(conv.operands[2]).value, [11, 22, 33])
+
+
+def test_constant_per_channel_scale_folds_into_the_conv_weight_and_bias():
+    from convc.passes.fold_scale import FoldScale
+    before = """
+graph @g(%x: f32[1,2,6,6], %r: f32[1,3,4,4]) {
+  %w = const f32[3,2,3,3]
+  %b = const f32[3]
+  %c = const f32[3,1,1]
+  %0 = conv2d(%x, %w, %b) {stride=[1,1], pad_lo=[0,0], pad_hi=[0,0], dilation=[1,1], groups=1, padding_mode="zeros"}
+  %1 = mul(%c, %0)
+  %2 = add(%1, %r)
+  return %2
+}"""
+    values = {"w": np.ones((3, 2, 3, 3), np.float32), "b": np.array([1, 2, 3], np.float32),
+              "c": np.array([10, 20, -1], np.float32).reshape(3, 1, 1)}
+    result = Pipeline([ShapeInference(), FoldScale(), DeadCodeElimination()]).run(parse(before, values))
+    conv, add = result.op_nodes()
+    assert conv.op == "conv2d" and add.op == "add" and add.operands[0] == conv.name
+    np.testing.assert_array_equal(result.node(conv.operands[1]).value[:, 0, 0, 0], [10, 20, -1])
+    np.testing.assert_array_equal(result.node(conv.operands[2]).value, [10, 40, -3])
+
+
+SCALED = {  # op, weight shape, input shape, reference, scale shapes that fold
+    "conv1d": (lambda x, w, b: ops.conv1d(x, w, b, 1, 1, 1, 2), (6, 2, 3), (2, 4, 7),
+               lambda x, w, b: reference.conv_nd(x, w, b, 1, 1, 1, 2), [(6, 1), (1, 6, 1), (1,)]),
+    "conv2d": (lambda x, w, b: ops.conv2d(x, w, b, 2), (5, 3, 3, 3), (1, 3, 8, 8),
+               lambda x, w, b: reference.conv_nd(x, w, b, 2), [(5, 1, 1), (1, 5, 1, 1), ()]),
+    "conv3d": (lambda x, w, b: ops.conv3d(x, w, b), (4, 2, 2, 2, 2), (1, 2, 4, 4, 4),
+               lambda x, w, b: reference.conv_nd(x, w, b), [(4, 1, 1, 1)]),
+    "conv_transpose2d": (lambda x, w, b: ops.conv_transpose2d(x, w, b, 2, 0, 0, 2), (4, 3, 3, 3), (1, 4, 5, 5),
+                         lambda x, w, b: reference.conv_transpose_nd(x, w, b, 2, 0, 0, 2), [(6, 1, 1)]),
+    "linear": (lambda x, w, b: ops.linear(x, w, b), (5, 7), (3, 7), reference.linear, [(5,), (1, 5)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCALED))
+@pytest.mark.parametrize("bias", [False, True])
+def test_per_channel_scales_fold_and_compute_the_reference(name, bias):
+    op, w_shape, x_shape, oracle, shapes = SCALED[name]
+    rng = np.random.default_rng(len(name))
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    out_shape = oracle(x, w, None).shape
+    b = rng.standard_normal(out_shape[1]).astype(np.float32) if bias else None
+    spatial = [(1, 1) + out_shape[2:]] if len(out_shape) > 2 else []  # varies along other axes: stays a mul
+    for shape in shapes + spatial:
+        scale = rng.standard_normal(shape).astype(np.float32)
+        compiled = convc.compile(lambda t: ops.mul(scale, op(t, w, b)), x, cache_dir=False)
+        folds = scale.size in (1, out_shape[1])
+        assert ("mul" in [n.op for n in compiled.graph.op_nodes()]) != folds, compiled.graph.dump()
+        expected = (scale.astype(np.float64) * oracle(x.astype(np.float64), w.astype(np.float64), b)).astype(np.float32)
+        assert_close(compiled(x), expected, terms=w[0].size)
 
 
 @pytest.mark.parametrize("constant", [np.ones((1, 1, 6), np.float32), np.ones((2, 3, 1, 1), np.float32)])
