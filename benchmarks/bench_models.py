@@ -1,5 +1,6 @@
 """Whole models from the `transformers` package (tests/hf_models.py: HiFi-GAN, the wav2vec2
-feature encoder, MobileNetV2, ResNet-18; random weights, batch 1, float32): convc (imported with
+feature encoder, MobileNetV2, ResNet-18, RegNet-Y, the DAC encoder, PoolFormer; random weights,
+batch 1, float32): convc (imported with
 from_torch, compiled) against torch eager, ONNX Runtime and OpenVINO (the model exported with
 torch.onnx.export), 2 threads each, interleaved in one run.
 

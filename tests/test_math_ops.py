@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 import convc
 from convc import ConvcError, ops
 from reference import MATH, assert_close, conv_nd, power
+from widths import WIDTHS, narrowed
 
 dtypes = st.sampled_from([np.float32, np.float64])
 RANGES = {"exp": (-100, 100), "sin": (-100, 100), "cos": (-100, 100), "sqrt": (0, 1e6), "rsqrt": (1e-6, 1e6),
@@ -61,6 +62,25 @@ def test_math_ops_match_torch(dtype):
         expected = getattr(torch, op)(torch.from_numpy(x)).numpy()
         tiny = 2 * np.finfo(dtype).smallest_subnormal  # exp's subnormal results
         np.testing.assert_allclose(getattr(ops, op)(x), expected, rtol=exact.get(op, 4 * eps), atol=tiny, err_msg=op)
+
+
+@pytest.mark.parametrize("bits", WIDTHS)
+@pytest.mark.parametrize("op", ["sin", "cos"])
+def test_sin_and_cos_are_accurate_near_and_far(op, bits):
+    """float32: within 2 ulp of float64's value from -2^19 to 2^19, next to multiples of pi/2
+    (where the reduction must keep the small remainder's digits) and past 2^19 (the C library's
+    branch, some lanes of a vector only); float64 within 2 ulp of NumPy's; in whole vectors and tails."""
+    rng = np.random.default_rng(7)
+    near = np.arange(-4000, 4001) * (np.pi / 2)
+    far = np.array([2.0 ** 19 + 1, -3e5 * 7, 1e10, -1e30, 3.4e38])
+    for dtype, limit in ((np.float32, 2.0), (np.float64, 2.0)):
+        x = np.concatenate([rng.uniform(-2.0 ** 19, 2.0 ** 19, 40001), rng.uniform(-10, 10, 20001), near, far])
+        x = x.astype(dtype)
+        x = np.concatenate([x, np.nextafter(x[:-5], np.inf)])
+        with narrowed(bits):
+            actual = getattr(ops, op)(x)
+        exact = getattr(np, op)(x.astype(np.float64))  # for float64 the C library's, itself within 1 ulp
+        assert ulp_error(actual, exact).max() <= limit, (dtype, op)
 
 
 def test_exp_is_accurate_over_its_whole_range():

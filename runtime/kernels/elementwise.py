@@ -10,7 +10,8 @@ is the loop nest below with a program as its scalar op.
 
 Each operand is read through its own strides, 0 on broadcast axes, so a broadcast input is never
 materialized. Axes that are contiguous for every operand are merged, so the innermost loop is as
-long as possible and LLVM vectorizes it.
+long as possible; it runs in whole vectors (a broadcast operand splatted), its tail element by
+element.
 """
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from convc.fused_activation import activation_program
 from convc.ir import Node
 from convc.types import TensorType
 
-from ..codegen import Kernel
+from ..codegen import Kernel, i64
+from ..jit import host_target
 from .math_forms import MATH_FORMS, exp
 from .registry import Values, kernel
 
-ScalarOp = Callable[..., ir.Value]  # (kernel, operand values, **attributes) -> value
+ScalarOp = Callable[..., ir.Value]
+CHUNK_VECTORS = 64  # vectors per job of the parallel loop over a single merged axis  # (kernel, operand values, **attributes) -> value
 
 
 def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -68,16 +71,49 @@ def emit_elementwise(module: ir.Module, name: str, in_types: list[TensorType], o
     if out_type.size == 0:
         return k.finish()
 
+    lanes = host_target().lanes(out_type.dtype)
+    vector_axis = bool(dims) and dims[-1] >= lanes and all(m[-1] in (0, 1) for m in merged)
+
+    def vectors(offsets: list[ir.Value | int], lo: ir.Value, hi: ir.Value) -> None:
+        """Elements [lo, hi) of the innermost axis in whole vectors (operands contiguous or
+        broadcast along it), the rest one by one: the math is vector code whatever LLVM's loop
+        vectorizer makes of it (sin's rare far-argument branch keeps it from vectorizing a
+        scalar loop)."""
+        b = k.builder
+        steps_ = [m[-1] for m in merged]
+        count = b.udiv(b.sub(hi, lo), i64(lanes))
+        with k.loop(0, count, "v") as v:
+            first = b.add(lo, k.mul(v, lanes))
+            values = [k.vload(ptr, k.add(off, first), lanes) if step else k.splat(k.load(ptr, off), lanes)
+                      for ptr, off, step in zip(k.args[1:], offsets[1:], steps_[1:])]
+            k.vstore(scalar_op(k, values), k.args[0], k.add(offsets[0], first))
+        with k.loop(b.add(lo, k.mul(count, lanes)), hi, "tail") as index:
+            values = [k.load(ptr, k.add(off, index) if step else off)
+                      for ptr, off, step in zip(k.args[1:], offsets[1:], steps_[1:])]
+            k.store(scalar_op(k, values), k.args[0], k.add(offsets[0], index))
+
     def nest(depth: int, offsets: list[ir.Value | int]) -> None:
         if depth == len(dims):
             values = [k.load(ptr, off) for ptr, off in zip(k.args[1:], offsets[1:])]
             k.store(scalar_op(k, values), k.args[0], offsets[0])
+            return
+        if vector_axis and depth == len(dims) - 1 and depth > 0:
+            vectors(offsets, i64(0), i64(dims[-1]))
             return
         loop = k.outer_loop(dims[0], "i0") if depth == 0 else k.loop(0, dims[depth], f"i{depth}")
         with loop as index:
             nest(depth + 1, [k.add(off, k.mul(index, m[depth])) if m[depth] else off
                              for off, m in zip(offsets, merged)])
 
+    if vector_axis and len(dims) == 1:  # one axis: the parallel loop runs over chunks of it
+        chunk = lanes * CHUNK_VECTORS
+        with k.outer_loop(-(-dims[0] // chunk), "chunk") as index:
+            b = k.builder
+            lo = k.mul(index, chunk)
+            end = b.add(lo, i64(chunk))
+            hi = b.select(b.icmp_unsigned("<", end, i64(dims[0])), end, i64(dims[0]))
+            vectors([0] * len(strides), lo, hi)
+        return k.finish()
     if dims:
         nest(0, [0] * len(strides))
     else:

@@ -7,7 +7,9 @@ arguments (`form(k, [x], negative_slope=0.1)`).
 exp and the normal distribution function behind gelu are computed inline by range reduction and
 polynomials (below), not by calls into the C library: a call per lane would keep LLVM from
 vectorizing the elementwise loop and, in a conv epilogue, spill the accumulators around every
-call. sin, cos and pow with an array or a general exponent call the C library, lane by lane.
+call; so are sin and cos (TRIG_PIO2 below), but for arguments past 2^19, which take the C
+library's in a branch of their own. pow with an array or a general exponent calls the C
+library, lane by lane.
 Values follow torch: its formulas (silu = x / (1 + exp(-x)), hardswish = x * clamp(x + 3, 0, 6)
 / 6), its special exponents of pow, NaN kept by clamps and ReLU-like selects, signed zeros kept.
 """
@@ -52,6 +54,24 @@ NORMAL_TAIL = {
                         -1.1052619560567394, 0.880729583390135, -0.5283581978519172, 0.22841792603789127,
                         -0.06696849522255198, 0.011923895844763905, -0.0009751770810523875)),
 }
+# sin and cos: x = j pi/2 + r, |r| <= pi/4, by pi/2 in pieces (Cody-Waite with fused multiply-adds:
+# the first piece is pi/2 rounded, so x - j * piece is exact; each later step rounds once,
+# relative to the reduced value itself, so r keeps full precision near the zeros of sin); then
+# sin(r) = r + r^3 S(r^2), cos(r) = 1 - r^2/2 + r^4 C(r^2), and the quadrant j mod 4 picks and
+# signs one of them. float64: fdlibm's 33-bit pieces and kernels (within 1 ulp on [-pi/4, pi/4]);
+# float32: its own pieces and Cephes's kernels (1.54 ulp at most, measured from -2^19 to 2^19 and
+# next to multiples of pi). Past TRIG_LIMIT the reduction would lose bits: those lanes (and the
+# infinities) take the C library's function in a branch taken only where a vector holds one.
+TRIG_PIO2 = (1.57079632673412561417e+00, 6.07710050630396597660e-11, 2.02226624871116645580e-21,
+             8.47842766036889956997e-32)
+TRIG_SIN = (-1.66666666666666324348e-01, 8.33333333332248946124e-03, -1.98412698298579493134e-04,
+            2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969099521155010221e-10)
+TRIG_COS = (4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05,
+            -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11)
+TRIG_PIO2_F32 = (1.5707963705062866, -4.371138828673793e-08, -1.7151245100058819e-15)
+TRIG_SIN_F32 = (-1.6666654611e-1, 8.3321608736e-3, -1.9515295891e-4)
+TRIG_COS_F32 = (4.166664568298827e-2, -1.388731625493765e-3, 2.443315711809948e-5)
+TRIG_LIMIT = 2.0 ** 19
 GELU_TANH_A = -2.0 * math.sqrt(2.0 / math.pi)  # -2u = x * (A + B x^2), u = sqrt(2/pi) (x + 0.044715 x^3)
 GELU_TANH_B = GELU_TANH_A * 0.044715
 
@@ -174,6 +194,61 @@ def _reciprocal(k: Kernel, x: ir.Value) -> ir.Value:
     return k.builder.fdiv(k.const(1.0, x), x)
 
 
+def _any(k: Kernel, flags: ir.Value) -> ir.Value:
+    """Whether any lane of an i1 vector (or the i1 itself) is set."""
+    if not isinstance(flags.type, ir.VectorType):
+        return flags
+    bits = k.builder.bitcast(flags, ir.IntType(flags.type.count))
+    return k.builder.icmp_unsigned("!=", bits, ir.Constant(bits.type, 0))
+
+
+def sin_cos(k: Kernel, x: ir.Value, cos: bool) -> ir.Value:
+    """sin(x) or cos(x) inline (see TRIG_PIO2); lanes past TRIG_LIMIT through the C library."""
+    b = k.builder
+    vector = isinstance(x.type, ir.VectorType)
+    count = x.type.count if vector else 1
+    single = k.dtype == "f32"
+    magnitude = k.intrinsic("fabs", x)
+    reducible = b.fcmp_ordered("<=", magnitude, k.const(TRIG_LIMIT, x))
+    j = k.intrinsic("rint", b.fmul(x, k.const(2 / math.pi, x)))
+    j = b.select(reducible, j, k.const(0.0, x))  # NaN and far lanes: a defined quadrant
+    r = x
+    for piece in TRIG_PIO2_F32 if single else TRIG_PIO2:
+        r = k.intrinsic("fma", b.fneg(j), k.const(piece, x), r)
+    z = b.fmul(r, r)
+    if single:
+        sine = k.intrinsic("fma", b.fmul(r, z), polynomial(k, z, TRIG_SIN_F32), r)
+        cosine = k.intrinsic("fma", b.fmul(z, z), polynomial(k, z, TRIG_COS_F32),
+                             k.intrinsic("fma", z, k.const(-0.5, x), k.const(1.0, x)))
+    else:
+        sine = b.fadd(r, b.fmul(b.fmul(z, r), polynomial(k, z, TRIG_SIN)))
+        half = b.fmul(z, k.const(0.5, x))
+        one = k.const(1.0, x)
+        head = b.fsub(one, half)
+        tail = b.fadd(b.fsub(b.fsub(one, head), half), b.fmul(b.fmul(z, z), polynomial(k, z, TRIG_COS)))
+        cosine = b.fadd(head, tail)
+    scalar_int = ir.IntType(32)
+    itype = ir.VectorType(scalar_int, count) if vector else scalar_int
+
+    def ints(value: int) -> ir.Constant:
+        return ir.Constant(itype, [value] * count) if vector else ir.Constant(itype, value)
+
+    quadrant = b.add(b.fptosi(j, itype), ints(1 if cos else 0))
+    value = b.select(b.icmp_signed("!=", b.and_(quadrant, ints(1)), ints(0)), cosine, sine)
+    value = b.select(b.icmp_signed("!=", b.and_(quadrant, ints(2)), ints(0)), b.fneg(value), value)
+    if not cos:  # sin(-0) = -0
+        value = b.select(b.fcmp_ordered("==", x, k.const(0.0, x)), x, value)
+    far = b.fcmp_ordered(">", magnitude, k.const(TRIG_LIMIT, x))
+    start = b.block
+    with b.if_then(_any(k, far), likely=False):
+        slow = k.libm("cos" if cos else "sin", x)
+        slow_block = b.block
+    result = b.phi(x.type)
+    result.add_incoming(value, start)
+    result.add_incoming(slow, slow_block)
+    return result
+
+
 def _pow_scalar(k: Kernel, v: list[ir.Value], exponent: float) -> ir.Value:
     """x ** exponent with torch's special exponents: 0 -> 1, 1 -> x, 2 -> x*x, 3 -> x*x*x,
     0.5 -> sqrt, -0.5 -> 1/sqrt, -1 -> 1/x, -2 -> 1/(x*x); the C library's pow otherwise, in
@@ -213,8 +288,8 @@ def _typed_intrinsic(k: Kernel, name: str, *args: ir.Value) -> ir.Value:
 
 MATH_FORMS: dict[str, MathForm] = {
     "exp": lambda k, v: exp(k, v[0]),
-    "sin": lambda k, v: k.intrinsic("sin", v[0]),
-    "cos": lambda k, v: k.intrinsic("cos", v[0]),
+    "sin": lambda k, v: sin_cos(k, v[0], False),
+    "cos": lambda k, v: sin_cos(k, v[0], True),
     "sqrt": lambda k, v: k.intrinsic("sqrt", v[0]),
     "rsqrt": lambda k, v: _reciprocal(k, k.intrinsic("sqrt", v[0])),
     "reciprocal": lambda k, v: _reciprocal(k, v[0]),
