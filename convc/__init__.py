@@ -25,6 +25,7 @@ from .compiler import Compiled, compile
 from .eager import clear_caches
 from .errors import ConvcError
 from .ir import Graph, Node
+from .options import Options
 from .parser import parse
 from .tracing import Tensor, trace
 from .torch_import import from_torch
@@ -35,5 +36,5 @@ from . import ops  # noqa: E402
 from . import nn  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Compiled", "ConvcError", "Graph", "Node", "Tensor", "TensorType", "clear_caches", "compile",
+__all__ = ["Compiled", "ConvcError", "Graph", "Node", "Options", "Tensor", "TensorType", "clear_caches", "compile",
            "from_onnx", "from_torch", "nn", "ops", "parse", "trace", "verify"]

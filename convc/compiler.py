@@ -11,6 +11,7 @@ from .arrays import as_float_array
 from .compile_times import CompileTimes
 from .errors import ConvcError
 from .ir import Graph
+from .options import Options, using
 from .tracing import trace
 from .types import TensorType
 
@@ -19,7 +20,9 @@ class Compiled:
     """A compiled graph: call it on arrays like the traced function."""
 
     def __init__(self, graph: Graph | Callable[[], Graph], executable: Any, compile_times: CompileTimes | None = None,
-                 tuple_result: bool | None = None) -> None:
+                 tuple_result: bool | None = None, options: Options | None = None) -> None:
+        self.options = options or Options()
+        """The options it was compiled with (environment defaults filled in)."""
         self._graph = graph if isinstance(graph, Graph) else None
         self._optimized_again = None if isinstance(graph, Graph) else graph
         self._tuple_result = self._graph.tuple_result if tuple_result is None else tuple_result
@@ -32,7 +35,8 @@ class Compiled:
     def graph(self) -> Graph:
         """The optimized graph (after a disk-cache hit, which ran no pass, optimized on first use)."""
         if self._graph is None:
-            self._graph = self._optimized_again()
+            with using(self.options):
+                self._graph = self._optimized_again()
         return self._graph
 
     def __call__(self, *arrays: Any) -> np.ndarray | tuple[np.ndarray, ...]:
@@ -47,7 +51,8 @@ class Compiled:
         profiling build of the graph (cycle counter stamps between kernels); later calls reuse it."""
         from .profiling import Profiler
         if self._profiler is None:
-            self._profiler = Profiler(self.graph)
+            with using(self.options):
+                self._profiler = Profiler(self.graph)
         return self._profiler.run(inputs, repeat)
 
     @property
@@ -64,23 +69,21 @@ class Compiled:
         return f"<convc.Compiled @{self._executable.name}>"
 
 
-def optimize(graph: Graph, opt_level: int = 2, dump: str | os.PathLike | bool | None = None,
+def optimize(graph: Graph, options: Options | int = 2, dump: str | os.PathLike | bool | None = None,
              times: CompileTimes | None = None) -> Graph:
-    """Run the pass pipeline of `opt_level` on a copy of `graph` (each pass's time into `times`)."""
+    """Run the pass pipeline that `options` (or an opt level, with `dump`) selects on a copy of
+    `graph` (each pass's time into `times`)."""
     from .passes import default_pipeline
     from .passes.pipeline import Timing, instruments_for
-    check_opt_level(opt_level)
+    if not isinstance(options, Options):
+        options = Options(opt_level=options, dump=dump)
     timing = Timing()
-    optimized = default_pipeline(opt_level, [*instruments_for(dump), timing], evaluate=_evaluate,
-                                 channel_block=channel_block).run(graph.copy())
+    instruments = [*instruments_for(options.dump), *options.instruments, timing]
+    optimized = default_pipeline(options.opt_level, instruments, evaluate=_evaluate, channel_block=channel_block,
+                                 disable=options.disable).run(graph.copy())
     if times is not None:
         times.stages.update({f"pass {name}": seconds for name, seconds in timing.seconds.items()})
     return optimized
-
-
-def check_opt_level(opt_level: Any) -> None:
-    if opt_level not in (0, 1, 2):
-        raise ConvcError(f"compile: opt_level={opt_level!r} must be 0, 1 or 2")
 
 
 def channel_block(dtype: str) -> int:
@@ -108,27 +111,29 @@ def check_example_inputs(graph: Graph, example_inputs: tuple[Any, ...]) -> None:
                              f"but the graph's input %{name} is {expected}")
 
 
-def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, opt_level: int = 2,
-            dump: str | os.PathLike | bool | None = None,
-            cache_dir: str | os.PathLike | bool | None = None) -> Compiled:
+def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, options: Options | None = None,
+            **fields: Any) -> Compiled:
     """Trace `fn_or_graph` on the example inputs (unless it is a Graph already), optimize it and
-    JIT-compile its kernels for the host CPU. `cache_dir` keeps the machine code in an on-disk
+    JIT-compile its kernels for the host CPU, as `options` (a convc.Options) and the keyword
+    `fields` (opt_level, dump, cache_dir, threads, target, vector_bits, instruments, disable:
+    each replaces the field of `options`) say. `cache_dir` keeps the machine code in an on-disk
     cache across processes (None: the CONVC_CACHE_DIR environment variable, if set; False: off)."""
     from .runtime.executor import compile_graph
     from .runtime.jit import warm_workers
-    warm_workers()
-    times = CompileTimes()
-    start = time.perf_counter()
-    if isinstance(fn_or_graph, Graph):
-        graph = fn_or_graph
-        if example_inputs:
-            check_example_inputs(graph, example_inputs)
-    else:
-        graph = trace(fn_or_graph, *example_inputs)
-        times.stages["trace"] = time.perf_counter() - start
-    check_opt_level(opt_level)
-    executable, optimized = compile_graph(graph, lambda g: optimize(g, opt_level, dump, times),
-                                          f"opt_level={opt_level}", cache_dir, times)
+    options = Options.of(options, **fields)
+    with using(options) as resolved:
+        warm_workers()
+        times = CompileTimes()
+        start = time.perf_counter()
+        if isinstance(fn_or_graph, Graph):
+            graph = fn_or_graph
+            if example_inputs:
+                check_example_inputs(graph, example_inputs)
+        else:
+            graph = trace(fn_or_graph, *example_inputs)
+            times.stages["trace"] = time.perf_counter() - start
+        executable, optimized = compile_graph(graph, lambda g: optimize(g, resolved, times=times),
+                                              resolved.codegen_key(), resolved.cache_dir, times)
     if optimized is None:  # a disk-cache hit: the graph is optimized again only if asked for
-        return Compiled(lambda: optimize(graph, opt_level, dump), executable, times, graph.tuple_result)
-    return Compiled(optimized, executable, times)
+        return Compiled(lambda: optimize(graph, resolved), executable, times, graph.tuple_result, resolved)
+    return Compiled(optimized, executable, times, options=resolved)

@@ -1,6 +1,6 @@
 """Eager op calls: a one-op graph compiled once per (op, attributes, operand types), then cached,
 so a repeated call costs a dictionary lookup, the input checks and one native call. The cache
-keeps the CACHE_SIZE most recently used kernels (CONVC_EAGER_CACHE_SIZE overrides it);
+keeps the DEFAULT_CACHE_SIZE most recently used kernels (CONVC_EAGER_CACHE_SIZE overrides it);
 `clear_caches()` (public as `convc.clear_caches`) empties it and returns the memory."""
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import numpy as np
 
 from .arrays import as_float_array
 from .ir import Graph
+from .options import Options, current, environment_eager_cache_size, environment_vector_bits, using
 from .registry import get_op
 from .types import TensorType
 
-CACHE_SIZE = int(os.environ.get("CONVC_EAGER_CACHE_SIZE", "512"))
+DEFAULT_CACHE_SIZE = 512
 _cache: OrderedDict[tuple, Any] = OrderedDict()
 _lock = threading.Lock()
 
@@ -49,9 +50,12 @@ def clear_caches() -> None:
     release_memory()
 
 
-def _vector_bits() -> str | None:
-    """What sets the vector width kernels are generated for, besides the host (cheap to read)."""
-    return os.environ.get("CONVC_VECTOR_BITS")
+def _vector_bits() -> int | None:
+    """What sets the vector width kernels are generated for, besides the host (cheap to read): the
+    running compile's option (an eager call folding constants inside a compile), else the
+    environment's."""
+    options = current()
+    return options.vector_bits if options is not None else environment_vector_bits()
 
 
 def run(op: str, operands: list[Any], attrs: dict[str, Any], dump: bool = True) -> np.ndarray:
@@ -67,7 +71,7 @@ def run(op: str, operands: list[Any], attrs: dict[str, Any], dump: bool = True) 
         executable = _compile(op, opdef.operand_labels(len(arrays)), attrs, types, dump)
         with _lock:
             _cache[key] = executable
-            while len(_cache) > max(1, CACHE_SIZE):
+            while len(_cache) > environment_eager_cache_size(DEFAULT_CACHE_SIZE):
                 _cache.popitem(last=False)
     else:
         with _lock:
@@ -85,5 +89,6 @@ def _compile(op: str, names: tuple[str, ...], attrs: dict[str, Any], types: list
     graph = Graph(op)
     operands = [graph.add_input(t, n.replace("[", "").replace("]", "")) for t, n in zip(types, names)]
     graph.outputs = [graph.add_node(op, operands, dict(attrs))]
-    pipeline = default_pipeline(2, instruments_for(None if dump else False), channel_block=channel_block)
-    return compile_graph(graph, pipeline.run, "eager")[0]
+    with using(current() or Options()) as options:
+        pipeline = default_pipeline(2, instruments_for(None if dump else False), channel_block=channel_block)
+        return compile_graph(graph, pipeline.run, f"eager {options.codegen_key()}")[0]

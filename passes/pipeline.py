@@ -110,14 +110,23 @@ class Pipeline:
         return graph
 
 
+# every pass of default_pipeline, in pipeline order (the names `Options.disable` takes)
+PASS_NAMES = ("shape_inference", "canonicalize_padding", "common_subexpressions", "fold_pad", "fold_constants",
+              "fold_batch_norm", "dead_code", "fuse_broadcast", "fold_scale", "fold_bias", "fuse_epilogue",
+              "merge_groups", "assign_layout", "fuse_residual", "fuse_separable", "fold_reorders", "fuse_elementwise")
+REQUIRED_PASSES = ("shape_inference", "canonicalize_padding")  # the kernels expect their output
+
+
 def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
-                     evaluate: Evaluate | None = None, channel_block: ChannelBlock | None = None) -> Pipeline:
+                     evaluate: Evaluate | None = None, channel_block: ChannelBlock | None = None,
+                     disable: Sequence[str] = ()) -> Pipeline:
     """opt_level 0: shape inference and padding canonicalization; 1: plus common-subexpression
     elimination, pad folding into convs, constant folding (when the caller supplies `evaluate`,
     which runs one op on constants), batch-norm folding into convs and dead-code elimination; 2:
     plus the fusions and, when the caller supplies `channel_block` (the host's channels per block
     for a dtype), narrow-group merging, the blocked layout and the residual fusion on it;
-    elementwise groups left over fuse last."""
+    elementwise groups left over fuse last. Passes named in `disable` are left out (not the two
+    that every opt level needs: ConvcError)."""
     from .assign_layout import AssignLayout
     from .canonicalize_padding import CanonicalizePadding
     from .common_subexpressions import CommonSubexpressions
@@ -151,4 +160,9 @@ def default_pipeline(opt_level: int = 2, instruments: Sequence[Instrument] = (),
             passes += [MergeGroups(channel_block), AssignLayout(channel_block), FuseResidual(), FuseEpilogue(),
                        FuseSeparable(), FoldReorders()]
         passes += [FuseElementwise(), DeadCodeElimination()]
-    return Pipeline(passes, instruments)
+    required = sorted(set(disable) & set(REQUIRED_PASSES))
+    if required:
+        from convc.errors import ConvcError
+        raise ConvcError(f"compile: disable={list(disable)!r}: {', '.join(required)} cannot be disabled "
+                         f"(the kernels need its output)")
+    return Pipeline([p for p in passes if p.name not in disable], instruments)

@@ -31,7 +31,6 @@ import threading
 import time
 
 from convc.compile_times import PartTime
-from convc.errors import ConvcError
 
 from . import llvm_compile
 
@@ -42,14 +41,9 @@ _LAUNCH = "import runpy, sys; sys.argv[:] = sys.argv[1:]; runpy.run_path(sys.arg
 
 def worker_count() -> int:
     """Worker processes a compile may use (CONVC_COMPILE_WORKERS, else cores - 1)."""
-    text = os.environ.get("CONVC_COMPILE_WORKERS")
-    if text is not None and text.strip() != "":
-        try:
-            count = int(text)
-        except ValueError:
-            count = -1
-        if count < 0:
-            raise ConvcError(f"CONVC_COMPILE_WORKERS={text!r} must be a whole number >= 0")
+    from convc.options import environment_compile_workers
+    count = environment_compile_workers()
+    if count is not None:
         return count
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, cores - 1)

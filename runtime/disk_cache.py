@@ -9,8 +9,8 @@ machine code: the graph's canonical text as the caller hands it over, before any
 settings of the pass pipeline (so a hit runs no pass); every constant's dtype, shape and bytes (the
 passes fold them and the emitters pack them); every fact the host target reports (CPU
 name, features, triple, the vector width the kernels use, cache sizes, ...); the thread count of
-the pool (lowering emits parallel calls for it); the CONVC_* environment variables that may steer
-code generation (all but the cache's own, CONVC_EAGER_CACHE_SIZE and CONVC_DUMP); the versions of
+the pool (lowering emits parallel calls for it); the resolved compile options that steer code
+generation (convc.options: opt level, vector width, threads, disabled passes); the versions of
 convc, llvmlite and LLVM; and a digest of convc's sources (the version does not change while a
 checkout is edited). The file holds a magic line, the sha256 of everything after it, then a JSON
 header (format, key, section sizes, and the program: the optimized graph's signature and buffer
@@ -59,16 +59,13 @@ SUFFIX = ".entry"
 DEFAULT_SIZE_MB = 512
 STALE_TEMP_SECONDS = 3600  # a temporary file this old belongs to a writer that was killed
 ALIGN = 64  # sections start 64-byte aligned: host arrays are used in place, as the emitters prepare them
-# CONVC_* variables that steer only caches and dumps; every other one (CONVC_NUM_THREADS,
-# CONVC_VECTOR_BITS, ...) may steer code generation and goes into the key
-NOT_CODEGEN = frozenset({"CONVC_CACHE_DIR", "CONVC_CACHE_SIZE_MB", "CONVC_EAGER_CACHE_SIZE", "CONVC_DUMP"})
 
 
 def open_cache(option: CacheOption) -> DiskCache | None:
     """The cache that `option` asks for: a directory, None for CONVC_CACHE_DIR (off when unset), or
     False for none. A directory that cannot be created is a warning and no cache."""
     if option is None:
-        option = os.environ.get("CONVC_CACHE_DIR") or False
+        option = os.environ.get("CONVC_CACHE_DIR", "").strip() or False
     if option is False:
         return None
     if isinstance(option, bool) or not isinstance(option, (str, os.PathLike)):
@@ -126,10 +123,9 @@ class DiskCache:
         host = host_target()
         facts = sorted((name, getattr(host, name)) for name in dir(host)
                        if not name.startswith("_") and not callable(getattr(host, name)))
-        environment = sorted((k, v) for k, v in os.environ.items() if k.startswith("CONVC_") and k not in NOT_CODEGEN)
         digest = hashlib.sha256()
         for part in (FORMAT, convc.__version__, llvmlite.__version__, llvm.llvm_version_info, _source_digest(),
-                     facts, ensure_pool(), environment, settings, print_graph(graph, canonical=True)):
+                     facts, ensure_pool(), settings, print_graph(graph, canonical=True)):
             digest.update(str(part).encode() + b"\0")
         for node in graph.consts():
             value = np.ascontiguousarray(node.value)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import gc
-import os
 import weakref
 import zlib
 from dataclasses import dataclass
@@ -34,13 +33,21 @@ class HostTarget:
     triple: str
 
     @property
-    def vector_bits(self) -> int:
-        """Widest float vector register the kernels use: 512 with AVX-512F, 256 with AVX, else 128;
-        CONVC_VECTOR_BITS=256 (or 128) narrows it, to exercise the narrower kernels on a wider host."""
+    def native_vector_bits(self) -> int:
+        """Widest float vector register of the host: 512 with AVX-512F, 256 with AVX, else 128."""
         enabled = set(f[1:] for f in self.features.split(",") if f.startswith("+"))
-        native = 512 if "avx512f" in enabled else 256 if "avx" in enabled else 128
-        requested = os.environ.get("CONVC_VECTOR_BITS")
-        return min(native, int(requested)) if requested in ("128", "256", "512") else native
+        return 512 if "avx512f" in enabled else 256 if "avx" in enabled else 128
+
+    @property
+    def vector_bits(self) -> int:
+        """The vector width the kernels use: the running compile's `vector_bits` option
+        (convc.options.current()), else CONVC_VECTOR_BITS, else the host's widest; never wider
+        than the host's (a narrower one exercises the narrower kernels on a wider host)."""
+        from convc.options import current, environment_vector_bits
+        options = current()
+        requested = options.vector_bits if options is not None else environment_vector_bits()
+        native = self.native_vector_bits
+        return native if requested is None else min(native, requested)
 
     @property
     def l1d_bytes(self) -> int:

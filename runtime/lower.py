@@ -33,6 +33,17 @@ ENTRY = "convc_main"
 PARALLEL_MIN_WORK = 200_000  # flops (or elements x 4) below which a fork/join costs more than it saves
 
 
+def model_threads() -> int:
+    """Threads the model's parallel kernels are split for: the pool's, at most the running
+    compile's `threads` option; 1 runs every kernel on the caller (no pool is started)."""
+    from convc.options import current
+    options = current()
+    if options is not None and options.threads == 1:
+        return 1
+    pool = ensure_pool()
+    return pool if options is None or options.threads is None else min(pool, options.threads)
+
+
 def work_estimate(node: Node, in_types: list[TensorType]) -> int:
     """Rough arithmetic of one op: its definition's flops where it counts them (convolutions),
     4 per output element otherwise."""
@@ -199,7 +210,7 @@ def lower(graph: Graph, finished: Finished = lambda module: None, profile: bool 
             raw = builder.gep(raw, [i64(view_offset)], name=f"p.{name}")
         return builder.bitcast(raw, FLOAT_TYPES[dtype].as_pointer())
 
-    threads = ensure_pool()
+    threads = model_threads()
     run_parallel = ir.Function(module, ir.FunctionType(ir.VoidType(), [TASK_TYPE.as_pointer(), BYTE_PTR, I64]),
                                RUN_SYMBOL)
     parallel = False

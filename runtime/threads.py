@@ -56,9 +56,10 @@ lock = threading.Lock()  # one parallel execution at a time (the job slot is glo
 
 def num_threads() -> int:
     """CONVC_NUM_THREADS if set, else the number of cores this process may run on."""
-    value = os.environ.get("CONVC_NUM_THREADS")
-    if value:
-        return max(1, int(value))
+    from convc.options import environment_threads
+    value = environment_threads()
+    if value is not None:
+        return value
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:

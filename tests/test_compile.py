@@ -159,7 +159,7 @@ def test_a_forked_child_can_run_parallel_kernels():
 
 
 def test_the_eager_cache_keeps_only_the_most_recent_kernels(monkeypatch):
-    monkeypatch.setattr(eager, "CACHE_SIZE", 3)
+    monkeypatch.setenv("CONVC_EAGER_CACHE_SIZE", "3")
     eager.clear_cache()
     arrays = [np.zeros(n, np.float32) for n in range(1, 6)]
     for a in arrays:
