@@ -19,7 +19,9 @@ zlib-compressed optimized IR (for `llvm_ir` and `asm`) and the arrays bound at r
 constants kernels read, the weights the emitters packed), each section zero-padded to 64 bytes so
 that a file read into one aligned buffer holds the arrays in place. Nothing is pickled.
 
-A file whose magic, checksum, format or key does not match is ignored with a RuntimeWarning that
+The directory is created private (mode 0700). A directory or an entry that another user owns, or
+that its group or others may write to, is not used (a warning names it): loaded machine code runs
+as this user. A file whose magic, checksum, format or key does not match is ignored with a RuntimeWarning that
 names it, never loaded; the graph is compiled again and the entry rewritten. Writers write a
 temporary file and rename it into place, so readers and concurrent writers only ever see whole
 entries. A hit touches the entry's mtime; after each write the least recently used entries are
@@ -33,6 +35,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 import struct
 import time
 import warnings
@@ -50,7 +53,7 @@ from convc.types import TensorType
 
 from .jit import ObjectCode, host_target
 from .lower import Program
-from .threads import ensure_pool
+from .threads import pool_size
 
 CacheOption = Union[str, os.PathLike, bool, None]
 FORMAT = 4  # 2: one object file and one optimized IR per part; 3: keyed before the passes; 4: aligned
@@ -73,12 +76,28 @@ def open_cache(option: CacheOption) -> DiskCache | None:
                         f"or False (no disk cache)")
     directory = Path(option).expanduser()
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        problem = _unsafe(directory.stat())
     except OSError as error:
-        warnings.warn(f"convc compile cache: cannot use directory {directory} ({error}); compiling without it",
+        problem = str(error)
+    if problem:
+        warnings.warn(f"convc compile cache: cannot use directory {directory} ({problem}); compiling without it",
                       RuntimeWarning)
         return None
     return DiskCache(directory, _size_bound())
+
+
+def _unsafe(status: os.stat_result) -> str | None:
+    """Why machine code must not be loaded from a file or directory with this status: another user
+    owns it, or others than its owner may write to it (they could plant code). None if safe."""
+    if not hasattr(os, "getuid"):
+        return None
+    if status.st_uid != os.getuid():
+        return f"owned by uid {status.st_uid}, not by this user (uid {os.getuid()})"
+    if status.st_mode & 0o022:
+        others = "group and others" if status.st_mode & 0o002 else "its group"
+        return f"writable by {others} (mode {status.st_mode & 0o777:o})"
+    return None
 
 
 def _size_bound() -> int:
@@ -117,15 +136,14 @@ class DiskCache:
 
     def key(self, graph: Graph, settings: str) -> str:
         """The sha256 key of `graph`'s machine code on this host after the pass pipeline that
-        `settings` describes (starts the thread pool, whose size is part of it and whose entry
-        point the loaded code calls)."""
+        `settings` describes (the thread pool's size is part of it)."""
         import convc
         host = host_target()
         facts = sorted((name, getattr(host, name)) for name in dir(host)
                        if not name.startswith("_") and not callable(getattr(host, name)))
         digest = hashlib.sha256()
         for part in (FORMAT, convc.__version__, llvmlite.__version__, llvm.llvm_version_info, _source_digest(),
-                     facts, ensure_pool(), settings, print_graph(graph, canonical=True)):
+                     facts, pool_size(), settings, print_graph(graph, canonical=True)):
             digest.update(str(part).encode() + b"\0")
         for node in graph.consts():
             value = np.ascontiguousarray(node.value)
@@ -141,6 +159,10 @@ class DiskCache:
         naming the file)."""
         path = self.path(key)
         try:
+            status = path.lstat()
+            problem = _unsafe(status) or (None if stat.S_ISREG(status.st_mode) else "it is not a regular file")
+            if problem:
+                return _ignore(path, problem)
             data = _read_aligned(path)
         except FileNotFoundError:
             return None
@@ -177,7 +199,9 @@ class DiskCache:
         data = MAGIC + hashlib.sha256(body).digest() + body
         temporary = self.directory / f".{key}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
-            temporary.write_bytes(data)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
             os.replace(temporary, self.path(key))
         except OSError as error:
             with contextlib.suppress(OSError):
@@ -193,10 +217,10 @@ class DiskCache:
         entries, now = [], time.time()
         for path in self.directory.iterdir():
             with contextlib.suppress(FileNotFoundError):
-                stat = path.stat()
+                info = path.stat()
                 if path.suffix == SUFFIX:
-                    entries.append((stat.st_mtime, stat.st_size, path))
-                elif path.suffix == ".tmp" and now - stat.st_mtime > STALE_TEMP_SECONDS:
+                    entries.append((info.st_mtime, info.st_size, path))
+                elif path.suffix == ".tmp" and now - info.st_mtime > STALE_TEMP_SECONDS:
                     path.unlink()
         total = sum(size for _, size, _ in entries)
         for _, size, path in sorted(entries):

@@ -41,6 +41,8 @@ class Executable:
     def __init__(self, program: Program, code: ObjectCode, input_names: list[str] | None = None,
                  times: CompileTimes | None = None) -> None:
         start = time.perf_counter()
+        if program.parallel:
+            threads.link_pool()  # its entry point, which the machine code calls, is linked by name
         self.jit = JitModule(code)
         if times is not None:
             times.stages["load machine code"] = time.perf_counter() - start
@@ -65,12 +67,19 @@ class Executable:
             self._buffers[program.arena_slot + 1] = self.stamps.ctypes.data
         self._computed = set(program.computed_outputs)
         self._parallel = program.parallel
+        self._workers_started = False
         self._own_lock = threading.Lock()
         _live.add(self)
 
     def _lock(self) -> threading.Lock:
-        """The pool's lock (looked up per call: a forked child replaces it) or this graph's own."""
-        return threads.lock if self._parallel else self._own_lock
+        """The pool's lock (looked up per call: a forked child replaces it), its workers started on
+        the first parallel run, or this graph's own."""
+        if not self._parallel:
+            return self._own_lock
+        if not self._workers_started:
+            threads.ensure_pool()
+            self._workers_started = True
+        return threads.lock
 
     def check_inputs(self, arrays: tuple[Any, ...]) -> list[np.ndarray]:
         if len(arrays) != len(self.input_types):

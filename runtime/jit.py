@@ -193,6 +193,7 @@ class JitModule:
         """The host assembly, compiled again from the optimized IR (code generation is deterministic)."""
         listings = []
         for text in self._compressed_irs:
-            with llvm_compile.parsed(zlib.decompress(text).decode()) as module:
+            with llvm_compile.parsed(zlib.decompress(text).decode()) as module, \
+                    llvm_compile.machine_scheduler_off():
                 listings.append(_target_machine()[0].emit_assembly(module))
         return "\n".join(listings)

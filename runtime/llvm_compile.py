@@ -18,6 +18,7 @@ import functools
 import json
 import struct
 import sys
+import threading
 import zlib
 from typing import BinaryIO, Iterator
 
@@ -27,11 +28,38 @@ from llvmlite.binding import ffi
 
 @functools.lru_cache(maxsize=None)
 def initialize() -> None:
-    """The native target and asm printer. The pre-RA machine scheduler hoists every weight load of
-    a register tile and spills: it is switched off (an option of the whole process, for now)."""
+    """The native target and asm printer."""
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    llvm.set_option("", "-enable-misched=false")
+
+
+# The pre-RA machine scheduler hoists every weight load of a register tile and spills, so it is off
+# while convc generates code. LLVM options belong to the whole process: a worker process (ours)
+# switches it off for good; in the caller's process it is off only while some thread is inside
+# `compile_texts` (counted, so that concurrent compiles overlap safely) and restored after, so
+# other users of LLVM in the process (numba) keep their code generation.
+_scheduler_lock = threading.Lock()
+_scheduler_users = 0
+_own_process = False
+
+
+@contextlib.contextmanager
+def machine_scheduler_off() -> Iterator[None]:
+    global _scheduler_users
+    if _own_process:
+        yield
+        return
+    with _scheduler_lock:
+        _scheduler_users += 1
+        if _scheduler_users == 1:
+            llvm.set_option("", "-enable-misched=false")
+    try:
+        yield
+    finally:
+        with _scheduler_lock:
+            _scheduler_users -= 1
+            if _scheduler_users == 0:
+                llvm.set_option("", "-enable-misched=true")  # the default of x86 and AArch64
 
 
 def target_machine(cpu: str, features: str, triple: str) -> llvm.TargetMachine:
@@ -88,7 +116,9 @@ def compile_texts(texts: list[str], cpu: str, features: str, triple: str) -> tup
                 module.link_in(other)  # takes `other` over (and frees it)
             module.verify()
             optimize(module, machine)
-            return machine.emit_object(module), zlib.compress(str(module).encode())
+            with machine_scheduler_off():
+                obj = machine.emit_object(module)
+            return obj, zlib.compress(str(module).encode())
         finally:
             module.close()
     finally:
@@ -131,6 +161,10 @@ def read_answer(stream: BinaryIO) -> tuple[bytes, bytes]:
 
 def serve(target: dict[str, str], requests: BinaryIO, answers: BinaryIO) -> None:
     """The worker's loop: answer each request until `requests` closes."""
+    global _own_process
+    initialize()
+    llvm.set_option("", "-enable-misched=false")
+    _own_process = True
     while True:
         try:
             texts = _read_texts(requests)

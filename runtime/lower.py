@@ -27,7 +27,7 @@ from convc.types import TensorType
 from .codegen import FLOAT_TYPES, I64, Kernel, i64
 from .kernels import emitter_for
 from .memory import ALIGN, Plan, plan_memory
-from .threads import BYTE_PTR, RUN_SYMBOL, TASK_TYPE, chunk_count, ensure_pool
+from .threads import BYTE_PTR, RUN_SYMBOL, TASK_TYPE, chunk_count, pool_size
 
 ENTRY = "convc_main"
 PARALLEL_MIN_WORK = 200_000  # flops (or elements x 4) below which a fork/join costs more than it saves
@@ -35,12 +35,13 @@ PARALLEL_MIN_WORK = 200_000  # flops (or elements x 4) below which a fork/join c
 
 def model_threads() -> int:
     """Threads the model's parallel kernels are split for: the pool's, at most the running
-    compile's `threads` option; 1 runs every kernel on the caller (no pool is started)."""
+    compile's `threads` option; 1 runs every kernel on the caller. Lowering starts no pool: a
+    model whose kernels run on it starts it when its machine code is loaded."""
     from convc.options import current
     options = current()
     if options is not None and options.threads == 1:
         return 1
-    pool = ensure_pool()
+    pool = pool_size()
     return pool if options is None or options.threads is None else min(pool, options.threads)
 
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
+import sys
 import threading
 
 import llvmlite.binding as llvm
@@ -49,7 +51,11 @@ CHUNKS_PER_THREAD = 4  # enough for the caller to absorb a missing worker's shar
 WORKER_PAUSE_ROUNDS = 200
 WORKER_YIELD_ROUNDS = 2_000
 JOIN_PAUSE_ROUNDS = 2_000
-SYS_FUTEX, FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 202, 128, 129
+FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
+# the futex system call's number on each Linux architecture (asm/unistd.h); elsewhere the pool
+# has no way to sleep, so it runs with the caller's thread only
+FUTEX_SYSCALLS = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98, "riscv64": 98,
+                  "loongarch64": 98, "ppc64le": 221, "ppc64": 221, "s390x": 238}
 
 lock = threading.Lock()  # one parallel execution at a time (the job slot is global)
 
@@ -64,6 +70,13 @@ def num_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def futex_syscall() -> int | None:
+    """This host's futex system call number, or None where the pool cannot sleep on one."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return FUTEX_SYSCALLS.get(platform.machine().lower())
 
 
 def i32(value: int) -> ir.Constant:
@@ -104,7 +117,10 @@ class _PoolEmitter:
         return variable
 
     def _futex(self, b: ir.IRBuilder, word: ir.GlobalVariable, op: int, value: ir.Value) -> None:
-        b.call(self.syscall, [i64(SYS_FUTEX), b.ptrtoint(word, I64), i64(op), b.zext(value, I64),
+        number = futex_syscall()
+        if number is None:  # no workers are started on such a host, so no one waits or wakes
+            return
+        b.call(self.syscall, [i64(number), b.ptrtoint(word, I64), i64(op), b.zext(value, I64),
                               i64(0), i64(0), i64(0)])
 
     def _relax(self, b: ir.IRBuilder) -> None:
@@ -235,11 +251,14 @@ def _pool_module() -> ir.Module:
 
 
 class _Pool:
+    """The pool's machine code, linked at once (compiled models call its entry by name), and its
+    workers, started on the first parallel run (a model loaded only to read its code starts none)."""
+
     def __init__(self, threads: int) -> None:
         self.threads = threads
         self.jit = JitModule(_pool_module())
+        self.started = False
         llvm.add_symbol(RUN_SYMBOL, self.jit.address(RUN_SYMBOL))
-        self.start_workers()
 
     def start_workers(self) -> None:
         ctypes.CFUNCTYPE(None)(self.jit.address("convc_pool_reset"))()
@@ -250,13 +269,14 @@ class _Pool:
             if libc.pthread_create(ctypes.byref(handle), None, ctypes.c_void_p(worker), None):
                 raise OSError(ctypes.get_errno(), "pthread_create failed for a convc pool worker")
             libc.pthread_detach(handle)
+        self.started = True
 
 
 def _after_fork_in_child() -> None:
     """Fresh locks (the threads that held them are not in the child), an empty job slot, new workers."""
     global lock, _pool_lock
     lock, _pool_lock = threading.Lock(), threading.Lock()
-    if _pool is not None:
+    if _pool is not None and _pool.started:
         _pool.start_workers()
 
 
@@ -268,10 +288,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def ensure_pool() -> int:
-    """Start the pool (once) and return its number of threads, the caller included."""
+def pool_size() -> int:
+    """The pool's number of threads (the caller included): the running pool's, else the number
+    `ensure_pool` would start, without starting it (for lowering, cache keys and dump stages)."""
+    with _pool_lock:
+        if _pool is not None:
+            return _pool.threads
+    return num_threads() if futex_syscall() is not None else 1
+
+
+def link_pool() -> int:
+    """Compile the pool's code (once) and make its entry point known to the JIT linker; returns
+    its number of threads, the caller included (only the caller where the host has no futex for
+    idle workers to sleep on). No worker starts here."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = _Pool(num_threads())
+            _pool = _Pool(num_threads() if futex_syscall() is not None else 1)
         return _pool.threads
+
+
+def ensure_pool() -> int:
+    """`link_pool`, and the workers started (once); returns the number of threads."""
+    count = link_pool()
+    if not _pool.started:
+        with _pool_lock:
+            if not _pool.started:
+                _pool.start_workers()
+    return count

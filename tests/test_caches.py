@@ -209,3 +209,38 @@ def test_a_cache_dir_under_the_home_directory_is_expanded(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     convc.compile(block_graph(0), cache_dir="~/convc-cache")
     assert entries(tmp_path / "home" / "convc-cache") and not (tmp_path / "~").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX owners and modes")
+def test_the_cache_directory_and_its_entries_are_private_to_the_user(tmp_path):
+    directory = tmp_path / "made" / "cache"
+    convc.compile(block_graph(0), cache_dir=directory)
+    (entry,) = entries(directory)
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert entry.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX owners and modes")
+def test_a_directory_others_may_write_to_is_not_used(tmp_path):
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(0o777)
+    with pytest.warns(RuntimeWarning, match=r"cannot use directory .*shared .*writable by group and others"):
+        compiled = convc.compile(block_graph(0), cache_dir=directory)
+    assert_close(compiled(INPUT), block_reference(0), terms=16 * 9)
+    assert not entries(directory)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX owners and modes")
+def test_an_entry_others_may_write_to_or_another_user_owns_is_never_loaded(tmp_path, monkeypatch):
+    convc.compile(block_graph(0), cache_dir=tmp_path)
+    (entry,) = entries(tmp_path)
+    entry.chmod(0o664)
+    with pytest.warns(RuntimeWarning, match=rf"ignoring .*{entry.name}: writable by its group"):
+        compiled = convc.compile(block_graph(0), cache_dir=tmp_path)
+    assert_close(compiled(INPUT), block_reference(0), terms=16 * 9)
+    assert entry.stat().st_mode & 0o077 == 0  # rewritten private
+    real_uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: real_uid + 1)
+    with pytest.warns(RuntimeWarning, match=r"not by this user"):
+        convc.compile(block_graph(0), cache_dir=tmp_path)

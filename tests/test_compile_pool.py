@@ -14,7 +14,7 @@ from convc import ops
 from convc.runtime import compile_pool
 from convc.runtime.jit import CompileSession, host_target
 
-from reference import conv_nd
+from reference import assert_close, conv_nd
 
 
 def _stack():
@@ -151,3 +151,18 @@ def _not_a_compile_worker(pid):
             return b"llvm_compile" not in file.read()
     except OSError:
         return True
+
+
+def test_an_in_process_compile_leaves_llvms_machine_scheduler_as_it_found_it(monkeypatch):
+    """LLVM options are the whole process's: convc switches the pre-RA scheduler off only while it
+    generates code, so another LLVM user in the process (numba) keeps its default."""
+    from convc.runtime import llvm_compile
+    seen = []
+    monkeypatch.setenv("CONVC_COMPILE_WORKERS", "0")
+    monkeypatch.setattr(llvm_compile.llvm, "set_option", lambda _name, option: seen.append(option))
+    x = np.ones((1, 8, 6, 6), np.float32)
+    w = np.full((8, 8, 3, 3), 0.5, np.float32)
+    compiled = convc.compile(convc.trace(lambda a: ops.conv2d(a, w), x), cache_dir=False)
+    assert_close(compiled(x), conv_nd(x, w), terms=72)
+    assert seen and seen[-1] == "-enable-misched=true", seen
+    assert "-enable-misched=false" in seen

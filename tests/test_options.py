@@ -86,7 +86,7 @@ def test_a_bad_eager_cache_size_does_not_break_import(monkeypatch):
     assert result.returncode == 0, result.stderr
     from convc import eager
     with pytest.raises(ConvcError, match="CONVC_EAGER_CACHE_SIZE='lots'"):
-        eager.run("relu", [np.zeros(3, np.float32)], {}, dump=False)
+        eager.run("relu", [np.zeros((3, 17, 29), np.float32)], {}, dump=False)  # a new kernel: the bound is read
 
 
 def test_the_environment_seeds_defaults_and_a_field_wins_over_it(monkeypatch):

@@ -202,3 +202,48 @@ def test_a_child_forked_while_a_lock_is_held_or_a_kernel_runs_compiles_and_runs_
     result = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", str(script), scenario],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "child ok" in result.stdout, result.stderr
+
+
+LAZY_POOL_SCRIPT = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    import convc
+    from convc import ops
+    from convc.runtime import threads
+
+    def tasks():
+        return len(os.listdir("/proc/self/task"))
+
+    x = np.random.default_rng(0).standard_normal((1, 32, 40, 40)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((32, 32, 3, 3)).astype(np.float32)
+    before = tasks()
+    compiled = convc.compile(convc.trace(lambda a: ops.relu(ops.conv2d(a, w, padding=1)), x))
+    assert compiled.llvm_ir and compiled.asm
+    loaded = tasks()
+    compiled(x)
+    print(before, loaded, tasks(), threads.pool_size())
+""")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc (Linux)")
+def test_reading_a_compiled_models_code_starts_no_worker_and_its_first_run_starts_them(tmp_path):
+    script = tmp_path / "lazy_pool.py"
+    script.write_text(LAZY_POOL_SCRIPT)
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, check=False,
+                            env={**os.environ, "CONVC_NUM_THREADS": "3", "CONVC_COMPILE_WORKERS": "0"})
+    assert result.returncode == 0, result.stderr
+    before, loaded, ran, size = map(int, result.stdout.split())
+    assert size == 3
+    assert loaded == before, "compiling and reading the code started threads"
+    assert ran == before + 2, "the first run starts the pool's two workers"
+
+
+@pytest.mark.parametrize(("machine", "number"), [("x86_64", 202), ("aarch64", 98), ("riscv64", 98),
+                                                  ("ppc64le", 221), ("s390x", 238), ("mips", None)])
+def test_futex_number_follows_the_architecture(monkeypatch, machine, number):
+    monkeypatch.setattr(threads.sys, "platform", "linux")
+    monkeypatch.setattr(threads.platform, "machine", lambda: machine)
+    assert threads.futex_syscall() == number
+    monkeypatch.setattr(threads.sys, "platform", "darwin")
+    assert threads.futex_syscall() is None
