@@ -11,7 +11,7 @@ from .arrays import as_float_array
 from .compile_times import CompileTimes
 from .errors import ConvcError
 from .ir import Graph
-from .options import Options, using
+from .options import Options, current, using
 from .tracing import trace
 from .types import TensorType
 
@@ -117,10 +117,11 @@ def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, options: Option
     JIT-compile its kernels for the host CPU, as `options` (a convc.Options) and the keyword
     `fields` (opt_level, dump, cache_dir, threads, target, vector_bits, instruments, disable:
     each replaces the field of `options`) say. `cache_dir` keeps the machine code in an on-disk
-    cache across processes (None: the CONVC_CACHE_DIR environment variable, if set; False: off)."""
+    cache across processes (None: the CONVC_CACHE_DIR environment variable, if set; False: off).
+    Without `options`, the options of an enclosing `convc.options.using` block are the base."""
     from .runtime.executor import compile_graph
     from .runtime.jit import warm_workers
-    options = Options.of(options, **fields)
+    options = Options.of(options if options is not None else current(), **fields)
     with using(options) as resolved:
         warm_workers()
         times = CompileTimes()

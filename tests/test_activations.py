@@ -14,7 +14,7 @@ import convc
 from convc import ConvcError, nn, ops
 from convc.attributes import check_attributes
 from convc.fused_activation import activation_program, activation_spec
-from widths import WIDTHS
+from widths import WIDTHS, narrowed
 from reference import (assert_close, clamp, conv_nd, conv_transpose_nd, gelu, hardsigmoid, hardswish, hardtanh,
                        leaky_relu, silu)
 from strategies import conv_cases
@@ -297,8 +297,7 @@ def test_activations_fuse_into_plain_convs(case, activation):
 def test_activations_fuse_into_blocked_convs(vector_bits, rank, dtype, kind, channels, activation, residual, seed):
     """Dense, depthwise (behind a 1x1 conv, so that it is blocked) and transposed convs on the
     channel-blocked layout apply the activation, after the residual, in registers."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONVC_VECTOR_BITS", str(vector_bits))
+    with narrowed(vector_bits):
         check_blocked_fusion(vector_bits, rank, dtype, kind, channels, activation, residual, seed)
 
 

@@ -13,7 +13,7 @@ import convc
 from convc import ConvcError, nn, ops
 from widths import WIDTHS, narrowed
 from reference import UNARY, assert_close, linear
-from asm import assert_clean_hot_loop
+from asm import assert_clean_hot_loop, x86_only
 
 dtypes = st.sampled_from([np.float32, np.float64])
 
@@ -72,12 +72,13 @@ def test_tail_tiles_and_partial_feature_blocks(rows, inputs, features):
 
 
 @pytest.mark.parametrize("vector_bits", WIDTHS, ids=lambda bits: f"{bits}bit")
+@x86_only
 def test_the_gemm_hot_loop_has_no_stack_spills(vector_bits):
     x = np.zeros((64, 256), np.float32)
     w = np.random.default_rng(4).standard_normal((128, 256)).astype(np.float32)
     with narrowed(vector_bits):
         compiled = convc.compile(lambda a: ops.linear(a, w), x)
-    assert_clean_hot_loop(compiled.asm, "linear", vector_bits, 32)
+    assert_clean_hot_loop(compiled.asm, "linear", vector_bits, 24 if vector_bits == 128 else 32)
 
 
 def test_linear_by_hand():

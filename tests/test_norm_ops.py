@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import convc
 import reference
+from widths import WIDTHS, narrowed
 from convc import ConvcError, nn, ops
 from reference import assert_close
 
@@ -144,7 +145,7 @@ def test_statistics_are_stable_with_a_large_mean(dtype, atol):
 
 @settings(max_examples=12)
 @given(st.sampled_from([(16, 16), (16, 4), (24, 3), (24, 8), (20, 2), (40, 40), (12, 4)]), dtypes,
-       st.sampled_from(["512", "256"]), seeds)
+       st.sampled_from(WIDTHS), seeds)
 def test_blocked_norms_between_convs(channels_groups, dtype, bits, seed):
     # batch_norm with input-dependent statistics (not folded) and group_norm run blocked between
     # two convs: full and partial channel blocks, groups within a block, across blocks, and
@@ -160,8 +161,7 @@ def test_blocked_norms_between_convs(channels_groups, dtype, bits, seed):
         y = ops.batch_norm(y, ops.mean(a, (0, 2, 3)), var, weight, bias)
         return ops.conv2d(ops.group_norm(y, groups, weight, bias), w1, padding=1)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONVC_VECTOR_BITS", bits)
+    with narrowed(bits):
         compiled = convc.compile(model, x, cache_dir=False)
     assert all(n.type.block for n in compiled.graph.op_nodes() if n.op.endswith("norm"))
     y = reference.conv_nd(x, w0, padding=1)

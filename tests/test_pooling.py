@@ -16,7 +16,7 @@ from convc.passes.assign_layout import AssignLayout
 from convc.passes.pipeline import Pipeline
 from convc.passes.shape_inference import ShapeInference
 import reference
-from widths import WIDTHS
+from widths import WIDTHS, narrowed
 from reference import assert_close
 
 MAX_POOLS = {1: ops.max_pool1d, 2: ops.max_pool2d}
@@ -46,8 +46,7 @@ def window_cases(draw, dilated=True):
 
 def compiled_at(bits, fn, x):
     """fn(x) compiled with vectors of `bits` (the rows' vector width of the plain kernels)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONVC_VECTOR_BITS", str(bits))
+    with narrowed(bits):
         return convc.compile(fn, x, cache_dir=False)(x)
 
 
@@ -296,9 +295,9 @@ def between_convs(graph, op):
 
 
 @pytest.fixture(params=WIDTHS, ids=lambda bits: f"{bits}bit")
-def vector_bits(request, monkeypatch):
-    monkeypatch.setenv("CONVC_VECTOR_BITS", str(request.param))
-    return request.param
+def vector_bits(request):
+    with narrowed(request.param):
+        yield request.param
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
