@@ -30,7 +30,9 @@ class Kernel:
     takes the scratch buffers, in index order, then the node's operands at those indexes (those
     the node has): packing at run time what was not a constant. `pack(values)`, where an emitter
     sets it, computes `host_constants` from another node's constant values, so that nodes sharing
-    this kernel's code need no emission of their own."""
+    this kernel's code need no emission of their own; `bind(node, in_types)`, where an emitter sets
+    it, the host constants that depend on the node's attributes alone (the run-time sizes of a
+    body that nodes differing in those share, see kernels.registry)."""
 
     def __init__(self, module: ir.Module, name: str, dtype: str, num_buffers: int,
                  arg_names: Sequence[str] = ()) -> None:
@@ -41,6 +43,7 @@ class Kernel:
         self.extent = 1
         self.host_constants: dict[int, np.ndarray] = {}  # buffer index -> array packed on the host
         self.pack: Callable[[list[np.ndarray | None]], dict[int, np.ndarray]] | None = None
+        self.bind: Callable[..., dict[int, np.ndarray]] | None = None
         self.scratch: dict[int, int] = {}  # buffer index -> elements of scratch that `prologue` fills
         self.prologue: Kernel | None = None
         pointer = self.ftype.as_pointer()

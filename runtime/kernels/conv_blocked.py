@@ -19,12 +19,13 @@ from typing import Any
 import llvmlite.ir as ir
 import numpy as np
 
+from convc.op_conv import conv_pads
 from convc.registry import has_trait
 from convc.types import TensorType
 
 from ..codegen import Kernel
 from ..jit import HostTarget
-from .conv_blocked_nest import BlockedConvNest, Buffers
+from .conv_blocked_nest import BlockedConvNest, Buffers, load_runtime_row, runtime_row_params
 from .conv_depthwise_blocked import DepthwiseNest, depthwise_width
 from .conv_geometry import conv_geometry
 from .conv_transpose import transpose_geometry
@@ -74,18 +75,32 @@ def blocked_tiling(host: HostTarget, dtype: str, out_blocks: int, out_width: int
     return max(candidates, key=lambda candidate: candidate[0])[1]
 
 
-def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
-                      out_type: TensorType, op: str, host: HostTarget, values: list[np.ndarray | None]) -> Kernel:
-    """Arguments: out, x, packed weights, packed bias, [residual (blocked like out)]. The input and
-    the output (not for depthwise convs) may be plain, both where the attribute `block` says so:
-    the kernel reads its broadcasts from, or transposes its vectors into, the plain layout, so a
-    reorder there costs no pass.
-    Constant weights and biases are packed here, on the host; others by a generated prologue that
-    runs before the kernel on every call (pack_kernels)."""
+RUNTIME_ROW_MIN_TILES = 4  # full tiles per row from which a 1-D conv takes its padding and dilation at run time
+
+
+@dataclass(frozen=True)
+class BlockedConvPlan:
+    """What the code of a blocked conv depends on besides its node's types: the geometry, the
+    channel block, which sides are plain, the register tile, and whether the padding and dilation
+    are run-time values (a RuntimeRow: padded 1-D forward convs with rows of RUNTIME_ROW_MIN_TILES
+    tiles or more, where the edge tiles are a small share of the row; an unpadded conv has no
+    edge tiles, which a RuntimeRow would emit all the same)."""
+
+    geo: Any
+    lanes: int
+    transposed: bool
+    depthwise: bool
+    plain_in: bool
+    plain_out: bool
+    vectors: int
+    width: int
+    runtime_row: bool
+
+
+def plan_blocked_conv(attrs: dict[str, Any], in_types: list[TensorType], out_type: TensorType, op: str,
+                      host: HostTarget) -> BlockedConvPlan:
     transposed = has_trait(op, "conv_transpose")
     geo = (transpose_geometry if transposed else conv_geometry)(attrs, in_types[:2], out_type, op)
-    residual = len(in_types) > 3
-    k = Kernel(module, name, out_type.dtype, 5 if residual else 4, ("out", "x", "w", "bias", "residual"))
     lanes = out_type.block or in_types[0].block or attrs["block"]  # sides may be plain (reorders folded in)
     plain_in, plain_out = not in_types[0].block, not out_type.block
     depthwise = not transposed and geo.groups > 1 and geo.groups == geo.c_in == geo.c_out
@@ -98,6 +113,40 @@ def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_ty
         tiling = blocked_tiling(host, out_type.dtype, -(-geo.cout_g // lanes), row,
                                 geo.cin_g * geo.k_plane if plain_out else None)
         vectors, width = tiling.vectors, tiling.width
+    runtime_row = (not (transposed or depthwise or plain_in or plain_out) and geo.d.trivial and geo.h.trivial
+                   and geo.w.out // width >= RUNTIME_ROW_MIN_TILES and any(sum(conv_pads(attrs, in_types[1].shape[2:]), ())))
+    return BlockedConvPlan(geo, lanes, transposed, depthwise, plain_in, plain_out, vectors, width, runtime_row)
+
+
+RUNTIME_ROW_ATTRS = ("pad_lo", "pad_hi", "dilation")  # what a RuntimeRow reads from its params buffer
+
+
+def blocked_conv_share_key(attrs: dict[str, Any], in_types: list[TensorType], out_type: TensorType, op: str,
+                           host: HostTarget) -> tuple | None:
+    """The attributes that shape a blocked conv's code where they are fewer than all of them: a
+    RuntimeRow conv's without its padding and dilation (convs differing only in those share one
+    body), else None."""
+    if not (in_types[0].block or out_type.block or attrs.get("block")):
+        return None
+    if not plan_blocked_conv(attrs, in_types, out_type, op, host).runtime_row:
+        return None
+    return tuple(sorted((name, value) for name, value in attrs.items() if name not in RUNTIME_ROW_ATTRS))
+
+
+def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
+                      out_type: TensorType, op: str, host: HostTarget, values: list[np.ndarray | None]) -> Kernel:
+    """Arguments: out, x, packed weights, packed bias, [residual (blocked like out)], [the params
+    of a RuntimeRow]. The input and the output (not for depthwise convs) may be plain, both where
+    the attribute `block` says so: the kernel reads its broadcasts from, or transposes its vectors
+    into, the plain layout, so a reorder there costs no pass.
+    Constant weights and biases are packed here, on the host; others by a generated prologue that
+    runs before the kernel on every call (pack_kernels)."""
+    plan = plan_blocked_conv(attrs, in_types, out_type, op, host)
+    geo, lanes, vectors, width = plan.geo, plan.lanes, plan.vectors, plan.width
+    transposed, depthwise = plan.transposed, plan.depthwise
+    residual = len(in_types) > 3
+    names = ("out", "x", "w", "bias") + (("residual",) if residual else ()) + (("params",) if plan.runtime_row else ())
+    k = Kernel(module, name, out_type.dtype, len(names), names)
     has_bias = len(in_types) > 2
     if values[1] is not None and (not has_bias or values[2] is not None):
         k.pack = lambda values: {
@@ -110,11 +159,18 @@ def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_ty
         k.scratch = {2: weights, 3: out_blocks * lanes}
         k.prologue = emit_pack_prologue(module, f"{name}_pack", out_type.dtype, geo, lanes, vectors, transposed,
                                         depthwise, has_bias)
+    runtime_row = None
+    if plan.runtime_row:
+        params = len(names) - 1
+        k.bind = lambda node, types: {params: runtime_row_params(
+            conv_geometry(node.attrs, types[:2], node.type, node.op).w, width)}
+        k.host_constants[params] = runtime_row_params(geo.w, width)
+        runtime_row = load_runtime_row(k, k.args[params])
     if depthwise:
         DepthwiseNest(k, geo, lanes, width, Buffers.of(k, residual), attrs.get("activation")).emit()
     else:
         BlockedConvNest(k, geo, lanes, vectors, width, Buffers.of(k, residual), attrs.get("activation"), transposed,
-                        host.l1d_bytes, plain_in, plain_out).emit()
+                        host.l1d_bytes, plan.plain_in, plan.plain_out, runtime_row=runtime_row).emit()
     return k.finish()
 
 

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import llvmlite.ir as ir
+import numpy as np
 
-from ..codegen import Kernel, i64
+from ..codegen import Kernel, as_value, i64
 from .conv_geometry import (Axis, ConvGeometry, RowPhase, conv_row, divmod_index, map_index, tap_plane,
                             transposed_row)
 from .elementwise import activate
@@ -138,7 +139,7 @@ class SharedPhase:
     tap0: ir.Value
     tap_step: int
     offset0: ir.Value
-    offset_step: int
+    offset_step: int | ir.Value  # a RuntimeRow's dilation is a run-time value
 
     def progression(self) -> tuple[ir.Value, int, ir.Value, int]:
         return self.tap0, self.tap_step, self.offset0, self.offset_step
@@ -154,6 +155,38 @@ def shared_interior(phases: list[RowPhase], size: int) -> tuple[int, int] | None
     ranges = [p.interior(size) for p in phases]
     start, stop = max(r[0] for r in ranges), min(r[1] for r in ranges)
     return (start, stop) if start < stop else None
+
+
+@dataclass(frozen=True)
+class RuntimeRow:
+    """A 1-D forward conv's padding and dilation as run-time values (read from the kernel's
+    params buffer, see `runtime_row_params`), so that convs that differ only in those share one
+    body: each tile of the row is tested at run time, the interior ones [tile_lo, tile_hi) take
+    the unchecked loop, the others the bounds-checked one."""
+
+    pad_lo: ir.Value
+    dilation: ir.Value
+    tile_lo: ir.Value
+    tile_hi: ir.Value
+
+
+RUNTIME_ROW_PARAMS = 4  # i64 values of a RuntimeRow's params buffer
+
+
+def runtime_row_params(axis: Axis, width: int) -> np.ndarray:
+    """The params buffer of a RuntimeRow: pad_lo, dilation and the interior tiles [lo, hi) of a
+    row of `width`-wide tiles, those whose every tap reads inside the input."""
+    tiles, span = axis.out // width, width * axis.stride
+    low = min(tiles, -(-axis.pad_lo // span))
+    last = (axis.size - 1 + axis.pad_lo - axis.dilation * (axis.kernel - 1) - (width - 1) * axis.stride) // span
+    return np.array([axis.pad_lo, axis.dilation, low, max(low, min(tiles, last + 1))], np.int64)
+
+
+def load_runtime_row(k: Kernel, params: ir.Value) -> RuntimeRow:
+    """The RuntimeRow of a kernel whose params buffer is `params` (loaded once, at entry)."""
+    table = k.builder.bitcast(params, ir.IntType(64).as_pointer())
+    return RuntimeRow(*(k.builder.load(k.builder.gep(table, [i64(i)], inbounds=True), name=name)
+                        for i, name in enumerate(("pad_lo", "dilation", "tile_lo", "tile_hi"))))
 
 
 @dataclass(frozen=True)
@@ -196,9 +229,12 @@ class BlockedConvNest:
     def __init__(self, k: Kernel, geo: ConvGeometry, lanes: int, vectors: int, width: int, buffers: Buffers,
                  activation: str | None, transposed: bool, l1_bytes: int, plain_in: bool = False,
                  plain_out: bool = False, whole_rows: bool = False,
-                 input_row: Callable[[ir.Value], ir.Value] | None = None) -> None:
+                 input_row: Callable[[ir.Value], ir.Value] | None = None,
+                 runtime_row: RuntimeRow | None = None) -> None:
         """`whole_rows`: one part per row (a fused kernel runs `row` itself, from its own loop);
-        `input_row(input block)`: where a fused kernel keeps the input row of a 1x1 conv."""
+        `input_row(input block)`: where a fused kernel keeps the input row of a 1x1 conv;
+        `runtime_row`: a 1-D forward conv's padding and dilation as run-time values."""
+        self.runtime_row = runtime_row
         self.input_row = input_row
         self.k, self.geo, self.transposed = k, geo, transposed
         self.plain_in, self.plain_out = plain_in, plain_out
@@ -218,8 +254,11 @@ class BlockedConvNest:
         if plain_out:  # partial sums are revisited in the blocked layout only; a plain output is written once
             self.chunk = max(1, self.full_blocks)
         self.chunks = max(1, -(-self.full_blocks // self.chunk))
-        phases = transposed_row(geo.w) if transposed else conv_row(geo.w)
         rows = geo.batch * self.tile_groups * geo.d.out * geo.h.out
+        if runtime_row is not None:
+            self._plan_runtime_row(rows, whole_rows, l1_bytes)
+            return
+        phases = transposed_row(geo.w) if transposed else conv_row(geo.w)
         self.shared = shared_interior(phases, geo.w.size)  # one interior loop for every phase
         self.plans = []
         for phase in phases:
@@ -227,15 +266,30 @@ class BlockedConvNest:
             left, start, count, right = plan_row(phase.count, width, interior, narrow_left=bool(self.shared))
             segments = 1
             if len(phases) == 1 and not whole_rows:
-                row_bytes = geo.w.out * vectors * c * k.itemsize
-                segments = row_segments(count, rows, -(-row_bytes // (l1_bytes // L1_OUTPUT_SHARE))
-                                        if self.chunks > 1 else 1)
+                segments = self._segments(count, rows, l1_bytes)
             self.plans.append(PhasePlan(phase, tuple(left), start, count, tuple(right), segments))
         self.parts = sum(plan.segments for plan in self.plans)
         # edge tiles in code of their own per position and tap, or, where that is a lot of code
         # (1-D convs with wide kernels and paddings), one body with the taps in a runtime loop
         edge_taps = sum(plan.phase.tap_count * len(plan.left + plan.right) for plan in self.plans)
         self.runtime_edges = len(self.plans) == 1 and edge_taps > MAX_EDGE_TAPS
+
+    def _segments(self, count: int, rows: int, l1_bytes: int) -> int:
+        """Parts of a single-phase row of `count` interior tiles (see row_segments)."""
+        row_bytes = self.geo.w.out * self.vectors * self.c * self.k.itemsize
+        return row_segments(count, rows, -(-row_bytes // (l1_bytes // L1_OUTPUT_SHARE)) if self.chunks > 1 else 1)
+
+    def _plan_runtime_row(self, rows: int, whole_rows: bool, l1_bytes: int) -> None:
+        """The row as `width`-wide tiles (each tested at run time) and a narrower tail tile."""
+        w, runtime = self.geo.w, self.runtime_row
+        self.shared = None
+        phase = SharedPhase(i64(0), 1, w.stride, w.kernel, i64(0), 1, self.k.builder.neg(runtime.pad_lo),
+                            runtime.dilation)
+        tiles, tail = divmod(w.out, self.width)
+        segments = 1 if whole_rows else self._segments(tiles, rows, l1_bytes)
+        self.plans = [PhasePlan(phase, (), 0, tiles, ((tiles * self.width, tail),) if tail else (), segments)]
+        self.parts = segments
+        self.runtime_edges = True
 
     # addressing --------------------------------------------------------------------------------
     def in_row(self, n: ir.Value, cib: ir.Value, id_: ir.Value, ih: ir.Value) -> ir.Value:
@@ -300,12 +354,34 @@ class BlockedConvNest:
 
     def phase_part(self, place: _Place, plan: PhasePlan, segment: ir.Value) -> None:
         k = self.k
+        if self.runtime_row is not None:
+            self.over_chunks(lambda chunk: self.runtime_row_part(place, plan, segment, chunk))
+            return
 
         def over_row(chunk: ir.Value) -> None:
             cover_row(k, plan, self.width, segment,
                       lambda q, width, edge: self.tile(place, plan.phase, chunk, q, width, edge), self.runtime_edges)
 
         self.over_chunks(over_row)
+
+    def runtime_row_part(self, place: _Place, plan: PhasePlan, segment: ir.Value, chunk: ir.Value) -> None:
+        """Segment `segment` of a RuntimeRow's tiles: each full-width tile takes the unchecked
+        loop where it is interior, the checked one elsewhere; the tail tile ends the last segment."""
+        k, b, runtime = self.k, self.k.builder, self.runtime_row
+        if plan.interior_tiles:
+            first = b.udiv(k.mul(segment, plan.interior_tiles), i64(plan.segments))
+            last = b.udiv(k.mul(k.add(segment, 1), plan.interior_tiles), i64(plan.segments))
+            with k.loop(first, last, "tile") as index:
+                q = k.mul(index, self.width)
+                inside = b.and_(b.icmp_signed(">=", index, runtime.tile_lo), b.icmp_signed("<", index, runtime.tile_hi))
+                with b.if_else(inside) as (interior, edge):
+                    with interior:
+                        self.tile(place, plan.phase, chunk, q, self.width, False)
+                    with edge:
+                        self.tile(place, plan.phase, chunk, q, self.width, True)
+        with k.when(b.icmp_unsigned("==", segment, i64(plan.segments - 1)) if plan.segments > 1 else None):
+            for start, size in plan.right:
+                self.tile(place, plan.phase, chunk, k.add(start), size, True)
 
     def shared_phases(self, place: _Place, part: ir.Value) -> None:
         """Phase `part` of the row: its edge tiles in code of their own, its interior tiles in
@@ -442,7 +518,7 @@ class BlockedConvNest:
         unroll = channel_unroll(lanes, c)
         tap0, tap_step, offset0, offset_step = phase.progression()
         with k.loop(0, phase.tap_count, "kw") as j:
-            column = k.add(k.mul(q, stride), offset0, k.builder.mul(j, i64(offset_step)))
+            column = k.add(k.mul(q, stride), offset0, k.builder.mul(j, as_value(offset_step)))
             x_base = k.offset(x_row, k.mul(column, self.col_stride))
             w_base = k.add(w_row, k.mul(k.add(k.mul(j, tap_step), tap0), c * self.vectors * c))
             with k.loop(0, lanes // unroll, "ci") as step:
@@ -463,7 +539,7 @@ class BlockedConvNest:
         tap0, tap_step, offset0, offset_step = phase.progression()
         zero = k.const(0.0)
         with k.loop(0, phase.tap_count, "kw") as j:
-            offset = k.add(offset0, k.builder.mul(j, i64(offset_step)))
+            offset = k.add(offset0, k.builder.mul(j, as_value(offset_step)))
             columns = []
             for r in range(width):
                 source, valid = k.border_index(k.add(k.mul(k.add(q, r), phase.in_stride), offset), self.geo.w.size,

@@ -11,7 +11,7 @@ from convc.types import TensorType
 from ..codegen import Kernel
 from ..jit import host_target
 from .conv import emit_conv
-from .conv_blocked import emit_blocked_conv
+from .conv_blocked import blocked_conv_share_key, emit_blocked_conv
 from .conv_transpose import emit_conv_transpose
 from .registry import Values, kernel
 from .separable import emit_separable_conv2d
@@ -22,7 +22,11 @@ def _blocked(node: Node, in_types: list[TensorType]) -> bool:
     return bool(node.type.block or in_types[0].block or node.attrs.get("block"))
 
 
-@kernel("conv1d", "conv2d", "conv3d")
+def _share_key(node: Node, in_types: list[TensorType]) -> tuple | None:
+    return blocked_conv_share_key(node.attrs, in_types, node.type, node.op, host_target())
+
+
+@kernel("conv1d", "conv2d", "conv3d", share_key=_share_key)
 def _conv(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
     if _blocked(node, in_types):
         return emit_blocked_conv(module, name, node.attrs, in_types, node.type, node.op, host_target(), values)

@@ -3,7 +3,10 @@
 An emitter is emit(module, name, node, in_types, values) -> Kernel, where `values` holds the
 operands that are compile-time constants (None for the others), for kernels that repack them on
 the host (`Kernel.host_constants`); the values must not shape the generated code, which lowering
-shares between identical nodes. A kernel module registers its emitters with `@kernel(op, ...)`,
+shares between identical nodes. Nodes that differ only in attributes the kernel takes at run time
+share one body too: a `share_key(node, in_types)` registered with the emitter names the attributes
+that shape the code (None: all of them), and the kernel's `bind` gives each node its run-time
+values. A kernel module registers its emitters with `@kernel(op, ...)`,
 or `@simple_kernel(op, ...)` for an emitter that reads only the node's attributes and result
 type: emit(module, name, attrs, in_types, out_type). `emitter_for` is what lowering asks.
 """
@@ -26,6 +29,8 @@ SimpleEmitter = Callable[[ir.Module, str, dict[str, Any], list[TensorType], Tens
 F = TypeVar("F", bound=Callable[..., Kernel])
 
 EMITTERS: dict[str, Emitter] = {}
+ShareKey = Callable[[Node, list[TensorType]], "tuple | None"]
+SHARE_KEYS: dict[str, ShareKey] = {}
 
 
 def register_emitter(op: str, emit: Emitter) -> None:
@@ -35,13 +40,24 @@ def register_emitter(op: str, emit: Emitter) -> None:
     EMITTERS[op] = emit
 
 
-def kernel(*ops: str) -> Callable[[F], F]:
-    """Decorator: registers emit(module, name, node, in_types, values) as the kernel of `ops`."""
+def kernel(*ops: str, share_key: ShareKey | None = None) -> Callable[[F], F]:
+    """Decorator: registers emit(module, name, node, in_types, values) as the kernel of `ops`
+    (and `share_key`, if given, as the key of the nodes that may share its code)."""
     def decorate(emit: F) -> F:
         for op in ops:
             register_emitter(op, emit)
+            if share_key is not None:
+                SHARE_KEYS[op] = share_key
         return emit
     return decorate
+
+
+def code_attributes(node: Node, in_types: list[TensorType]) -> str:
+    """The node's attributes that shape its kernel's code (all of them unless its op's
+    share_key says fewer), as text for lowering's sharing key."""
+    share = SHARE_KEYS.get(node.op)
+    key = share(node, in_types) if share is not None else None
+    return repr(sorted(node.attrs.items())) if key is None else f"shared {key!r}"
 
 
 def simple_kernel(*ops: str) -> Callable[[F], F]:
