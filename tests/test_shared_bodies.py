@@ -60,7 +60,7 @@ def chains(draw):
 
 
 @pytest.mark.parametrize("vector_bits", WIDTHS, ids=lambda bits: f"{bits}bit")
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(case=chains())
 def test_conv_chains_with_runtime_padding_and_dilation_match_reference(vector_bits, case):
     x, mode, layers, weights = case
