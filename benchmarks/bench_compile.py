@@ -61,6 +61,9 @@ def main() -> None:
     host = host_target()
     print(f"{platform.processor() or platform.machine()}, LLVM cpu {host.cpu}, {host.vector_bits}-bit vectors, "
           f"{os.cpu_count()} cores, {worker_count()} compile worker(s)")
+    if sys.dont_write_bytecode:
+        print("PYTHONDONTWRITEBYTECODE is set: modules without a __pycache__ are compiled from source in "
+              "every process (an installed package has its bytecode); unset it to time what users see")
     rows = []
     for name in args.only:
         with tempfile.TemporaryDirectory() as cache:

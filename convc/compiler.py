@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import collector
 from .arrays import as_float_array
 from .compile_times import CompileTimes
 from .errors import ConvcError
@@ -119,10 +120,10 @@ def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, options: Option
     each replaces the field of `options`) say. `cache_dir` keeps the machine code in an on-disk
     cache across processes (None: the CONVC_CACHE_DIR environment variable, if set; False: off).
     Without `options`, the options of an enclosing `convc.options.using` block are the base."""
-    from .runtime.executor import compile_graph
-    from .runtime.jit import warm_workers
     options = Options.of(options if options is not None else current(), **fields)
-    with using(options) as resolved:
+    with collector.paused(), using(options) as resolved:
+        from .runtime.executor import compile_graph
+        from .runtime.jit import warm_workers
         warm_workers()
         times = CompileTimes()
         start = time.perf_counter()

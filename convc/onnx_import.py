@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import collector
 from .errors import ConvcError
 from .ir import Graph
 from .onnx_ops import OPS, Node
@@ -441,6 +442,7 @@ class _Import:
         return results
 
 
+@collector.paused()
 def from_onnx(model: Any, input_shapes: dict[str, Sequence[int]] | None = None) -> Graph:
     """Import an ONNX model (a path, bytes or an onnx.ModelProto; opset 11 and up) as a convc Graph:
     the graph inputs keep their names and static shapes (`input_shapes` fixes dynamic sizes by input

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from . import collector
 from .errors import ConvcError
 from .ir import Graph
 from .torch_aten import ATEN, Call, Unsupported, named_constant
@@ -308,6 +309,7 @@ def _example(torch: Any, index: int, value: Any) -> Any:
     return value
 
 
+@collector.paused()
 def from_torch(module: Any, *example_inputs: Any) -> Graph:
     """Capture a torch.nn.Module with torch.export on the example inputs (tensors or arrays, which fix
     shapes and dtypes) and map its ATen ops onto convc ops: a Graph whose inputs are the tensor

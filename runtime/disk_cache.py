@@ -17,7 +17,7 @@ header (format, key, section sizes, and the program: the optimized graph's signa
 layout under its own value names, which a caller binds by position), the object files, the
 zlib-compressed optimized IR (for `llvm_ir` and `asm`) and the arrays bound at run time (the
 constants kernels read, the weights the emitters packed), each section zero-padded to 64 bytes so
-that a file read into one aligned buffer holds the arrays in place. Nothing is pickled.
+that the file mapped into memory holds the arrays in place. Nothing is pickled.
 
 The directory is created private (mode 0700). A directory or an entry that another user owns, or
 that its group or others may write to, is not used (a warning names it): loaded machine code runs
@@ -33,6 +33,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import mmap
 import os
 import secrets
 import stat
@@ -284,10 +285,16 @@ def _padded(size: int) -> int:
 
 
 def _read_aligned(path: Path) -> memoryview:
-    """The file's bytes in one fresh buffer that starts on an ALIGN-byte boundary (so that the
-    entry's padded sections are aligned arrays in place)."""
+    """The file's bytes, read-only, starting on an ALIGN-byte boundary (so that the entry's padded
+    sections are aligned arrays in place): the file mapped into memory (its pages are the page
+    cache's, shared and never copied), or read into a fresh aligned buffer where it cannot be
+    mapped. Entries are only ever replaced by rename, never rewritten in place, so a mapping stays
+    whole while it is in use."""
     with open(path, "rb", buffering=0) as file:
         size = os.fstat(file.fileno()).st_size
+        if size:
+            with contextlib.suppress(OSError, ValueError):
+                return memoryview(mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ))
         raw = np.empty(size + ALIGN, np.uint8)
         start = -raw.ctypes.data % ALIGN
         view = memoryview(raw[start:start + size])
@@ -295,6 +302,6 @@ def _read_aligned(path: Path) -> memoryview:
         while read < size:
             more = file.readinto(view[read:])
             if not more:
-                return view[:read]
+                return view[:read].toreadonly()
             read += more
-    return view
+    return view.toreadonly()

@@ -115,6 +115,19 @@ def test_a_hit_serves_a_graph_that_differs_only_in_value_names(tmp_path, monkeyp
     assert_close(hit(INPUT), block_reference(0), terms=16 * 9)
 
 
+def test_a_hit_keeps_running_after_its_entry_is_evicted_or_replaced(tmp_path, monkeypatch):
+    """A hit maps the entry: deleting or replacing the file (as eviction and writers do) leaves the
+    loaded graph whole."""
+    convc.compile(block_graph(0), cache_dir=tmp_path)
+    refuse_compiling(monkeypatch)
+    hit = convc.compile(block_graph(0), cache_dir=tmp_path)
+    (entry,) = entries(tmp_path)
+    entry.unlink()
+    entry.write_bytes(b"replaced")
+    gc.collect()
+    assert_close(hit(INPUT), block_reference(0), terms=16 * 9)
+
+
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
 def test_a_damaged_entry_is_ignored_with_a_warning_and_replaced(tmp_path, damage):
     convc.compile(block_graph(0), cache_dir=tmp_path)
