@@ -36,6 +36,7 @@ from . import llvm_compile
 
 PART_CHARS = 150_000  # IR text of one part (a kernel or two): small enough to balance, large enough to amortize
 PART_TIMEOUT = 600.0  # seconds after which a worker's part is taken back and compiled here
+Target = tuple[str, str, str, bool]  # LLVM cpu, features, triple; position-independent code
 _LAUNCH = "import runpy, sys; sys.argv[:] = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 
 
@@ -52,12 +53,12 @@ def worker_count() -> int:
 class _Worker:
     """One worker process for one target."""
 
-    def __init__(self, target: tuple[str, str, str]) -> None:
+    def __init__(self, target: Target) -> None:
         self.target = target
-        cpu, features, triple = target
+        cpu, features, triple, pic = target
         self.process = subprocess.Popen(
             [sys.executable, "-c", _LAUNCH, llvm_compile.__file__,
-             json.dumps({"cpu": cpu, "features": features, "triple": triple})],
+             json.dumps({"cpu": cpu, "features": features, "triple": triple, "pic": pic})],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     def compile(self, texts: list[str]) -> tuple[bytes, bytes]:
@@ -80,9 +81,9 @@ _lock = threading.Lock()
 _idle: list[_Worker] = []  # started workers no compile is using
 
 
-def warm(cpu: str, features: str, triple: str) -> None:
+def warm(cpu: str, features: str, triple: str, pic: bool = False) -> None:
     """Start the workers a compile will want, so that their start-up overlaps the caller's work."""
-    target = (cpu, features, triple)
+    target = (cpu, features, triple, pic)
     with _lock:
         keep = [w for w in _idle if w.alive() and w.target == target]
         stale = [w for w in _idle if w not in keep]
@@ -91,7 +92,7 @@ def warm(cpu: str, features: str, triple: str) -> None:
         worker.close()
 
 
-def _take_idle(target: tuple[str, str, str]) -> list[_Worker]:
+def _take_idle(target: Target) -> list[_Worker]:
     """The started workers for `target` that no compile is using (only `warm` starts workers: an
     eager op's compile never waits for one)."""
     with _lock:
@@ -123,8 +124,8 @@ class Session:
     workers compile each part as soon as it is whole, and once the last module is in, the caller
     and the workers share the parts left, largest first. Results come in the parts' order."""
 
-    def __init__(self, cpu: str, features: str, triple: str) -> None:
-        self.target = (cpu, features, triple)
+    def __init__(self, cpu: str, features: str, triple: str, pic: bool = False) -> None:
+        self.target = (cpu, features, triple, pic)
         self.open: list[tuple[str, str]] = []  # (module name, IR text) of the part being filled
         self.queued: list[tuple[int, list[tuple[str, str]]]] = []  # whole parts no one compiles yet
         self.parts = 0

@@ -17,7 +17,7 @@ from convc.ir import Graph
 from convc.types import TensorType
 
 from . import disk_cache, threads
-from .jit import CompileSession, JitModule, ObjectCode
+from .jit import CodeTarget, CompileSession, JitModule, ObjectCode
 from .lower import ENTRY, Lowered, Program, lower
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -166,11 +166,12 @@ def compile_graph(graph: Graph, optimize: Callable[[Graph], Graph], settings: st
     return Executable(lowered.program, code, input_names=graph.inputs, times=times), optimized
 
 
-def lower_and_compile(graph: Graph, times: CompileTimes, profile: bool = False) -> tuple[Lowered, ObjectCode]:
+def lower_and_compile(graph: Graph, times: CompileTimes, profile: bool = False,
+                      target: CodeTarget | None = None) -> tuple[Lowered, ObjectCode]:
     """The graph lowered (a profiling build if `profile`), each kernel module compiling (by the
-    workers) as soon as it is complete."""
+    workers) as soon as it is complete, for `target` (the host's JIT by default)."""
     start = time.perf_counter()
-    session = CompileSession()
+    session = CompileSession(target)
     lowered = lower(graph, session.submit, profile)
     lowered_at = time.perf_counter()
     code = session.finish()

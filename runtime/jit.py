@@ -86,6 +86,22 @@ def _target_machine() -> tuple[llvm.TargetMachine, HostTarget]:
 
 
 @dataclass(frozen=True)
+class CodeTarget:
+    """What object code is generated for: an LLVM CPU name and features ("" for the CPU's own), the
+    host's triple, and whether the code is position-independent (for a shared library)."""
+
+    cpu: str
+    features: str
+    triple: str
+    pic: bool = False
+
+    @staticmethod
+    def host() -> CodeTarget:
+        host = host_target()
+        return CodeTarget(host.cpu, host.features, host.triple)
+
+
+@dataclass(frozen=True)
 class ObjectCode:
     """Compiled modules: an object file for the host per part, and each part's optimized IR,
     zlib-compressed. The parts call each other's functions by name; one engine links them."""
@@ -114,21 +130,21 @@ def compile_module(module: ir.Module) -> ObjectCode:
     return ObjectCode((obj,), (compressed_ir,))
 
 
-def warm_workers() -> None:
+def warm_workers(target: CodeTarget | None = None) -> None:
     """Start the compile workers now, so that their start-up overlaps tracing and the passes."""
     from . import compile_pool
-    host = host_target()
-    compile_pool.warm(host.cpu, host.features, host.triple)
+    target = target or CodeTarget.host()
+    compile_pool.warm(target.cpu, target.features, target.triple, target.pic)
 
 
 class CompileSession:
     """Modules compiled as they are submitted: by idle compile workers where `warm_workers` started
     some (convc.runtime.compile_pool), else in-process when the last is in."""
 
-    def __init__(self) -> None:
+    def __init__(self, target: CodeTarget | None = None) -> None:
         from . import compile_pool
-        host = host_target()
-        self._session = compile_pool.Session(host.cpu, host.features, host.triple)
+        target = target or CodeTarget.host()
+        self._session = compile_pool.Session(target.cpu, target.features, target.triple, target.pic)
         self.ir_chars: dict[str, int] = {}  # module name -> characters of its IR text
 
     def submit(self, module: ir.Module) -> None:

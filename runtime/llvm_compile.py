@@ -62,11 +62,14 @@ def machine_scheduler_off() -> Iterator[None]:
                 llvm.set_option("", "-enable-misched=true")  # the default of x86 and AArch64
 
 
-def target_machine(cpu: str, features: str, triple: str) -> llvm.TargetMachine:
-    """A new target machine (an MCJIT engine owns, and frees, the one it is given)."""
+def target_machine(cpu: str, features: str, triple: str, pic: bool = False) -> llvm.TargetMachine:
+    """A new target machine (an MCJIT engine owns, and frees, the one it is given): for the JIT, or
+    with `pic` for position-independent code that a shared library links (convc.export)."""
     initialize()
-    return llvm.Target.from_triple(triple).create_target_machine(
-        cpu=cpu, features=features, opt=3, codemodel="jitdefault", jit=True)
+    target = llvm.Target.from_triple(triple)
+    if pic:
+        return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic", codemodel="default")
+    return target.create_target_machine(cpu=cpu, features=features, opt=3, codemodel="jitdefault", jit=True)
 
 
 @contextlib.contextmanager
@@ -103,10 +106,10 @@ def optimize(module: llvm.ModuleRef, machine: llvm.TargetMachine) -> None:
         passes.detach()
 
 
-def compile_texts(texts: list[str], cpu: str, features: str, triple: str) -> tuple[bytes, bytes]:
+def compile_texts(texts: list[str], cpu: str, features: str, triple: str, pic: bool = False) -> tuple[bytes, bytes]:
     """The modules of `texts` linked into one, optimized and compiled: (object file, optimized IR
-    zlib-compressed)."""
-    machine = target_machine(cpu, features, triple)
+    zlib-compressed); position-independent if `pic`."""
+    machine = target_machine(cpu, features, triple, pic)
     context = llvm.create_context()
     try:
         modules = [llvm.parse_assembly(text, context=context) for text in texts]
@@ -171,7 +174,8 @@ def serve(target: dict[str, str], requests: BinaryIO, answers: BinaryIO) -> None
         except EOFError:
             return
         try:
-            fields = [b"\0", *compile_texts(texts, target["cpu"], target["features"], target["triple"])]
+            fields = [b"\0", *compile_texts(texts, target["cpu"], target["features"], target["triple"],
+                                                   bool(target.get("pic")))]
         except Exception as error:  # reported to the caller, who compiles in-process to raise it there
             fields = [b"\1", f"{type(error).__name__}: {error}".encode()]
         answers.write(fields[0] + b"".join(struct.pack("<Q", len(f)) + f for f in fields[1:]))

@@ -102,6 +102,7 @@ class _PoolEmitter:
         self.joining = self._global("joining", I32)  # 1 while the caller sleeps in its join
         self.generation = self._global("generation", I32)  # bumped per job; the workers' futex
         self.sleepers = self._global("sleepers", I32)  # workers asleep on `generation`
+        self.stopping = self._global("stopping", I32)  # 1: workers return at the next generation
         self.job_task = self._global("job_task", TASK_TYPE.as_pointer())
         self.job_args = self._global("job_args", BYTE_PTR)
         self.syscall = ir.Function(self.module, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
@@ -181,7 +182,10 @@ class _PoolEmitter:
         b.cbranch(b.icmp_unsigned("!=", current, b.load(seen)), new_job, idle)
         b.position_at_end(new_job)
         b.store(current, seen)
-        b.branch(work)
+        leave = worker.append_basic_block("leave")
+        b.cbranch(b.icmp_unsigned("!=", b.load_atomic(self.stopping, "seq_cst", 4), i32(0)), leave, work)
+        b.position_at_end(leave)
+        b.ret(ir.Constant(BYTE_PTR, None))
         b.position_at_end(idle)
         count = self._pause_while(b, rounds, WORKER_PAUSE_ROUNDS, spin, not_spin, wait)
         b.position_at_end(not_spin)
@@ -236,17 +240,30 @@ class _PoolEmitter:
         """reset(): an empty job slot and no sleepers (a forked child's state before new workers)."""
         reset = ir.Function(self.module, ir.FunctionType(ir.VoidType(), []), "convc_pool_reset")
         b = ir.IRBuilder(reset.append_basic_block("entry"))
-        for variable in (self.claim_word, self.finished, self.joining, self.sleepers):
+        for variable in (self.claim_word, self.finished, self.joining, self.sleepers, self.stopping):
             b.store_atomic(ir.Constant(variable.value_type, 0), variable, "seq_cst",
                            8 if variable.value_type == I64 else 4)
         b.ret_void()
 
 
-def _pool_module() -> ir.Module:
+    def stop(self) -> None:
+        """stop(): every worker returns (a shared library's shutdown joins them); no job may run."""
+        stop = ir.Function(self.module, ir.FunctionType(ir.VoidType(), []), "convc_pool_stop")
+        b = ir.IRBuilder(stop.append_basic_block("entry"))
+        b.store_atomic(i32(1), self.stopping, "seq_cst", 4)
+        b.atomic_rmw("add", self.generation, i32(1), "seq_cst")
+        self._futex(b, self.generation, FUTEX_WAKE_PRIVATE, i32(2**31 - 1))
+        b.ret_void()
+
+
+def pool_module() -> ir.Module:
+    """The pool's module: convc_pool_worker(unused), convc_parallel_run(task, args, chunks),
+    convc_pool_reset() and convc_pool_stop()."""
     emitter = _PoolEmitter()
     emitter.worker()
     emitter.runner()
     emitter.reset()
+    emitter.stop()
     return emitter.module
 
 
@@ -256,7 +273,7 @@ class _Pool:
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
-        self.jit = JitModule(_pool_module())
+        self.jit = JitModule(pool_module())
         self.started = False
         llvm.add_symbol(RUN_SYMBOL, self.jit.address(RUN_SYMBOL))
 
