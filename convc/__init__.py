@@ -24,7 +24,9 @@ for _module in _pkgutil.iter_modules(__path__[:1]):  # each op_*.py registers th
 from .compiler import Compiled, compile
 from .eager import clear_caches
 from .errors import ConvcError
+from .export import export
 from .ir import Graph, Node
+from .library import Library, load
 from .options import Options
 from .parser import parse
 from .tracing import Tensor, trace
@@ -36,5 +38,5 @@ from . import ops  # noqa: E402
 from . import nn  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Compiled", "ConvcError", "Graph", "Node", "Options", "Tensor", "TensorType", "clear_caches", "compile",
-           "from_onnx", "from_torch", "nn", "ops", "parse", "trace", "verify"]
+__all__ = ["Compiled", "ConvcError", "Graph", "Library", "Node", "Options", "Tensor", "TensorType", "clear_caches",
+           "compile", "export", "from_onnx", "from_torch", "load", "nn", "ops", "parse", "trace", "verify"]

@@ -1,4 +1,4 @@
-"""The `convc` command line: dump a model's IR at any stage, run it, benchmark the kernels.
+"""The `convc` command line: dump a model's IR at any stage, run it, benchmark the kernels, export it.
 
 A model file is a Python file that defines
     model           a function of convc.ops, a convc.nn module, or a torch.nn.Module (imported
@@ -24,7 +24,8 @@ printed as a traceback of the file's own frames, without convc's and runpy's.
 
 `convc dump MODEL --stage timing` prints where the compile's time went (stages, passes, LLVM parts,
 kernels). `convc bench --help` lists the benchmarks; `convc bench --only NAME ...` runs some of them;
-`convc bench MODEL` times a model's compiled calls.
+`convc bench MODEL` times a model's compiled calls. `convc export MODEL --out DIR` writes the model
+as DIR/NAME.so + DIR/NAME.h, to build into a C program (examples/c/run_model.c).
 
 Exit status: 0 success; 1 the outputs differ from `reference`, convc rejected the model, or the
 model file raised; 2 a usage error (no such file, no `model`, an unknown benchmark name).
@@ -376,6 +377,26 @@ def _bench_model(args: argparse.Namespace) -> None:
         print(format_profile(compiled.profile(*inputs, repeat=args.repeat)), end="")
 
 
+def _export(args: argparse.Namespace) -> None:
+    """The model as DIR/NAME.so and DIR/NAME.h (convc.export)."""
+    import re
+
+    import convc
+    name = args.name or re.sub(r"\W", "_", Path(args.file).stem)
+    if not re.match(r"[A-Za-z_]", name):
+        name = f"model_{name}"
+    model, inputs, _ = load_model(args.file, None)
+    start = time.perf_counter()
+    graph = _trace(args.file, model, inputs)
+    _announce(graph)
+    print(f"exporting for {args.cpu or 'this host'} ...", flush=True)
+    library = convc.export(graph, Path(args.out) / f"{name}.so", name=name, cpu=args.cpu, opt_level=args.opt_level)
+    print(f"wrote {library} ({library.stat().st_size / 2**20:.1f} MB) and {library.with_suffix('.h')} in "
+          f"{time.perf_counter() - start:.2f} s")
+    print(f"build a C program with: cc -O2 -DMODEL={name} -include {library.with_suffix('.h')} "
+          f"examples/c/run_model.c {library} -Wl,-rpath,{library.parent.resolve()} -lpthread -o run_{name}")
+
+
 def _benchmark_list() -> str:
     from .bench import SHAPES
     lines = [f"  {s.name:<16}conv{len(s.w) - 2}d input {list(s.x)} weight {list(s.w)}"
@@ -418,6 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", action="store_true", help="with MODEL: also print the time of each kernel")
     bench.add_argument("--repeat", type=_positive_int, default=10, help="calls a --profile row is the median of")
     bench.set_defaults(handler=_bench)
+    export = commands.add_parser("export", help="write a model as a shared library and a C header, to run from C "
+                                 "with no Python (convc.export)")
+    export.add_argument("file", metavar="MODEL", help="a model file (.py) or an ONNX model (.onnx)")
+    export.add_argument("--out", required=True, metavar="DIR", help="directory for NAME.so and NAME.h")
+    export.add_argument("--name", help="the C prefix of the library's functions (default: the model file's name)")
+    export.add_argument("--cpu", help="LLVM CPU to generate code for, e.g. znver4 or x86-64-v3 (default: this host)")
+    export.add_argument("--opt-level", type=int, choices=(0, 1, 2), default=2)
+    export.set_defaults(handler=_export)
     return parser
 
 
