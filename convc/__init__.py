@@ -24,7 +24,7 @@ for _module in _pkgutil.iter_modules(__path__[:1]):  # each op_*.py registers th
 from .compiler import Compiled, compile
 from .eager import clear_caches
 from .errors import ConvcError
-from .export import export
+from .shared_library import export
 from .ir import Graph, Node
 from .library import Library, load
 from .options import Options

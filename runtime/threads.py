@@ -170,9 +170,10 @@ class _PoolEmitter:
         b = ir.IRBuilder(worker.append_basic_block("entry"))
         seen, rounds = b.alloca(I32, name="seen"), b.alloca(I64, name="rounds")
         b.store(b.load_atomic(self.generation, "acquire", 4), seen)
-        work, wait, new_job, idle, spin, not_spin, give_way, sleep = _blocks(
-            worker, "work", "wait", "new_job", "idle", "spin", "not_spin", "give_way", "sleep")
-        b.branch(work)
+        work, wait, new_job, idle, spin, not_spin, give_way, sleep, leave = _blocks(
+            worker, "work", "wait", "new_job", "idle", "spin", "not_spin", "give_way", "sleep", "leave")
+        # a worker that starts after a stop bumped `generation` would wait for the next one forever
+        b.cbranch(b.icmp_unsigned("!=", b.load_atomic(self.stopping, "seq_cst", 4), i32(0)), leave, work)
         b.position_at_end(work)
         b.call(self.claim, [])
         b.store(i64(0), rounds)
@@ -182,7 +183,6 @@ class _PoolEmitter:
         b.cbranch(b.icmp_unsigned("!=", current, b.load(seen)), new_job, idle)
         b.position_at_end(new_job)
         b.store(current, seen)
-        leave = worker.append_basic_block("leave")
         b.cbranch(b.icmp_unsigned("!=", b.load_atomic(self.stopping, "seq_cst", 4), i32(0)), leave, work)
         b.position_at_end(leave)
         b.ret(ir.Constant(BYTE_PTR, None))
