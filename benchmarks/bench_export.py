@@ -34,13 +34,17 @@ int main(int argc, char **argv) {
     double start = now();
     void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
     if (!lib) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+    typedef int (*count_fn)(void);
+    typedef int (*shape_fn)(int, int64_t *);
+    typedef int (*run_fn)(const void *const *, void *const *);
+    typedef void (*stop_fn)(void);
 #define GET(type, var, suffix) snprintf(symbol, sizeof symbol, "%s_%s", name, suffix); type var = (type)dlsym(lib, symbol);
-    GET(int (*)(void), num_inputs, "num_inputs")
-    GET(int (*)(void), num_outputs, "num_outputs")
-    GET(int (*)(int, int64_t *), input_shape, "input_shape")
-    GET(int (*)(int, int64_t *), output_shape, "output_shape")
-    GET(int (*)(const void *const *, void *const *), run, "run")
-    GET(void (*)(void), shutdown, "shutdown")
+    GET(count_fn, num_inputs, "num_inputs")
+    GET(count_fn, num_outputs, "num_outputs")
+    GET(shape_fn, input_shape, "input_shape")
+    GET(shape_fn, output_shape, "output_shape")
+    GET(run_fn, run, "run")
+    GET(stop_fn, shutdown, "shutdown")
     void *ins[16], *outs[16];
     int64_t dims[16];
     for (int i = 0; i < num_inputs(); i++) {
@@ -63,16 +67,25 @@ int main(int argc, char **argv) {
 """
 
 
+def constant_bytes(library: Path) -> int:
+    """Bytes of the embedded constants: the size of the library's `convc_constants` symbol (`nm -S`)."""
+    listing = subprocess.run(["nm", "-S", str(library)], capture_output=True, text=True, check=True).stdout
+    for line in listing.splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[3] == "convc_constants":
+            return int(fields[1], 16)
+    raise SystemExit(f"{library}: no convc_constants symbol")
+
+
 def code_bytes(library: Path) -> int:
-    """Bytes of the library's sections other than the constants' (`size -A`)."""
+    """Bytes of the library's loaded sections (`size -A`) other than the embedded constants."""
     listing = subprocess.run(["size", "-A", str(library)], capture_output=True, text=True, check=True).stdout
     total = 0
     for line in listing.splitlines():
         fields = line.split()
-        if len(fields) >= 2 and fields[0].startswith(".") and fields[1].isdigit() and fields[0] not in (
-                ".rodata.convc_constants", ".comment") and not fields[0].startswith(".debug"):
+        if len(fields) >= 3 and fields[0].startswith(".") and fields[1].isdigit() and fields[2] != "0":
             total += int(fields[1])
-    return total
+    return total - constant_bytes(library)
 
 
 def main() -> None:
@@ -101,7 +114,7 @@ def main() -> None:
             start = time.perf_counter()
             library = convc.export(compiled, folder / f"{name}.so", name=name)
             exported = time.perf_counter() - start
-            constants = library.stat().st_size - code_bytes(library)
+            constants = constant_bytes(library)
             done = subprocess.run([str(timer), str(library), name], capture_output=True, text=True, check=True)
             setup, first, best = map(float, done.stdout.split())
             rows.append((name, exported, code_bytes(library), constants, setup, first, best, jit))

@@ -158,7 +158,8 @@ def _constants_blob(program: Any) -> tuple[bytes, dict[str, int]]:
 def _constants_assembly(blob: Path) -> str:
     quoted = str(blob).replace("\\", "\\\\").replace('"', '\\"')
     return (f'    .section .rodata.convc_constants,"a"\n    .balign {ALIGN}\n    .globl convc_constants\n'
-            f'    .hidden convc_constants\nconvc_constants:\n    .incbin "{quoted}"\n    .byte 0\n'
+            f'    .hidden convc_constants\n    .type convc_constants, @object\nconvc_constants:\n'
+            f'    .incbin "{quoted}"\n    .byte 0\n    .size convc_constants, . - convc_constants\n'
             f'    .section .note.GNU-stack,"",@progbits\n')
 
 
