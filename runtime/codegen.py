@@ -12,8 +12,29 @@ I1 = ir.IntType(1)
 FLOAT_TYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
 
 
+_CONSTANTS: dict[tuple, ir.Constant] = {}
+
+
+def constant(type_: ir.Type, value: int | float | Sequence[int | float] | None) -> ir.Constant:
+    """The constant `value` of `type_` (a list for a vector, None for zeroinitializer), one object per
+    distinct constant for the whole process: a constant has no parent and llvmlite caches its text,
+    so a constant used a thousand times is formatted once (vector masks and splats were a third of
+    the time spent turning a model's modules into IR text)."""
+    if isinstance(value, (list, tuple)):
+        value_key = tuple(v.hex() if isinstance(v, float) else v for v in value)
+    else:
+        value_key = value.hex() if isinstance(value, float) else value
+    key = (str(type_), value_key)
+    found = _CONSTANTS.get(key)
+    if found is None:
+        if len(_CONSTANTS) > 65536:
+            _CONSTANTS.clear()
+        found = _CONSTANTS[key] = ir.Constant(type_, list(value) if isinstance(value, tuple) else value)
+    return found
+
+
 def i64(value: int) -> ir.Constant:
-    return ir.Constant(I64, int(value))
+    return constant(I64, int(value))
 
 
 def as_value(value: int | ir.Value) -> ir.Value:
@@ -74,8 +95,8 @@ class Kernel:
     def const(self, value: float, like: ir.Value | None = None) -> ir.Constant:
         """A float constant; splatted to a vector where `like` is a vector."""
         if like is not None and isinstance(like.type, ir.VectorType):
-            return ir.Constant(like.type, [value] * like.type.count)
-        return ir.Constant(self.ftype, value)
+            return constant(like.type, [value] * like.type.count)
+        return constant(self.ftype, value)
 
     def load(self, base: ir.Value, index: int | ir.Value) -> ir.Value:
         return self.builder.load(self.builder.gep(base, [as_value(index)], inbounds=True))
@@ -141,9 +162,9 @@ class Kernel:
 
     def splat(self, scalar: ir.Value, lanes: int) -> ir.Value:
         vector = self.vector_type(lanes)
-        single = self.builder.insert_element(ir.Constant(vector, None), scalar, ir.Constant(ir.IntType(32), 0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-        return self.builder.shuffle_vector(single, ir.Constant(vector, None), mask)
+        undefined = constant(vector, None)
+        single = self.builder.insert_element(undefined, scalar, constant(ir.IntType(32), 0))
+        return self.builder.shuffle_vector(single, undefined, constant(ir.VectorType(ir.IntType(32), lanes), None))
 
     def transpose(self, rows: list[ir.Value]) -> list[ir.Value]:
         """The transpose of a square of vectors (n rows of n lanes, n a power of two): log2(n)
@@ -153,8 +174,8 @@ class Kernel:
         rows = list(rows)
         bit = 1
         while bit < n:
-            lower = ir.Constant(ir.VectorType(ir.IntType(32), n), [j if not j & bit else n + (j ^ bit) for j in range(n)])
-            upper = ir.Constant(ir.VectorType(ir.IntType(32), n), [j ^ bit if not j & bit else n + j for j in range(n)])
+            lower = constant(ir.VectorType(ir.IntType(32), n), [j if not j & bit else n + (j ^ bit) for j in range(n)])
+            upper = constant(ir.VectorType(ir.IntType(32), n), [j ^ bit if not j & bit else n + j for j in range(n)])
             for i in range(n):
                 if not i & bit:
                     a, b = rows[i], rows[i | bit]
@@ -166,8 +187,8 @@ class Kernel:
     def vstore_prefix(self, value: ir.Value, base: ir.Value, index: int | ir.Value, count: int) -> None:
         """Store the first `count` lanes of a vector at base[index]."""
         if count < value.type.count:
-            mask = ir.Constant(ir.VectorType(ir.IntType(32), count), list(range(count)))
-            value = self.builder.shuffle_vector(value, ir.Constant(value.type, None), mask)
+            mask = constant(ir.VectorType(ir.IntType(32), count), list(range(count)))
+            value = self.builder.shuffle_vector(value, constant(value.type, None), mask)
         self.vstore(value, base, index)
 
     def vfma(self, a: ir.Value, b: ir.Value, acc: ir.Value) -> ir.Value:

@@ -118,6 +118,27 @@ def prepared(module: ir.Module) -> str:
     return str(module)
 
 
+def _release(module: ir.Module) -> None:
+    """Empty `module` once its text is made: its functions' bodies and its table of globals (a
+    function keeps its name, type and module, for the calls other modules make). llvmlite's objects
+    refer to each other (an instruction to its block and a block to its terminator, a phi to the
+    values of a loop, a function to its module and back), so a lowered model left some 300k objects
+    in reference cycles that only a collection of the cyclic garbage collector frees (0.2 s after
+    HiFi-GAN's compile); cut, they are freed at once."""
+    for function in module.functions:
+        for block in function.blocks:
+            for instruction in block.instructions:
+                if isinstance(instruction, ir.PhiInstr):
+                    instruction.incomings.clear()
+            block.instructions.clear()
+            block.terminator = None
+        function.blocks.clear()
+    module.globals.clear()
+    module.metadata.clear()
+    module.namedmetadata.clear()
+    module._metadatacache.clear()
+
+
 @functools.lru_cache(maxsize=None)
 def _data_layout() -> str:
     return str(_target_machine()[0].target_data)
@@ -148,7 +169,9 @@ class CompileSession:
         self.ir_chars: dict[str, int] = {}  # module name -> characters of its IR text
 
     def submit(self, module: ir.Module) -> None:
+        """Compile `module`; its function bodies are dropped once its text is made (see `_release`)."""
         text = prepared(module)
+        _release(module)
         self.ir_chars[module.name] = len(text)
         self._session.submit(module.name, text)
 

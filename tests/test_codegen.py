@@ -29,3 +29,16 @@ def test_transpose_and_prefix_stores(dtype, lanes):
         count = lanes - i % 3
         np.testing.assert_array_equal(out[i, :count], square[:count, i])
         assert np.isnan(out[i, count:]).all()
+
+
+def test_shared_constants_are_one_object_per_distinct_value():
+    import llvmlite.ir as ir
+    from convc.runtime.codegen import constant
+    f32, i32 = ir.FloatType(), ir.IntType(32)
+    assert constant(f32, 1.5) is constant(f32, 1.5)
+    assert constant(ir.VectorType(i32, 4), [0, 1, 2, 3]) is constant(ir.VectorType(i32, 4), [0, 1, 2, 3])
+    assert constant(f32, 0.0) is not constant(f32, -0.0)
+    assert str(constant(f32, -0.0)) != str(constant(f32, 0.0))
+    assert str(constant(i32, 1)) == "i32 1" and str(constant(ir.IntType(64), 1)) == "i64 1"
+    assert str(constant(ir.VectorType(i32, 2), [1, 1])) == "<2 x i32> <i32 1, i32 1>"
+    assert constant(ir.VectorType(f32, 2), None) is constant(ir.VectorType(f32, 2), None)

@@ -11,7 +11,7 @@ from typing import Callable
 
 import llvmlite.ir as ir
 
-from ..codegen import Kernel
+from ..codegen import Kernel, constant
 from ..jit import HostTarget
 from .conv_geometry import (MAX_EDGE_VECTORS, MAX_UNROLLED_TAPS, Axis, ConvGeometry, activate_row, for_taps,
                             map_index, out_row)
@@ -132,7 +132,7 @@ def gather_vector(k: Kernel, x_row: ir.Value, sources: list[int | None], size: i
             if sources == list(range(window, window + lanes)):
                 return loaded
             mask = [lanes if s is None else s - window for s in sources]
-            return k.builder.shuffle_vector(loaded, zero, ir.Constant(ir.VectorType(ir.IntType(32), lanes), mask))
+            return k.builder.shuffle_vector(loaded, zero, constant(ir.VectorType(ir.IntType(32), lanes), mask))
     vector = zero
     for lane, source in enumerate(sources):
         if source is not None:
@@ -162,7 +162,7 @@ class _TileContext:
         if self.geo.w.stride == 1:
             return k.vload(x_row, first, lanes)
         low, high = k.vload(x_row, first, lanes), k.vload(x_row, first + lanes, lanes)
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [2 * lane for lane in range(lanes)])
+        mask = constant(ir.VectorType(ir.IntType(32), lanes), [2 * lane for lane in range(lanes)])
         return k.builder.shuffle_vector(low, high, mask)
 
     def emit(self, od: ir.Value, oh: ir.Value, offsets: list[int], ow0: ir.Value | int | None) -> None:

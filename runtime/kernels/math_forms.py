@@ -20,7 +20,7 @@ from typing import Callable
 
 import llvmlite.ir as ir
 
-from ..codegen import Kernel
+from ..codegen import Kernel, constant
 
 MathForm = Callable[..., ir.Value]
 
@@ -86,7 +86,7 @@ def polynomial(k: Kernel, x: ir.Value, coefficients: tuple[float, ...]) -> ir.Va
 
 def _constant(type_: ir.Type, value: float) -> ir.Constant:
     """`value` of a scalar type, or splatted over a vector type."""
-    return ir.Constant(type_, [value] * type_.count if isinstance(type_, ir.VectorType) else value)
+    return constant(type_, [value] * type_.count if isinstance(type_, ir.VectorType) else value)
 
 
 def _int_type(k: Kernel, like: ir.Value) -> ir.Type:
@@ -231,7 +231,7 @@ def sin_cos(k: Kernel, x: ir.Value, cos: bool) -> ir.Value:
     itype = ir.VectorType(scalar_int, count) if vector else scalar_int
 
     def ints(value: int) -> ir.Constant:
-        return ir.Constant(itype, [value] * count) if vector else ir.Constant(itype, value)
+        return constant(itype, [value] * count) if vector else constant(itype, value)
 
     quadrant = b.add(b.fptosi(j, itype), ints(1 if cos else 0))
     value = b.select(b.icmp_signed("!=", b.and_(quadrant, ints(1)), ints(0)), cosine, sine)
