@@ -15,7 +15,7 @@ FLOAT_TYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
 _CONSTANTS: dict[tuple, ir.Constant] = {}
 
 
-def constant(type_: ir.Type, value: int | float | Sequence[int | float] | None) -> ir.Constant:
+def constant(type_: ir.Type, value: float | Sequence[float] | None) -> ir.Constant:
     """The constant `value` of `type_` (a list for a vector, None for zeroinitializer), one object per
     distinct constant for the whole process: a constant has no parent and llvmlite caches its text,
     so a constant used a thousand times is formatted once (vector masks and splats were a third of
