@@ -40,6 +40,7 @@ class Graph:
         self.tuple_result = False  # a traced function returned a tuple, even of one value
         self._order = itertools.count()
         self._fresh: dict[str, itertools.count] = {}
+        self._sorted: list[str] | None = None  # the topological order, until the edges change
 
     # construction -------------------------------------------------------------------------
     def _unique(self, prefix: str) -> str:
@@ -52,6 +53,7 @@ class Graph:
     def _insert(self, node: Node) -> str:
         if node.name in self.dag:
             raise ConvcError(f"graph @{self.name}: value %{node.name} is defined twice")
+        self._sorted = None
         self.dag.add_node(node.name, node=node, order=next(self._order))
         for operand in node.operands:
             if operand not in self.dag:
@@ -89,10 +91,16 @@ class Graph:
         return [self.node(u) for u in self.dag.successors(name)]
 
     def nodes(self) -> Iterator[Node]:
-        """All nodes in a deterministic topological order (ties broken by creation order)."""
-        order = nx.get_node_attributes(self.dag, "order")
-        for name in nx.lexicographical_topological_sort(self.dag, key=lambda n: order[n]):
-            yield self.node(name)
+        """All nodes in a deterministic topological order (ties broken by creation order), sorted
+        once per change of the graph's nodes or edges (the passes and the verifier ask often).
+        Nodes removed while the iteration runs are skipped."""
+        if self._sorted is None:
+            order = nx.get_node_attributes(self.dag, "order")
+            self._sorted = list(nx.lexicographical_topological_sort(self.dag, key=lambda n: order[n]))
+        nodes = self.dag.nodes
+        for name in self._sorted:
+            if name in nodes:
+                yield nodes[name]["node"]
 
     def op_nodes(self) -> list[Node]:
         return [n for n in self.nodes() if n.op not in ("input", "const")]
@@ -103,6 +111,7 @@ class Graph:
     # rewriting ----------------------------------------------------------------------------
     def set_operands(self, name: str, operands: list[str]) -> None:
         node = self.node(name)
+        self._sorted = None
         for old in set(node.operands):
             self.dag.remove_edge(old, name)
         node.operands = list(operands)
@@ -117,6 +126,7 @@ class Graph:
     def remove(self, name: str) -> None:
         if list(self.dag.successors(name)) or name in self.outputs:
             raise ConvcError(f"graph @{self.name}: cannot remove %{name}, it is still used")
+        self._sorted = None
         self.dag.remove_node(name)
         if name in self.inputs:
             self.inputs.remove(name)
