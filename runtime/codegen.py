@@ -107,6 +107,15 @@ class Kernel:
     def offset(self, base: ir.Value, index: int | ir.Value) -> ir.Value:
         return self.builder.gep(base, [as_value(index)], inbounds=True)
 
+    def prefetch(self, base: ir.Value, index: int | ir.Value) -> None:
+        """Fetch the line of base[index] into L2 (prefetcht1 on x86); `index` may lie past the
+        buffer (a prefetch never faults, and its address is not `inbounds`)."""
+        bytes_ = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = self.module.declare_intrinsic("llvm.prefetch", [bytes_], ir.FunctionType(ir.VoidType(), [bytes_, i32, i32, i32]))
+        address = self.builder.bitcast(self.builder.gep(base, [as_value(index)]), bytes_)
+        self.builder.call(fn, [address, constant(i32, 0), constant(i32, 2), constant(i32, 1)])
+
     def intrinsic(self, name: str, *args: ir.Value) -> ir.Value:
         """An LLVM intrinsic over scalars or vectors (the type of the first argument)."""
         type_ = args[0].type

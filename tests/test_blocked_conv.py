@@ -350,3 +350,28 @@ def test_wide_edges_are_bounds_checked_at_run_time(vector_bits, mode, shape, wei
     assert [block_of(compiled, n) for n in blocked_nodes(compiled)] == [vector_bits // 32]
     expected = np.maximum(conv_nd(x, w, b, 1, pads, dilation, 1, mode), 0)
     assert_close(compiled(x), expected, int(np.prod(weight[1:])))
+
+
+@pytest.mark.parametrize("shape, out, mode", [((2, 64, 5, 6), 256, "zeros"), ((1, 96, 4, 4), 512, "reflect"),
+                                              ((1, 40, 3, 3, 3), 256, "replicate")])
+def test_small_maps_with_many_weights_run_each_chunk_over_the_whole_map(vector_bits, shape, out, mode):
+    """Late-stage convs (small maps, weights beyond L1): the reduction's chunks run outside the
+    rows (each chunk's weights serve the whole map; the partial sums stay in L1) and prefetch the
+    weights ahead; with bias, residual and activation, then a 1x1 conv to a plain output."""
+    rank = len(shape) - 2
+    rng = np.random.default_rng(out + rank)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((out, shape[1]) + (3,) * rank).astype(np.float32)
+    bias = rng.standard_normal(out).astype(np.float32)
+    r = rng.standard_normal((shape[0], out) + shape[2:]).astype(np.float32)
+    head = rng.standard_normal((8, out) + (1,) * rank).astype(np.float32)
+    conv = f"conv{rank}d"
+
+    def model(x, r):
+        y = ops.apply(conv, [x, w, bias], stride=1, padding=1, dilation=1, groups=1, padding_mode=mode)
+        return ops.apply(conv, [ops.relu(ops.add(y, r)), head], stride=1, padding=0, dilation=1, groups=1)
+
+    compiled = convc.compile(model, x, r)
+    assert len(blocked_nodes(compiled)) == 2
+    middle = np.maximum(conv_nd(x, w, bias, padding=1, padding_mode=mode) + r, 0)
+    assert_close(compiled(x, r), conv_nd(middle, head), shape[1] * 3 ** rank + out)
