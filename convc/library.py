@@ -17,8 +17,10 @@ import numpy as np
 
 from .errors import ConvcError
 
+DTYPE_CODES = {"f32": 0, "f64": 1}  # the C API's dtype codes (convc.export writes them)
 DTYPES = {0: np.dtype(np.float32), 1: np.dtype(np.float64)}
-RETURN_CODES = {1: "a null pointer among the arguments", 2: "this CPU lacks a feature the library was compiled for",
+RETURN_CODES = {0: "success", 1: "a null pointer among the arguments",
+                2: "this CPU lacks a feature the library was compiled for",
                 3: "out of memory for the workspace"}
 MAX_RANK = 16
 
@@ -104,8 +106,9 @@ def load(path: str | os.PathLike, name: str | None = None) -> Library:
     header = path.with_suffix(".h")
     expected = None
     if header.is_file():
-        found = re.search(r'^#define (\w+)_VERSION "([^"]*)"', header.read_text(errors="replace"), re.M)
-        prototype = re.search(r"^const char \*(\w+)_version\(void\);", header.read_text(errors="replace"), re.M)
+        text = header.read_text(errors="replace")
+        found = re.search(r'^#define (\w+)_VERSION "([^"]*)"', text, re.M)
+        prototype = re.search(r"^const char \*(\w+)_version\(void\);", text, re.M)
         if found and prototype:
             name = name or prototype.group(1)
             expected = found.group(2) if found.group(1) == name.upper() else None

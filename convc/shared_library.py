@@ -30,14 +30,12 @@ from . import collector
 from .compile_times import CompileTimes
 from .errors import ConvcError
 from .ir import Graph
+from .library import DTYPE_CODES, RETURN_CODES
 from .options import Options, current, using
 from .tracing import trace
 
 ALIGN = 64
-DTYPE_CODES = {"f32": 0, "f64": 1}
-RETURN_CODES = {0: "success", 1: "a null pointer among the arguments",
-                2: "this CPU lacks a feature the library was compiled for",
-                3: "out of memory for the workspace"}
+MAX_WORKERS = 255  # pool threads a library starts besides the caller's
 # x86 feature -> (cpuid leaf, subleaf, register, bit, XCR0 state bits the OS must enable)
 CPUID_BITS = {
     "avx": (1, 0, "ecx", 28, 0x6), "fma": (1, 0, "ecx", 12, 0x6), "avx2": (7, 0, "ebx", 5, 0x6),
@@ -363,8 +361,6 @@ void {name}_shutdown(void) {{
 }}
 """
 
-
-MAX_WORKERS = 255
 
 
 def _header(name: str, program: Any, version: str) -> str:

@@ -245,7 +245,6 @@ class _PoolEmitter:
                            8 if variable.value_type == I64 else 4)
         b.ret_void()
 
-
     def stop(self) -> None:
         """stop(): every worker returns (a shared library's shutdown joins them); no job may run."""
         stop = ir.Function(self.module, ir.FunctionType(ir.VoidType(), []), "convc_pool_stop")

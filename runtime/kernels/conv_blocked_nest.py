@@ -29,7 +29,7 @@ maps and 1-D signals.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import llvmlite.ir as ir
@@ -43,7 +43,7 @@ from .elementwise import activate
 L1_WEIGHT_SHARE = 3  # a chunk's packed weights take a third of L1
 L1_OUTPUT_SHARE = 2  # a row segment's partial sums half of it
 MIN_PARALLEL_EXTENT = 8  # outer iterations wanted, so that every core gets a balanced share
-PREFETCH_CHUNKS = 4  # how far ahead a tile group's first row prefetches its weights
+PREFETCH_CHUNKS = 4  # chunks of weights a prefetch runs ahead of the loads
 MAX_EDGE_TAPS = 16  # taps of compile-time edge tiles per row beyond which edges are bounds-checked at run time
 
 
@@ -259,7 +259,7 @@ class BlockedConvNest:
         self.chunks = max(1, -(-self.full_blocks // self.chunk))
         rows = geo.batch * self.tile_groups * geo.d.out * geo.h.out
         self.group_weights = self.w_block * self.in_blocks_g  # packed weights of a tile group, elements
-        # a tile group's weights outgrow L1: its first row prefetches them ahead (see fma_column)
+        # a tile group's weights outgrow L1: they are prefetched ahead (see fma_column)
         self.prefetching = runtime_row is None and not transposed and self.group_weights * k.itemsize > l1_bytes
         self.prefetch_delta: ir.Value | None = None
         self.whole_maps = False
@@ -281,7 +281,7 @@ class BlockedConvNest:
         if (len(phases) == 1 and not (whole_rows or plain_out) and self.chunks > 1 and geo.d.out * geo.h.out > 1
                 and map_bytes <= l1_bytes // L1_OUTPUT_SHARE and geo.batch * self.tile_groups >= MIN_PARALLEL_EXTENT):
             self.whole_maps = True  # small maps, many weights: each chunk serves the whole map (see emit)
-            self.plans[0] = PhasePlan(phases[0], tuple(left), start, count, tuple(right), 1)
+            self.plans[0] = replace(self.plans[0], segments=1)
             self.parts = 1
         # edge tiles in code of their own per position and tap, or, where that is a lot of code
         # (1-D convs with wide kernels and paddings), one body with the taps in a runtime loop

@@ -231,7 +231,7 @@ def sin_cos(k: Kernel, x: ir.Value, cos: bool) -> ir.Value:
     itype = ir.VectorType(scalar_int, count) if vector else scalar_int
 
     def ints(value: int) -> ir.Constant:
-        return constant(itype, [value] * count) if vector else constant(itype, value)
+        return _constant(itype, value)
 
     quadrant = b.add(b.fptosi(j, itype), ints(1 if cos else 0))
     value = b.select(b.icmp_signed("!=", b.and_(quadrant, ints(1)), ints(0)), cosine, sine)
