@@ -220,10 +220,10 @@ class Kernel:
             total = self.builder.add(total, value)
         return total
 
-    def mul(self, a: int | ir.Value, b: int) -> ir.Value:
-        if b == 1:
+    def mul(self, a: int | ir.Value, b: int | ir.Value) -> ir.Value:
+        if isinstance(b, int) and b == 1:
             return as_value(a)
-        return self.builder.mul(as_value(a), i64(b))
+        return self.builder.mul(as_value(a), as_value(b))
 
     @contextmanager
     def loop(self, start: int | ir.Value, stop: int | ir.Value, name: str = "i") -> Iterator[ir.Value]:

@@ -25,7 +25,7 @@ from convc.registry import get_op
 from convc.types import TensorType
 
 from .codegen import FLOAT_TYPES, I64, Kernel, i64
-from .kernels import code_attributes, emitter_for
+from .kernels import code_key, emitter_for
 from .memory import ALIGN, Plan, plan_memory
 from .threads import BYTE_PTR, RUN_SYMBOL, TASK_TYPE, chunk_count, pool_size
 
@@ -112,13 +112,14 @@ Finished = Callable[[ir.Module], None]
 def _emit(emitted_for: dict[tuple, Kernel], tasks: dict[str, ir.Function], name: str, node: Node,
           in_types: list[TensorType], values: list[np.ndarray | None], finished: Finished) -> Kernel:
     """The node's kernel. A kernel's code depends only on the op, the attributes that shape it
-    (code_attributes: all, or fewer where the kernel takes some at run time), the operand and
-    result types and which operands are constants (their values only shape the packed host
+    and the operand types (code_key: all, or fewer where the kernel takes some at run time), the
+    result type and which operands are constants (their values only shape the packed host
     constants), so a node identical in those reuses the function emitted first, with host constants
     of its own (from the kernel's `pack` and `bind`, or else its emitter run again in a scratch
     module), and LLVM compiles the code once. A kernel's module, once complete (with the task
     wrapper that runs it on the pool), goes to `finished`."""
-    key = (node.op, code_attributes(node, in_types), tuple(in_types), node.type, tuple(v is None for v in values))
+    constants = tuple(v is not None for v in values)
+    key = (node.op, code_key(node, in_types, constants), node.type, constants)
     emit = emitter_for(node.op)
     first = emitted_for.get(key)
     if first is None:

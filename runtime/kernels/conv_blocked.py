@@ -21,11 +21,11 @@ import numpy as np
 
 from convc.op_conv import conv_pads
 from convc.registry import has_trait
-from convc.types import TensorType
+from convc.types import DTYPE_NAMES, TensorType
 
 from ..codegen import Kernel
 from ..jit import HostTarget
-from .conv_blocked_nest import BlockedConvNest, Buffers, load_runtime_row, runtime_row_params
+from .conv_blocked_nest import BlockedConvNest, Buffers, load_runtime_row, reduction_chunk, runtime_row_params
 from .conv_depthwise_blocked import DepthwiseNest, depthwise_width
 from .conv_geometry import conv_geometry
 from .conv_transpose import transpose_geometry
@@ -122,15 +122,31 @@ RUNTIME_ROW_ATTRS = ("pad_lo", "pad_hi", "dilation")  # what a RuntimeRow reads 
 
 
 def blocked_conv_share_key(attrs: dict[str, Any], in_types: list[TensorType], out_type: TensorType, op: str,
-                           host: HostTarget) -> tuple | None:
-    """The attributes that shape a blocked conv's code where they are fewer than all of them: a
-    RuntimeRow conv's without its padding and dilation (convs differing only in those share one
-    body), else None."""
+                           host: HostTarget, constants: tuple[bool, ...]) -> tuple | None:
+    """The attributes and operand types that shape a blocked conv's code where they are fewer than
+    all of them, else None. A RuntimeRow conv's are its attributes without its padding and
+    dilation, and where its weights are packed at compile time (no packing prologue, whose code
+    would follow the kernel size), its operand types without the kernel size: convs that differ
+    only in those share one body."""
     if not (in_types[0].block or out_type.block or attrs.get("block")):
         return None
     if not plan_blocked_conv(attrs, in_types, out_type, op, host).runtime_row:
         return None
-    return tuple(sorted((name, value) for name, value in attrs.items() if name not in RUNTIME_ROW_ATTRS))
+    key = tuple(sorted((name, value) for name, value in attrs.items() if name not in RUNTIME_ROW_ATTRS))
+    if not all(constants[1:3]):  # weights or bias packed by a prologue
+        return key, tuple(in_types)
+    weight = in_types[1]
+    return key, (in_types[0], weight.dtype, weight.shape[:2]) + tuple(in_types[2:])
+
+
+def _runtime_row_params(plan: BlockedConvPlan, dtype: str, l1_bytes: int) -> np.ndarray:
+    """A RuntimeRow conv's params buffer (see runtime_row_params), its reduction chunk planned as
+    BlockedConvNest plans it from the kernel size."""
+    geo, lanes = plan.geo, plan.lanes
+    full_blocks = geo.cin_g // lanes
+    chunk = reduction_chunk(geo.k_plane * lanes * plan.vectors * lanes * DTYPE_NAMES[dtype].itemsize, full_blocks,
+                            l1_bytes, plan.plain_out)
+    return runtime_row_params(geo.w, plan.width, chunk, max(1, -(-full_blocks // chunk)))
 
 
 def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
@@ -162,9 +178,9 @@ def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_ty
     runtime_row = None
     if plan.runtime_row:
         params = len(names) - 1
-        k.bind = lambda node, types: {params: runtime_row_params(
-            conv_geometry(node.attrs, types[:2], node.type, node.op).w, width)}
-        k.host_constants[params] = runtime_row_params(geo.w, width)
+        k.bind = lambda node, types: {params: _runtime_row_params(
+            plan_blocked_conv(node.attrs, types, node.type, node.op, host), node.type.dtype, host.l1d_bytes)}
+        k.host_constants[params] = _runtime_row_params(plan, out_type.dtype, host.l1d_bytes)
         runtime_row = load_runtime_row(k, k.args[params])
     if depthwise:
         DepthwiseNest(k, geo, lanes, width, Buffers.of(k, residual), attrs.get("activation")).emit()

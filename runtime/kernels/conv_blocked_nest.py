@@ -137,7 +137,7 @@ class SharedPhase:
     first: ir.Value
     step: int
     in_stride: int
-    tap_count: int
+    tap_count: int | ir.Value  # a RuntimeRow's kernel size is a run-time value
     tap0: ir.Value
     tap_step: int
     offset0: ir.Value
@@ -161,34 +161,52 @@ def shared_interior(phases: list[RowPhase], size: int) -> tuple[int, int] | None
 
 @dataclass(frozen=True)
 class RuntimeRow:
-    """A 1-D forward conv's padding and dilation as run-time values (read from the kernel's
-    params buffer, see `runtime_row_params`), so that convs that differ only in those share one
-    body: each tile of the row is tested at run time, the interior ones [tile_lo, tile_hi) take
-    the unchecked loop, the others the bounds-checked one."""
+    """A 1-D forward conv's padding, dilation and kernel size as run-time values (read from the
+    kernel's params buffer, see `runtime_row_params`), so that convs that differ only in those
+    share one body: each tile of the row is tested at run time, the interior ones
+    [tile_lo, tile_hi) take the unchecked loop, the others the bounds-checked one; the taps are a
+    loop of `taps` steps, and the reduction's `chunks` chunks of `chunk` input blocks (planned
+    from the kernel size) a loop too."""
 
     pad_lo: ir.Value
     dilation: ir.Value
     tile_lo: ir.Value
     tile_hi: ir.Value
+    taps: ir.Value
+    chunk: ir.Value
+    chunks: ir.Value
 
 
-RUNTIME_ROW_PARAMS = 4  # i64 values of a RuntimeRow's params buffer
+RUNTIME_ROW_PARAMS = 7  # i64 values of a RuntimeRow's params buffer
 
 
-def runtime_row_params(axis: Axis, width: int) -> np.ndarray:
-    """The params buffer of a RuntimeRow: pad_lo, dilation and the interior tiles [lo, hi) of a
-    row of `width`-wide tiles, those whose every tap reads inside the input."""
+def runtime_row_params(axis: Axis, width: int, chunk: int, chunks: int) -> np.ndarray:
+    """The params buffer of a RuntimeRow: pad_lo, dilation, the interior tiles [lo, hi) of a row
+    of `width`-wide tiles (those whose every tap reads inside the input), the kernel size and the
+    reduction's chunk (input blocks) and chunk count."""
     tiles, span = axis.out // width, width * axis.stride
     low = min(tiles, -(-axis.pad_lo // span))
     last = (axis.size - 1 + axis.pad_lo - axis.dilation * (axis.kernel - 1) - (width - 1) * axis.stride) // span
-    return np.array([axis.pad_lo, axis.dilation, low, max(low, min(tiles, last + 1))], np.int64)
+    return np.array([axis.pad_lo, axis.dilation, low, max(low, min(tiles, last + 1)), axis.kernel, chunk, chunks],
+                    np.int64)
 
 
 def load_runtime_row(k: Kernel, params: ir.Value) -> RuntimeRow:
     """The RuntimeRow of a kernel whose params buffer is `params` (loaded once, at entry)."""
     table = k.builder.bitcast(params, ir.IntType(64).as_pointer())
     return RuntimeRow(*(k.builder.load(k.builder.gep(table, [i64(i)], inbounds=True), name=name)
-                        for i, name in enumerate(("pad_lo", "dilation", "tile_lo", "tile_hi"))))
+                        for i, name in enumerate(("pad_lo", "dilation", "tile_lo", "tile_hi", "taps", "chunk",
+                                                  "chunks"))))
+
+
+def reduction_chunk(block_weight_bytes: int, full_blocks: int, l1_bytes: int, plain_out: bool) -> int:
+    """Input blocks per chunk of the reduction (of `full_blocks` whole input blocks), for input
+    blocks of `block_weight_bytes` packed weights each: a chunk's weights take L1_WEIGHT_SHARE of
+    L1 (at least one block, at most all); a plain output is written once, so its reduction is a
+    single chunk."""
+    if plain_out:  # partial sums are revisited in the blocked layout only
+        return max(1, full_blocks)
+    return max(1, min(full_blocks, l1_bytes // L1_WEIGHT_SHARE // block_weight_bytes))
 
 
 @dataclass(frozen=True)
@@ -252,18 +270,20 @@ class BlockedConvNest:
         self.last_lanes = geo.cin_g - (self.in_blocks_g - 1) * c  # real channels of the last input block
         self.full_blocks = self.in_blocks_g - (1 if self.last_lanes < c else 0)
         self.tile_groups = self.out_blocks // vectors
-        self.w_block = geo.k_plane * c * vectors * c  # packed weights of one input block for a tile group
-        self.chunk = max(1, l1_bytes // L1_WEIGHT_SHARE // (self.w_block * k.itemsize))
-        if plain_out:  # partial sums are revisited in the blocked layout only; a plain output is written once
-            self.chunk = max(1, self.full_blocks)
-        self.chunks = max(1, -(-self.full_blocks // self.chunk))
+        self.w_block: int | ir.Value = geo.k_plane * c * vectors * c  # packed weights of an input block, tile group
+        self.chunk: int | ir.Value = reduction_chunk(self.w_block * k.itemsize, self.full_blocks, l1_bytes, plain_out)
+        self.chunks: int | ir.Value = max(1, -(-self.full_blocks // self.chunk))
         rows = geo.batch * self.tile_groups * geo.d.out * geo.h.out
-        self.group_weights = self.w_block * self.in_blocks_g  # packed weights of a tile group, elements
+        self.group_weights: int | ir.Value = self.w_block * self.in_blocks_g  # a tile group's packed weights
         # a tile group's weights outgrow L1: they are prefetched ahead (see fma_column)
         self.prefetching = runtime_row is None and not transposed and self.group_weights * k.itemsize > l1_bytes
         self.prefetch_delta: ir.Value | None = None
         self.whole_maps = False
-        if runtime_row is not None:
+        if runtime_row is not None:  # the kernel size and what is planned from it are run-time values
+            self.w_block = k.builder.mul(runtime_row.taps, i64(c * vectors * c), name="w_block")
+            self.group_weights = k.mul(self.w_block, self.in_blocks_g)
+            if self.full_blocks > 1:  # else one chunk whatever the kernel size: branch-free tiles
+                self.chunk, self.chunks = runtime_row.chunk, runtime_row.chunks
             self._plan_runtime_row(rows, whole_rows, l1_bytes)
             return
         phases = transposed_row(geo.w) if transposed else conv_row(geo.w)
@@ -278,7 +298,7 @@ class BlockedConvNest:
             self.plans.append(PhasePlan(phase, tuple(left), start, count, tuple(right), segments))
         self.parts = sum(plan.segments for plan in self.plans)
         map_bytes = geo.d.out * geo.h.out * geo.w.out * vectors * c * k.itemsize
-        if (len(phases) == 1 and not (whole_rows or plain_out) and self.chunks > 1 and geo.d.out * geo.h.out > 1
+        if (len(phases) == 1 and not (whole_rows or plain_out) and self.several_chunks and geo.d.out * geo.h.out > 1
                 and map_bytes <= l1_bytes // L1_OUTPUT_SHARE and geo.batch * self.tile_groups >= MIN_PARALLEL_EXTENT):
             self.whole_maps = True  # small maps, many weights: each chunk serves the whole map (see emit)
             self.plans[0] = replace(self.plans[0], segments=1)
@@ -288,16 +308,22 @@ class BlockedConvNest:
         edge_taps = sum(plan.phase.tap_count * len(plan.left + plan.right) for plan in self.plans)
         self.runtime_edges = len(self.plans) == 1 and edge_taps > MAX_EDGE_TAPS
 
+    @property
+    def several_chunks(self) -> bool:
+        """Whether the reduction may take more than one chunk (a RuntimeRow's count is a run-time value)."""
+        return isinstance(self.chunks, ir.Value) or self.chunks > 1
+
     def _segments(self, count: int, rows: int, l1_bytes: int) -> int:
         """Parts of a single-phase row of `count` interior tiles (see row_segments)."""
         row_bytes = self.geo.w.out * self.vectors * self.c * self.k.itemsize
-        return row_segments(count, rows, -(-row_bytes // (l1_bytes // L1_OUTPUT_SHARE)) if self.chunks > 1 else 1)
+        wanted = -(-row_bytes // (l1_bytes // L1_OUTPUT_SHARE)) if self.several_chunks else 1
+        return row_segments(count, rows, wanted)
 
     def _plan_runtime_row(self, rows: int, whole_rows: bool, l1_bytes: int) -> None:
         """The row as `width`-wide tiles (each tested at run time) and a narrower tail tile."""
         w, runtime = self.geo.w, self.runtime_row
         self.shared = None
-        phase = SharedPhase(i64(0), 1, w.stride, w.kernel, i64(0), 1, self.k.builder.neg(runtime.pad_lo),
+        phase = SharedPhase(i64(0), 1, w.stride, runtime.taps, i64(0), 1, self.k.builder.neg(runtime.pad_lo),
                             runtime.dilation)
         tiles, tail = divmod(w.out, self.width)
         segments = 1 if whole_rows else self._segments(tiles, rows, l1_bytes)
@@ -388,7 +414,7 @@ class BlockedConvNest:
 
     def over_chunks(self, over_row: Callable[[ir.Value], None]) -> None:
         """over_row(chunk) for each chunk of the reduction (a loop only where there are several)."""
-        if self.chunks == 1:
+        if not self.several_chunks:
             over_row(i64(0))
         else:
             with self.k.loop(0, self.chunks, "chunk") as chunk:
@@ -478,16 +504,16 @@ class BlockedConvNest:
         if place.prefetch is not None:
             self.prefetch_delta = k.builder.select(place.prefetch, i64(PREFETCH_CHUNKS * self.chunk * self.w_block),
                                                    i64(0))
-        last_chunk = k.builder.icmp_unsigned("==", chunk, i64(self.chunks - 1))
+        last_chunk = k.builder.icmp_unsigned("==", chunk, k.add(self.chunks, -1))
         self.branch(k.builder.icmp_unsigned("==", chunk, i64(0)), start_from_bias, start_from_partial_sums)
-        if phase.tap_count:
+        if isinstance(phase.tap_count, ir.Value) or phase.tap_count > 0:
             low = k.mul(chunk, self.chunk)
             high = k.builder.select(k.builder.icmp_unsigned("<", k.add(low, self.chunk), i64(self.full_blocks)),
                                     k.add(low, self.chunk), i64(self.full_blocks))
             with k.loop(low, high, "cib") as cib:
                 self.taps(place, phase, cib, q, width, edge, c, accumulators)
             if self.full_blocks < self.in_blocks_g:  # the partial last block, in the last chunk
-                with k.when(last_chunk if self.chunks > 1 else None):
+                with k.when(last_chunk if self.several_chunks else None):
                     self.taps(place, phase, i64(self.full_blocks), q, width, edge, self.last_lanes, accumulators)
         self.prefetch_delta = None
         self.branch(last_chunk, lambda: self.store(place, out_base, plane, column, width, accumulators, True),
@@ -495,7 +521,7 @@ class BlockedConvNest:
 
     def branch(self, flag: ir.Value, then: Callable[[], None], otherwise: Callable[[], None]) -> None:
         """then() if flag else otherwise(); only then() where the reduction is one chunk."""
-        if self.chunks == 1:
+        if not self.several_chunks:
             then()
             return
         with self.k.builder.if_else(flag) as (yes, no):

@@ -22,8 +22,8 @@ def _blocked(node: Node, in_types: list[TensorType]) -> bool:
     return bool(node.type.block or in_types[0].block or node.attrs.get("block"))
 
 
-def _share_key(node: Node, in_types: list[TensorType]) -> tuple | None:
-    return blocked_conv_share_key(node.attrs, in_types, node.type, node.op, host_target())
+def _share_key(node: Node, in_types: list[TensorType], constants: tuple[bool, ...]) -> tuple | None:
+    return blocked_conv_share_key(node.attrs, in_types, node.type, node.op, host_target(), constants)
 
 
 @kernel("conv1d", "conv2d", "conv3d", share_key=_share_key)

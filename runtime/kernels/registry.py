@@ -4,8 +4,9 @@ An emitter is emit(module, name, node, in_types, values) -> Kernel, where `value
 operands that are compile-time constants (None for the others), for kernels that repack them on
 the host (`Kernel.host_constants`); the values must not shape the generated code, which lowering
 shares between identical nodes. Nodes that differ only in attributes the kernel takes at run time
-share one body too: a `share_key(node, in_types)` registered with the emitter names the attributes
-that shape the code (None: all of them), and the kernel's `bind` gives each node its run-time
+share one body too: a `share_key(node, in_types, constants)` registered with the emitter names
+the attributes and operand types that shape the code (None: all of them; `constants` says which
+operands are compile-time constants), and the kernel's `bind` gives each node its run-time
 values. A kernel module registers its emitters with `@kernel(op, ...)`,
 or `@simple_kernel(op, ...)` for an emitter that reads only the node's attributes and result
 type: emit(module, name, attrs, in_types, out_type). `emitter_for` is what lowering asks.
@@ -29,7 +30,7 @@ SimpleEmitter = Callable[[ir.Module, str, dict[str, Any], list[TensorType], Tens
 F = TypeVar("F", bound=Callable[..., Kernel])
 
 EMITTERS: dict[str, Emitter] = {}
-ShareKey = Callable[[Node, list[TensorType]], "tuple | None"]
+ShareKey = Callable[[Node, list[TensorType], "tuple[bool, ...]"], "tuple | None"]
 SHARE_KEYS: dict[str, ShareKey] = {}
 
 
@@ -52,12 +53,12 @@ def kernel(*ops: str, share_key: ShareKey | None = None) -> Callable[[F], F]:
     return decorate
 
 
-def code_attributes(node: Node, in_types: list[TensorType]) -> str:
-    """The node's attributes that shape its kernel's code (all of them unless its op's
-    share_key says fewer), as text for lowering's sharing key."""
+def code_key(node: Node, in_types: list[TensorType], constants: tuple[bool, ...]) -> tuple:
+    """The node's attributes and operand types that shape its kernel's code (all of them unless
+    its op's share_key says fewer), for lowering's sharing key."""
     share = SHARE_KEYS.get(node.op)
-    key = share(node, in_types) if share is not None else None
-    return repr(sorted(node.attrs.items())) if key is None else f"shared {key!r}"
+    key = share(node, in_types, constants) if share is not None else None
+    return (repr(sorted(node.attrs.items())), tuple(in_types)) if key is None else ("shared", key)
 
 
 def simple_kernel(*ops: str) -> Callable[[F], F]:
