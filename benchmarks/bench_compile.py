@@ -1,10 +1,12 @@
 """Compile time of the acceptance models: cold (a new process, empty disk cache) and warm (a new
 process whose disk cache holds the model; the median of three), with the stages of each.
 
-    python benchmarks/bench_compile.py [--only hifigan resnet18 ...] [--stages]
+    python benchmarks/bench_compile.py [--only hifigan resnet18 ...] [--stages] [--onnx]
 
 Each figure is `convc.compile` on the graph `convc.from_torch` returned (the export by torch is
-timed apart), in a process of its own, as a user's first compile is. Needs torch and transformers.
+timed apart), in a process of its own, as a user's first compile is; with --onnx, on the graph
+`convc.from_onnx` read from the model's torch.onnx.export file (made once, beforehand). Needs torch
+and transformers (and onnx for --onnx).
 """
 from __future__ import annotations
 
@@ -21,26 +23,40 @@ WARM_RUNS = 3  # warm compiles per model, each in a new process
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def child(model_name: str, cache_dir: str) -> None:
+def child(model_name: str, cache_dir: str, onnx_path: str | None) -> None:
     """Build, import and compile one model; print its timings as JSON."""
     sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
     import convc
     import hf_models
     model, inputs = hf_models.MODELS[model_name]()
     start = time.perf_counter()
-    graph = convc.from_torch(model, *inputs)
+    graph = convc.from_onnx(onnx_path) if onnx_path else convc.from_torch(model, *inputs)
     imported = time.perf_counter()
     compiled = convc.compile(graph, cache_dir=cache_dir)
     done = time.perf_counter()
     compiled(*[i.numpy() for i in inputs])
     times = compiled.compile_times
-    print(json.dumps({"from_torch": imported - start, "compile": done - imported, "stages": times.stages,
+    print(json.dumps({"import": imported - start, "compile": done - imported, "stages": times.stages,
                       "hit": times.cache_hit, "table": times.table(top=8)}))
 
 
-def run_child(model_name: str, cache_dir: str) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", model_name, cache_dir], capture_output=True,
-                          text=True, check=False)
+def export_onnx(model_name: str, path: str) -> str:
+    """The model as an ONNX file at `path` (torch.onnx.export, opset 17), made in this process."""
+    sys.path[:0] = [os.path.join(ROOT, "tests")]
+    import warnings
+
+    import hf_models
+    import torch
+    model, inputs = hf_models.MODELS[model_name]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, inputs, path, dynamo=False, opset_version=17)
+    return path
+
+
+def run_child(model_name: str, cache_dir: str, onnx_path: str | None) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", model_name, cache_dir, onnx_path or ""],
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{model_name}: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -50,10 +66,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", default=["hifigan", "wav2vec2_features", "mobilenet_v2", "resnet18"])
     parser.add_argument("--stages", action="store_true", help="print each cold compile's stage table")
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--onnx", action="store_true", help="import each model with from_onnx, not from_torch")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child)
+        name, cache, onnx_path = args.child
+        child(name, cache, onnx_path or None)
         return
     sys.path.insert(0, ROOT)
     from convc.runtime.compile_pool import worker_count
@@ -66,19 +84,22 @@ def main() -> None:
               "every process (an installed package has its bytecode); unset it to time what users see")
     rows = []
     for name in args.only:
-        with tempfile.TemporaryDirectory() as cache:
-            cold = run_child(name, cache)
-            warms = sorted((run_child(name, cache) for _ in range(WARM_RUNS)), key=lambda run: run["compile"])
+        with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as files:
+            onnx_path = export_onnx(name, os.path.join(files, f"{name}.onnx")) if args.onnx else None
+            cold = run_child(name, cache, onnx_path)
+            warms = sorted((run_child(name, cache, onnx_path) for _ in range(WARM_RUNS)),
+                           key=lambda run: run["compile"])
         assert all(w["hit"] for w in warms), f"{name}: a compile after the first missed the disk cache"
         warm = warms[len(warms) // 2]
         warm["min"] = warms[0]["compile"]
         rows.append((name, cold, warm))
         if args.stages:
             print(f"\n{name}, cold:\n{cold['table']}\n{name}, warm:\n{warm['table']}")
-    print(f"\n| model | from_torch s | cold compile s | warm compile s, median of {WARM_RUNS} (min) |\n"
+    frontend = "from_onnx" if args.onnx else "from_torch"
+    print(f"\n| model | {frontend} s | cold compile s | warm compile s, median of {WARM_RUNS} (min) |\n"
           f"|---|---:|---:|---:|")
     for name, cold, warm in rows:
-        print(f"| {name} | {cold['from_torch']:.2f} | {cold['compile']:.2f} | {warm['compile']:.3f} "
+        print(f"| {name} | {cold['import']:.2f} | {cold['compile']:.2f} | {warm['compile']:.3f} "
               f"({warm['min']:.3f}) |")
 
 

@@ -8,8 +8,13 @@ the conv takes the blocked kernel (groups / k groups of whole blocks):
     W'[o, k_local * cin_g + c] = W[o, c]  where k_local = (o // cout_g) % k,  else 0
 
 k is the smallest count that makes both widths whole blocks; it must divide the groups and be at
-most MAX_MERGE (k times the multiply-adds: measured, the blocked kernel still wins by far up to
-it). The zeros add exact zeros to every finite sum; a non-finite input value (inf, NaN) reaches
+most MAX_MERGE (k times the multiply-adds). Merging pays where the plain kernel cannot fill its
+vectors along the output row: rows narrower than a vector (14x14 and 7x7 maps: the plain kernel
+6-21x slower than the merged one), and, for k = 2, rows narrower than two vectors (28x28: a tie
+alone, the reorders around a plain conv decide). On wider rows the plain kernel is faster (3x3,
+group width 4 at 56x56: 0.11 ms plain, 0.32 merged; width 8: 0.19 and 0.32; znver5, 16 lanes),
+and the conv stays as it is; not on strided rows, where the plain kernel is slow too (RegNet-Y's
+stride-2 grouped conv to 56x56: 0.13 ms plain, 0.064 merged). The zeros add exact zeros to every finite sum; a non-finite input value (inf, NaN) reaches
 the outputs of the groups merged with its own, where the reference keeps it to its group. A
 profile counts the merged conv's multiply-adds, zeros included (the work its kernel does).
 Depthwise convs (one input channel per group and as many outputs) have their own blocked kernel
@@ -30,13 +35,18 @@ from .pipeline import ChannelBlock, Pass
 MAX_MERGE = 4
 
 
-def merge_count(cin_g: int, cout_g: int, groups: int, lanes: int) -> int | None:
-    """Groups to merge so that both per-group widths are whole blocks of `lanes`; None when the
-    widths already are, or when no count up to MAX_MERGE dividing `groups` makes them so."""
+def merge_count(cin_g: int, cout_g: int, groups: int, lanes: int, row: int = 1, stride: int = 1) -> int | None:
+    """Groups to merge so that both per-group widths are whole blocks of `lanes`, for a conv with
+    output rows of `row` positions `stride` inputs apart; None when the widths already are, when no
+    count up to MAX_MERGE dividing `groups` makes them so, or when the rows are contiguous and wide
+    enough for the plain kernel to be faster than k times the multiply-adds (see the module's
+    docstring)."""
     if cin_g % lanes == 0 and cout_g % lanes == 0:
         return None
     k = math.lcm(lanes // math.gcd(lanes, cin_g), lanes // math.gcd(lanes, cout_g))
-    return k if k <= MAX_MERGE and groups % k == 0 else None
+    if k > MAX_MERGE or groups % k or (stride == 1 and row >= (2 if k == 2 else 1) * lanes):
+        return None
+    return k
 
 
 def block_diagonal(weight: np.ndarray, groups: int, k: int) -> np.ndarray:
@@ -71,7 +81,8 @@ class MergeGroups(Pass):
         if weight.ndim < 3 or is_depthwise(node, graph.type_of(node.operands[1])):
             return
         cin_g, cout_g = weight.shape[1], weight.shape[0] // groups
-        k = merge_count(cin_g, cout_g, groups, self.channel_block(node.type.dtype))
+        k = merge_count(cin_g, cout_g, groups, self.channel_block(node.type.dtype), node.type.shape[-1],
+                        node.attrs["stride"][-1])
         if k is None:
             return
         operands = list(node.operands)

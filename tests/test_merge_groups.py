@@ -24,19 +24,23 @@ def lanes_of(bits: int) -> int:
     return bits // 32
 
 
-@pytest.mark.parametrize("cin_g, cout_g, groups, lanes, expected", [
-    (8, 8, 20, 16, 2),     # RegNet's groups of 8 on AVX-512
-    (4, 4, 16, 16, 4),
-    (4, 8, 8, 16, 4),      # both widths must become whole blocks
-    (2, 2, 32, 16, None),  # 8 groups would be merged: more than MAX_MERGE
-    (8, 8, 5, 16, None),   # 2 does not divide 5 groups
-    (16, 32, 4, 16, None),  # already whole blocks
-    (8, 8, 20, 8, None),
-    (4, 4, 6, 8, 2),
-    (3, 3, 16, 8, None),   # 8 groups of 3 channels: more than MAX_MERGE
+@pytest.mark.parametrize("cin_g, cout_g, groups, lanes, row, stride, expected", [
+    (8, 8, 20, 16, 7, 1, 2),      # RegNet's groups of 8 on AVX-512, a late stage
+    (8, 8, 20, 16, 31, 1, 2),     # two groups merged: rows narrower than two vectors
+    (8, 8, 20, 16, 32, 1, None),  # the plain kernel fills its vectors along the row
+    (8, 8, 20, 16, 56, 2, 2),     # ... unless its rows are strided
+    (4, 4, 16, 16, 15, 1, 4),
+    (4, 4, 16, 16, 16, 1, None),  # four groups merged: rows narrower than one vector only
+    (4, 8, 8, 16, 7, 1, 4),       # both widths must become whole blocks
+    (2, 2, 32, 16, 7, 1, None),   # 8 groups would be merged: more than MAX_MERGE
+    (8, 8, 5, 16, 7, 1, None),    # 2 does not divide 5 groups
+    (16, 32, 4, 16, 7, 1, None),  # already whole blocks
+    (8, 8, 20, 8, 7, 1, None),
+    (4, 4, 6, 8, 7, 1, 2),
+    (3, 3, 16, 8, 7, 1, None),    # 8 groups of 3 channels: more than MAX_MERGE
 ])
-def test_merge_count(cin_g, cout_g, groups, lanes, expected):
-    assert merge_count(cin_g, cout_g, groups, lanes) == expected
+def test_merge_count(cin_g, cout_g, groups, lanes, row, stride, expected):
+    assert merge_count(cin_g, cout_g, groups, lanes, row, stride) == expected
     if expected is not None:
         assert expected <= MAX_MERGE and groups % expected == 0
         assert (expected * cin_g) % lanes == 0 and (expected * cout_g) % lanes == 0
@@ -104,8 +108,8 @@ def test_grouped_convs_match_reference(bits, case, seed):
         expected = ref.relu(expected)
     assert_close(actual, expected, terms=w[0].size)
     lanes = bits // (32 if case["dtype"] == "float32" else 64)
-    k = merge_count(case["cin_g"], case["cout_g"], case["groups"], lanes)
     (node,) = [n for n in compiled.graph.op_nodes() if n.op.startswith("conv")]
+    k = merge_count(case["cin_g"], case["cout_g"], case["groups"], lanes, node.type.shape[-1], case["stride"])
     depthwise = case["cin_g"] == 1 and case["cout_g"] == 1
     if k is not None and not depthwise:
         assert node.attrs["groups"] == case["groups"] // k
