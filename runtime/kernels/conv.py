@@ -24,7 +24,8 @@ from ..codegen import Kernel
 from ..jit import host_target
 from .conv_geometry import (MAX_UNROLLED_TAPS, ConvGeometry, activate_row, conv_geometry, divmod_index, for_taps,
                             out_row)
-from .conv_tiles import Tiling, choose_tiling, conv_operands, tile_row
+from .conv_blocked_nest import MIN_PARALLEL_EXTENT
+from .conv_tiles import Tiling, choose_tiling, conv_operands, row_parts, tile_row
 
 
 def emit_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
@@ -113,9 +114,13 @@ def _emit_rows(k: Kernel, geo: ConvGeometry) -> None:
 
 
 def _emit_tiled(k: Kernel, geo: ConvGeometry, tiling: Tiling) -> None:
-    # the output row is outside the channel blocks: its input rows stay in cache for all blocks
-    with k.outer_loop(geo.batch * geo.groups * geo.d.out * geo.h.out, "row") as row:
+    # the output row is outside the channel blocks: its input rows stay in cache for all blocks;
+    # few rows (1-D convs) are split into parts, so that the parallel loop has work for every core
+    rows = geo.batch * geo.groups * geo.d.out * geo.h.out
+    parts = row_parts(geo, tiling, rows, MIN_PARALLEL_EXTENT)
+    with k.outer_loop(rows * parts, "row") as job:
+        row, part = divmod_index(k, job, parts)
         ng_od, oh = divmod_index(k, row, geo.h.out)
         ng, od = divmod_index(k, ng_od, geo.d.out)
         n, group = divmod_index(k, ng, geo.groups)
-        tile_row(k, geo, tiling, n, group, od, oh, conv_operands(k, geo, n))
+        tile_row(k, geo, tiling, n, group, od, oh, conv_operands(k, geo, n), part, parts)

@@ -11,10 +11,10 @@ from typing import Callable
 
 import llvmlite.ir as ir
 
-from ..codegen import Kernel, constant
+from ..codegen import Kernel, constant, i64
 from ..jit import HostTarget
-from .conv_geometry import (MAX_EDGE_VECTORS, MAX_UNROLLED_TAPS, Axis, ConvGeometry, activate_row, for_taps,
-                            map_index, out_row)
+from .conv_geometry import MAX_EDGE_VECTORS, MAX_UNROLLED_TAPS, Axis, ConvGeometry, for_taps, map_index, out_row
+from .elementwise import activate
 
 
 @dataclass(frozen=True)
@@ -92,28 +92,40 @@ def row_cover(axis: Axis, lanes: int, vectors: int) -> tuple[int, int, int, list
     return cover(start, stop, axis.out, lanes, vectors)
 
 
+def row_parts(geo: ConvGeometry, tiling: Tiling, rows: int, wanted: int) -> int:
+    """Parts to split each output row's bulk tiles into, so that `rows` rows make about `wanted`
+    jobs of a parallel loop (a 1-D conv of batch 1 is a single row)."""
+    _, main_tiles, _, _ = row_cover(geo.w, tiling.lanes, tiling.vectors)
+    return max(1, min(main_tiles, -(-wanted // rows)))
+
+
 def tile_row(k: Kernel, geo: ConvGeometry, tiling: Tiling, n: ir.Value, group: ir.Value, od: ir.Value,
-             oh: ir.Value, operands: TileOperands) -> None:
-    """Every output channel of `group` on output row (od, oh): register tiles over the row, then the
-    fused activation."""
+             oh: ir.Value, operands: TileOperands, part: ir.Value | None = None, parts: int = 1) -> None:
+    """Every output channel of `group` on output row (od, oh), or on part `part` of its `parts`
+    (the edge vectors in part 0, a share of the bulk tiles in each, the rest vectors in the last):
+    register tiles through the fused activation, which each tile applies before its store (a
+    position that an edge vector and the bulk both cover is written twice, identically)."""
     lanes, vectors = tiling.lanes, tiling.vectors
     start, main_tiles, rest_vectors, edges = row_cover(geo.w, lanes, vectors)
     blocks, tail = divmod(geo.cout_g, tiling.channels)
+    b = k.builder
+    part = i64(0) if part is None else part
     for channels, first, count in ((tiling.channels, 0, blocks), (tail, blocks * tiling.channels, 1)):
         if channels == 0 or count == 0:
             continue
         with k.loop(0, count, "block") as block:
             co0 = k.add(k.mul(group, geo.cout_g), first, k.mul(block, channels))
             tile = _TileContext(k, geo, n, group, co0, channels, lanes, operands)
-            for chunk in range(0, len(edges), vectors):
-                tile.emit(od, oh, edges[chunk:chunk + vectors], None)
-            with k.loop(0, main_tiles, "tile") as index:
+            with k.when(b.icmp_unsigned("==", part, i64(0)) if parts > 1 else None):
+                for chunk in range(0, len(edges), vectors):
+                    tile.emit(od, oh, edges[chunk:chunk + vectors], None)
+            low = b.udiv(k.mul(part, main_tiles), i64(parts)) if parts > 1 else i64(0)
+            high = b.udiv(k.mul(k.add(part, 1), main_tiles), i64(parts)) if parts > 1 else i64(main_tiles)
+            with k.loop(low, high, "tile") as index:
                 tile.emit(od, oh, [t * lanes for t in range(vectors)], k.add(start, k.mul(index, vectors * lanes)))
             if rest_vectors:
-                tile.emit(od, oh, [t * lanes for t in range(rest_vectors)], start + main_tiles * vectors * lanes)
-            if geo.activation:
-                with k.loop(0, channels, "r") as r:
-                    activate_row(k, geo, operands.out_row(k.add(co0, r), od, oh))
+                with k.when(b.icmp_unsigned("==", part, i64(parts - 1)) if parts > 1 else None):
+                    tile.emit(od, oh, [t * lanes for t in range(rest_vectors)], start + main_tiles * vectors * lanes)
 
 
 def gather_vector(k: Kernel, x_row: ir.Value, sources: list[int | None], size: int) -> ir.Value | None:
@@ -205,4 +217,5 @@ class _TileContext:
         for r in range(channels):
             row = ops.out_row(k.add(self.co0, r), od, oh)
             for t, offset in enumerate(offsets):
-                k.vstore(b.load(slots[r][t]), row, offset if ow0 is None else k.add(ow0, offset))
+                value = activate(k, geo.activation, b.load(slots[r][t]))
+                k.vstore(value, row, offset if ow0 is None else k.add(ow0, offset))
