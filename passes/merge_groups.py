@@ -14,8 +14,9 @@ vectors along the output row: rows narrower than a vector (14x14 and 7x7 maps: t
 alone, the reorders around a plain conv decide). On wider rows the plain kernel is faster (3x3,
 group width 4 at 56x56: 0.11 ms plain, 0.32 merged; width 8: 0.19 and 0.32; znver5, 16 lanes),
 and the conv stays as it is; not on strided rows, where the plain kernel is slow too (RegNet-Y's
-stride-2 grouped conv to 56x56: 0.13 ms plain, 0.064 merged). The zeros add exact zeros to every finite sum; a non-finite input value (inf, NaN) reaches
-the outputs of the groups merged with its own, where the reference keeps it to its group. A
+stride-2 grouped conv to 56x56: 0.13 ms plain, 0.064 merged). The zeros add exact zeros to every
+finite sum; a non-finite input value (inf, NaN) reaches the outputs of the groups merged with its
+own, where the reference keeps it to its group. A
 profile counts the merged conv's multiply-adds, zeros included (the work its kernel does).
 Depthwise convs (one input channel per group and as many outputs) have their own blocked kernel
 and are left alone, as are transposed convs and convs whose weight is computed at run time.
@@ -35,7 +36,7 @@ from .pipeline import ChannelBlock, Pass
 MAX_MERGE = 4
 
 
-def merge_count(cin_g: int, cout_g: int, groups: int, lanes: int, row: int = 1, stride: int = 1) -> int | None:
+def merge_count(cin_g: int, cout_g: int, groups: int, lanes: int, row: int, stride: int) -> int | None:
     """Groups to merge so that both per-group widths are whole blocks of `lanes`, for a conv with
     output rows of `row` positions `stride` inputs apart; None when the widths already are, when no
     count up to MAX_MERGE dividing `groups` makes them so, or when the rows are contiguous and wide

@@ -25,7 +25,7 @@ from convc.types import DTYPE_NAMES, TensorType
 
 from ..codegen import Kernel
 from ..jit import HostTarget
-from .conv_blocked_nest import BlockedConvNest, Buffers, load_runtime_row, reduction_chunk, runtime_row_params
+from .conv_blocked_nest import BlockedConvNest, Buffers, load_runtime_row, reduction_chunks, runtime_row_params
 from .conv_depthwise_blocked import DepthwiseNest, depthwise_width
 from .conv_geometry import conv_geometry
 from .conv_transpose import transpose_geometry
@@ -140,13 +140,11 @@ def blocked_conv_share_key(attrs: dict[str, Any], in_types: list[TensorType], ou
 
 
 def _runtime_row_params(plan: BlockedConvPlan, dtype: str, l1_bytes: int) -> np.ndarray:
-    """A RuntimeRow conv's params buffer (see runtime_row_params), its reduction chunk planned as
-    BlockedConvNest plans it from the kernel size."""
-    geo, lanes = plan.geo, plan.lanes
-    full_blocks = geo.cin_g // lanes
-    chunk = reduction_chunk(geo.k_plane * lanes * plan.vectors * lanes * DTYPE_NAMES[dtype].itemsize, full_blocks,
-                            l1_bytes, plan.plain_out)
-    return runtime_row_params(geo.w, plan.width, chunk, max(1, -(-full_blocks // chunk)))
+    """A RuntimeRow conv's params buffer (see runtime_row_params), its reduction chunks planned as
+    BlockedConvNest plans them from the kernel size."""
+    chunks = reduction_chunks(plan.geo, plan.lanes, plan.vectors, DTYPE_NAMES[dtype].itemsize, l1_bytes,
+                              plan.plain_out)
+    return runtime_row_params(plan.geo.w, plan.width, *chunks)
 
 
 def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],

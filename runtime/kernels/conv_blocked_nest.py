@@ -199,14 +199,16 @@ def load_runtime_row(k: Kernel, params: ir.Value) -> RuntimeRow:
                                                   "chunks"))))
 
 
-def reduction_chunk(block_weight_bytes: int, full_blocks: int, l1_bytes: int, plain_out: bool) -> int:
-    """Input blocks per chunk of the reduction (of `full_blocks` whole input blocks), for input
-    blocks of `block_weight_bytes` packed weights each: a chunk's weights take L1_WEIGHT_SHARE of
-    L1 (at least one block, at most all); a plain output is written once, so its reduction is a
-    single chunk."""
-    if plain_out:  # partial sums are revisited in the blocked layout only
-        return max(1, full_blocks)
-    return max(1, min(full_blocks, l1_bytes // L1_WEIGHT_SHARE // block_weight_bytes))
+def reduction_chunks(geo: ConvGeometry, lanes: int, vectors: int, itemsize: int, l1_bytes: int,
+                     plain_out: bool) -> tuple[int, int]:
+    """(input blocks per chunk, chunks) of the reduction over a group's whole input blocks, for a
+    tile group of `vectors` output blocks: a chunk's packed weights take L1_WEIGHT_SHARE of L1 (at
+    least one block, at most all); a plain output is written once, so its reduction is a single
+    chunk (partial sums are revisited in the blocked layout only)."""
+    full_blocks = geo.cin_g // lanes
+    block_bytes = geo.k_plane * lanes * vectors * lanes * itemsize
+    chunk = max(1, full_blocks if plain_out else min(full_blocks, l1_bytes // L1_WEIGHT_SHARE // block_bytes))
+    return chunk, max(1, -(-full_blocks // chunk))
 
 
 @dataclass(frozen=True)
@@ -271,8 +273,9 @@ class BlockedConvNest:
         self.full_blocks = self.in_blocks_g - (1 if self.last_lanes < c else 0)
         self.tile_groups = self.out_blocks // vectors
         self.w_block: int | ir.Value = geo.k_plane * c * vectors * c  # packed weights of an input block, tile group
-        self.chunk: int | ir.Value = reduction_chunk(self.w_block * k.itemsize, self.full_blocks, l1_bytes, plain_out)
-        self.chunks: int | ir.Value = max(1, -(-self.full_blocks // self.chunk))
+        self.chunk: int | ir.Value
+        self.chunks: int | ir.Value
+        self.chunk, self.chunks = reduction_chunks(geo, c, vectors, k.itemsize, l1_bytes, plain_out)
         rows = geo.batch * self.tile_groups * geo.d.out * geo.h.out
         self.group_weights: int | ir.Value = self.w_block * self.in_blocks_g  # a tile group's packed weights
         # a tile group's weights outgrow L1: they are prefetched ahead (see fma_column)

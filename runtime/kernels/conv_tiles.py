@@ -109,7 +109,6 @@ def tile_row(k: Kernel, geo: ConvGeometry, tiling: Tiling, n: ir.Value, group: i
     start, main_tiles, rest_vectors, edges = row_cover(geo.w, lanes, vectors)
     blocks, tail = divmod(geo.cout_g, tiling.channels)
     b = k.builder
-    part = i64(0) if part is None else part
     for channels, first, count in ((tiling.channels, 0, blocks), (tail, blocks * tiling.channels, 1)):
         if channels == 0 or count == 0:
             continue
