@@ -1,5 +1,5 @@
-"""Residual fusion: `add(conv(x), t)`, with a channel-blocked conv used only there and no fused
-activation yet, becomes the conv with `t` as its residual operand: the kernel adds t to its
+"""Residual fusion: `add(conv(x), t)`, with a conv used only there and no fused activation yet,
+becomes the conv with `t` (of the conv's type and layout) as its residual operand: the kernel adds t to its
 accumulators before the activation and the single store, so the sum never takes a pass over
 memory. An activation after the add then fuses into the conv too (epilogue fusion runs again)."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ class FuseResidual(Pass):
 
     def run(self, graph: Graph) -> Graph:
         for add in graph.op_nodes():
-            if add.op != "add" or add.name not in graph.dag or not add.type.block:
+            if add.op != "add" or add.name not in graph.dag:
                 continue
             for position in (0, 1):
                 conv, residual = graph.node(add.operands[position]), add.operands[1 - position]
@@ -34,7 +34,7 @@ class FuseResidual(Pass):
 
     @staticmethod
     def _fusable(graph: Graph, add: Node, conv: Node, residual: str) -> bool:
-        return (has_trait(conv.op, "conv") and conv.type.block > 0 and len(conv.operands) <= 3
+        return (has_trait(conv.op, "conv") and len(conv.operands) <= 3 and not conv.attrs.get("block")
                 and "activation" not in conv.attrs and residual != conv.name
                 and len(graph.users(conv.name)) == 1 and conv.name not in graph.outputs
                 and graph.type_of(residual) == conv.type == add.type)

@@ -22,7 +22,7 @@ def separable_cases(draw):
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     lanes = 8 if dtype == np.float64 else 16
     channels = draw(st.integers(2, 2 * lanes + 3))  # one channel is a dense conv, not a depthwise one
-    filters = draw(st.integers(lanes // 2, 2 * lanes + 3))  # the 1x1 conv is blocked at every width
+    filters = draw(st.integers(lanes, 2 * lanes + 3))  # the 1x1 conv is blocked at every width
     kernel = tuple(draw(st.integers(1, 3)) for _ in range(2))
     stride = tuple(draw(st.integers(1, 2)) for _ in range(2))
     dilation = tuple(draw(st.integers(1, 2)) for _ in range(2))

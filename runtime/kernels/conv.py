@@ -9,8 +9,9 @@ Two loop structures:
   interior loop has no bounds checks and the kw taps unrolled with their weights in registers
   (LLVM vectorizes it); border columns read through `Kernel.border_index`, which also
   implements circular / reflect / replicate padding by index arithmetic (no padded copy).
-A fused activation (`activation` attribute) runs over each finished output row while it is
-still in L1.
+A residual operand (a fifth argument, laid out like the output) is added to each finished output
+row, and a fused activation (`activation` attribute) runs over it, while it is still in L1 (in
+the tiled structure both are applied to the registers before the store).
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from convc.types import TensorType
 
 from ..codegen import Kernel
 from ..jit import host_target
-from .conv_geometry import (MAX_UNROLLED_TAPS, ConvGeometry, activate_row, conv_geometry, divmod_index, for_taps,
-                            out_row)
+from .conv_geometry import (MAX_UNROLLED_TAPS, ConvGeometry, activate_row, add_row, conv_geometry, divmod_index,
+                            for_taps, out_row)
 from .conv_blocked_nest import MIN_PARALLEL_EXTENT
 from .conv_tiles import Tiling, choose_tiling, conv_operands, row_parts, tile_row
 
@@ -31,7 +32,7 @@ from .conv_tiles import Tiling, choose_tiling, conv_operands, row_parts, tile_ro
 def emit_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
               out_type: TensorType, op: str) -> Kernel:
     geo = conv_geometry(attrs, in_types, out_type, op)
-    k = Kernel(module, name, out_type.dtype, 4 if geo.has_bias else 3, ("out", "x", "w", "bias"))
+    k = Kernel(module, name, out_type.dtype, 1 + len(in_types), ("out", "x", "w", "bias", "residual"))
     tiling = choose_tiling(geo, host_target(), out_type.dtype)
     if tiling is None:
         _emit_rows(k, geo)
@@ -110,7 +111,10 @@ def _emit_rows(k: Kernel, geo: ConvGeometry) -> None:
         group, _ = divmod_index(k, co, geo.cout_g)
         with k.loop(0, geo.d.out, "od") as od, k.loop(0, geo.h.out, "oh") as oh:
             _scalar_columns(k, geo, n, group, co, od, oh, segments)
-            activate_row(k, geo, out_row(k, geo, n, co, od, oh))
+            row = out_row(k, geo, n, co, od, oh)
+            if len(k.args) > 4:
+                add_row(k, geo, row, out_row(k, geo, n, co, od, oh, k.args[4]))
+            activate_row(k, geo, row)
 
 
 def _emit_tiled(k: Kernel, geo: ConvGeometry, tiling: Tiling) -> None:

@@ -95,9 +95,12 @@ def divmod_index(k: Kernel, value: ir.Value, divisor: int) -> tuple[ir.Value, ir
     return k.builder.udiv(value, constant), k.builder.urem(value, constant)
 
 
-def out_row(k: Kernel, geo: ConvGeometry, n: ir.Value, co: ir.Value, od: ir.Value, oh: ir.Value) -> ir.Value:
+def out_row(k: Kernel, geo: ConvGeometry, n: ir.Value, co: ir.Value, od: ir.Value, oh: ir.Value,
+            base: ir.Value | None = None) -> ir.Value:
+    """The output row (co, od, oh) of batch n in `base` (the output argument, or a tensor laid out
+    like it: a residual)."""
     channel = k.add(k.mul(n, geo.c_out), co)
-    return k.offset(k.args[0], k.add(k.mul(channel, geo.out_plane),
+    return k.offset(k.args[0] if base is None else base, k.add(k.mul(channel, geo.out_plane),
                                      k.mul(k.add(k.mul(od, geo.h.out), oh), geo.w.out)))
 
 
@@ -129,6 +132,12 @@ def for_taps(k: Kernel, geo: ConvGeometry, x_base: ir.Value, w_base: ir.Value, o
                         k.add(x_c, k.mul(id_m, h.size * geo.w.size), k.mul(ih_m, geo.w.size)),
                         k.add(w_c, k.mul(k.add(k.mul(kd, h.kernel), kh), geo.w.kernel * tap_stride))))
             tap_plane(k, geo.mode, d, id_, plane)
+
+
+def add_row(k: Kernel, geo: ConvGeometry, row: ir.Value, other: ir.Value) -> None:
+    """row[ow] += other[ow] over an output row."""
+    with k.loop(0, geo.w.out, "residual") as ow:
+        k.store(k.builder.fadd(k.load(row, ow), k.load(other, ow)), row, ow)
 
 
 def activate_row(k: Kernel, geo: ConvGeometry, row: ir.Value) -> None:

@@ -151,7 +151,6 @@ SCALAR_OPS: dict[str, ScalarOp] = {
     "relu": _relu,
     "relu6": _relu6,
     "sigmoid": _sigmoid,
-    "tanh": lambda k, v: k.libm("tanh", v[0]),
     **MATH_FORMS,
 }
 
