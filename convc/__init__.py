@@ -32,11 +32,12 @@ from .parser import parse
 from .tracing import Tensor, trace
 from .torch_import import from_torch
 from .onnx_import import from_onnx
+from .symbolic import Dim
 from .types import TensorType
 from .verifier import verify
 from . import ops  # noqa: E402
 from . import nn  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Compiled", "ConvcError", "Graph", "Library", "Node", "Options", "Tensor", "TensorType", "clear_caches",
+__all__ = ["Compiled", "ConvcError", "Dim", "Graph", "Library", "Node", "Options", "Tensor", "TensorType", "clear_caches",
            "compile", "export", "from_onnx", "from_torch", "load", "nn", "ops", "parse", "trace", "verify"]

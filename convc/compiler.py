@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -113,14 +113,25 @@ def check_example_inputs(graph: Graph, example_inputs: tuple[Any, ...]) -> None:
 
 
 def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, options: Options | None = None,
-            **fields: Any) -> Compiled:
+            dynamic: Mapping[Any, Any] | None = None, **fields: Any) -> Compiled:
     """Trace `fn_or_graph` on the example inputs (unless it is a Graph already), optimize it and
     JIT-compile its kernels for the host CPU, as `options` (a convc.Options) and the keyword
     `fields` (opt_level, dump, cache_dir, threads, target, vector_bits, instruments, disable:
     each replaces the field of `options`) say. `cache_dir` keeps the machine code in an on-disk
     cache across processes (None: the CONVC_CACHE_DIR environment variable, if set; False: off).
-    Without `options`, the options of an enclosing `convc.options.using` block are the base."""
+    Without `options`, the options of an enclosing `convc.options.using` block are the base.
+    `dynamic` makes input axes symbolic as in `convc.trace`."""
     options = Options.of(options if options is not None else current(), **fields)
+    if isinstance(fn_or_graph, Graph) and dynamic:
+        raise ConvcError("compile: dynamic= applies to a function being traced; a Graph's input types "
+                         "already say which sizes are symbolic")
+    if not isinstance(fn_or_graph, Graph) and dynamic:
+        fn_or_graph = trace(fn_or_graph, *example_inputs, dynamic=dynamic)
+        example_inputs = ()
+    if isinstance(fn_or_graph, Graph) and fn_or_graph.dims:
+        raise ConvcError(f"compile: graph @{fn_or_graph.name} has symbolic sizes ({', '.join(fn_or_graph.dims)}); "
+                         f"convc.trace and convc.parse type, print and check them, but kernels over symbolic "
+                         f"sizes are not generated yet: compile the graph with fixed sizes")
     with collector.paused(), using(options) as resolved:
         from .runtime.executor import compile_graph
         from .runtime.jit import warm_workers

@@ -14,6 +14,7 @@ import networkx as nx
 import numpy as np
 
 from .errors import ConvcError
+from .symbolic import Dim
 from .types import TensorType
 
 
@@ -38,6 +39,7 @@ class Graph:
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self.tuple_result = False  # a traced function returned a tuple, even of one value
+        self.dims: dict[str, Dim] = {}  # the symbolic sizes of the inputs' types, with their bounds
         self._order = itertools.count()
         self._fresh: dict[str, itertools.count] = {}
         self._sorted: list[str] | None = None  # the topological order, until the edges change
@@ -64,6 +66,8 @@ class Graph:
     def add_input(self, type: TensorType, name: str | None = None) -> str:
         name = self._insert(Node(name or self._unique("arg"), "input", type=type))
         self.inputs.append(name)
+        for symbol in sorted(type.symbols()):
+            self.dims.setdefault(symbol, Dim(symbol))
         return name
 
     def add_const(self, value: np.ndarray | None, type: TensorType | None = None,
@@ -138,6 +142,7 @@ class Graph:
         other.inputs = list(self.inputs)
         other.outputs = list(self.outputs)
         other.tuple_result = self.tuple_result
+        other.dims = dict(self.dims)
         return other
 
     # text ---------------------------------------------------------------------------------

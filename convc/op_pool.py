@@ -29,12 +29,15 @@ POOL_TRAITS = frozenset({"pool", "channelwise", "blocked"})
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
-    """Outputs of one axis by torch's rule (may be < 1, which the shape rule rejects)."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
+    """Outputs of one axis by torch's rule (may be < 1, which the shape rule rejects). With
+    ceil_mode, torch rounds the window count up and then drops a last window that would start in
+    the right padding: in closed form (one floor, no comparison of sizes, so that it holds for a
+    symbolic size too) the windows that start before size + padding, where the rounded-up count
+    reaches past them (excess >= 0; padding <= kernel / 2 keeps excess below the stride)."""
+    if not ceil_mode:
+        return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    excess = padding - dilation * (kernel - 1) + stride - 1
+    return (size + padding - 1 + min(excess, 0)) // stride + 1
 
 
 def _flag(op: str, name: str, value: Any) -> bool:

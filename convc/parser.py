@@ -9,28 +9,37 @@ import numpy as np
 
 from .errors import ConvcError
 from .ir import Graph
+from .symbolic import Dim, generic_values, parse_extent
 from .types import TensorType
 
-_TYPE = r"(\w+)\[([0-9,]*(?:;c[0-9]+)?)\]"
+_TYPE = r"(\w+)\[([^\]]*)\]"
 _HEADER = re.compile(r"^graph\s+@([\w.]+)\((.*)\)\s*\{$")
 _ARG = re.compile(rf"^%([\w.]+)\s*:\s*{_TYPE}$")
 _CONST = re.compile(rf"^%([\w.]+)\s*=\s*const\s+{_TYPE}$")
 _OP = re.compile(rf"^%([\w.]+)\s*=\s*(\w+)\(([^)]*)\)\s*(\{{.*\}})?\s*(?::\s*{_TYPE})?$")
 _RETURN = re.compile(r"^return\s*(.*)$")
+_DIM = re.compile(r"^dim\s+(\w+)\s*(\{.*\})?$")
 _TOKEN = re.compile(r'\s*(-?inf|nan|true|false|none|"(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*|[\[\],={}]|\w+)')
 
 
 def _type(dtype: str, dims: str, where: str) -> TensorType:
     dims, _, block = dims.partition(";c")
     try:
-        return TensorType(tuple(int(d) for d in dims.split(",") if d), dtype, int(block or 0))
+        return TensorType(tuple(parse_extent(d) for d in dims.split(",") if d.strip()), dtype, int(block or 0))
     except ConvcError as error:
         raise ConvcError(f"parse: {where}: {error}") from None
+    except ValueError:
+        raise ConvcError(f"parse: {where}: cannot read the type {dtype}[{dims}]") from None
 
 
 def _check_result_types(graph: Graph, lines: dict[str, str]) -> None:
     """A result type written in the text must be the one its op's shape rule gives."""
     from .verifier import check_node
+    with generic_values(graph.dims):
+        _check_types_of(graph, lines, check_node)
+
+
+def _check_types_of(graph: Graph, lines: dict[str, str], check_node: Any) -> None:
     for node in graph.op_nodes():
         operand_types = [graph.node(o).type for o in node.operands]
         if node.type is None or any(t is None for t in operand_types):
@@ -137,6 +146,12 @@ def parse(text: str, consts: dict[str, np.ndarray] | None = None) -> Graph:
             operand_names = [o.strip().lstrip("%") for o in operands.split(",") if o.strip()]
             node_type = _type(match.group(5), match.group(6), where) if match.group(5) else None
             op_lines[graph.add_node(op, operand_names, _attrs(attrs, where), node_type, name)] = where
+        elif (match := _DIM.match(line)):
+            bounds = _attrs(match.group(2), where)
+            if match.group(1) not in graph.dims or set(bounds) - {"min", "max"}:
+                raise ConvcError(f"parse: {where}: 'dim' names a symbolic size of the inputs' types with "
+                                 f"{{min=..., max=...}}, got {line!r}")
+            graph.dims[match.group(1)] = Dim(match.group(1), **bounds)
         elif (match := _RETURN.match(line)):
             graph.outputs = [o.strip().lstrip("%") for o in match.group(1).split(",") if o.strip()]
             for output in graph.outputs:

@@ -57,6 +57,8 @@ def print_graph(graph: Graph, canonical: bool = False) -> str:
     names = _names(graph, canonical)
     args = ", ".join(f"%{names[i]}: {graph.node(i).type}" for i in graph.inputs)
     lines = [f"graph @{graph.name}({args}) {{"]
+    lines += [f"  dim {d.name} {{min={d.min}, max={format_attr(d.max)}}}" for d in graph.dims.values()
+              if (d.min, d.max) != (1, None)]
     lines += [f"  {format_node(n, names)}" for n in graph.nodes() if n.op != "input"]
     lines.append("  return " + ", ".join(f"%{names[o]}" for o in graph.outputs))
     lines.append("}")

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import inspect
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from .arrays import as_float_array
+from .dynamic import preconditions, symbolic_inputs
 from .errors import ConvcError
 from .ir import Graph
 from .registry import get_op
+from .symbolic import generic_values
 from .types import TensorType
 
 _state = threading.local()
@@ -108,9 +110,12 @@ def _arg_names(fn: Callable, count: int) -> list[str]:
     return names if len(set(names)) == count else [f"arg{i}" for i in range(count)]
 
 
-def trace(fn: Callable, *example_inputs: Any) -> Graph:
+def trace(fn: Callable, *example_inputs: Any, dynamic: Mapping[Any, Any] | None = None) -> Graph:
     """Run `fn` (a function of convc.ops or a convc.nn module) on symbolic tensors shaped like the
-    example inputs and return the recorded Graph."""
+    example inputs and return the recorded Graph. `dynamic` makes input axes symbolic sizes
+    ({input position or name: {axis: name or convc.Dim}}, see convc.dynamic): the graph's types
+    are then expressions of them, and its preconditions are checked (a ConvcError where its sizes
+    are no such expressions)."""
     if not callable(fn):
         raise TypeError(f"trace: fn={fn!r} must be callable (a function or a convc.nn module)")
     if current_graph() is not None:
@@ -118,11 +123,14 @@ def trace(fn: Callable, *example_inputs: Any) -> Graph:
     name = getattr(fn, "__name__", type(fn).__name__)
     graph = Graph(name if name.isidentifier() and name != "<lambda>" else "main")
     arrays = [as_float_array("trace", f"example_inputs[{i}]", x) for i, x in enumerate(example_inputs)]
-    symbols = [Tensor(graph, graph.add_input(TensorType.of_array(a), n))
-               for a, n in zip(arrays, _arg_names(fn, len(arrays)))]
+    names = _arg_names(fn, len(arrays))
+    types, dims = symbolic_inputs(names, [TensorType.of_array(a) for a in arrays], dynamic)
+    graph.dims.update(dims)
+    symbols = [Tensor(graph, graph.add_input(t, n)) for t, n in zip(types, names)]
     _state.graph = graph
     try:
-        result = fn(*symbols)
+        with generic_values(graph.dims):
+            result = fn(*symbols)
     finally:
         _state.graph = None
     results = list(result) if isinstance(result, (tuple, list)) else [result]
@@ -131,4 +139,6 @@ def trace(fn: Callable, *example_inputs: Any) -> Graph:
                          f"got {type(result).__name__}")
     graph.outputs = [r.name for r in results]
     graph.tuple_result = isinstance(result, (tuple, list))
+    if graph.dims:
+        preconditions(graph)
     return graph

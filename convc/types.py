@@ -1,4 +1,5 @@
-"""Tensor types of the IR: a shape tuple and a dtype, with their textual form (f32[1,3,8,8])."""
+"""Tensor types of the IR: a shape tuple and a dtype, with their textual form (f32[1,3,8,8]). An
+extent may be a symbolic size (convc.symbolic.Size: f32[1,80,T], f32[1,512,(T-1)//2+1])."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConvcError
+from .symbolic import Size, substitute, symbols_of
 
 DTYPE_NAMES = {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64)}
 NAME_OF_DTYPE = {v: k for k, v in DTYPE_NAMES.items()}
@@ -29,16 +31,30 @@ class TensorType:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPE_NAMES:
             raise ConvcError(f"dtype {self.dtype!r} is not supported; expected one of {sorted(DTYPE_NAMES)}")
-        shape = tuple(int(d) for d in self.shape)
+        shape = tuple(d if isinstance(d, Size) else int(d) for d in self.shape)
         object.__setattr__(self, "shape", shape)
         if any(d < 0 for d in shape):
             raise ConvcError(f"tensor type {self}: sizes must not be negative")
-        if self.block and (self.block < 0 or len(shape) < 3):
+        if self.block and (self.block < 0 or len(shape) < 3 or isinstance(shape[1], Size)):
             raise ConvcError(f"tensor type {self}: a channel block needs a positive size and a batched "
-                             f"channels-first tensor (N, C, *spatial)")
+                             f"channels-first tensor (N, C, *spatial) with a fixed number of channels")
+        if self.symbolic:
+            return  # its extents are checked per call, where they have values
         if math.prod(max(d, 1) for d in self.storage_shape) * DTYPE_NAMES[self.dtype].itemsize > MAX_BYTES:
             raise ConvcError(f"tensor type {self} is too large: its extents span more than 2**48 bytes, "
                              f"the address space of a process")
+
+    @property
+    def symbolic(self) -> bool:
+        """Whether an extent is a symbolic size (convc.symbolic)."""
+        return any(isinstance(d, Size) for d in self.shape)
+
+    def symbols(self) -> set[str]:
+        return symbols_of(self.shape)
+
+    def substitute(self, values: dict[str, int]) -> "TensorType":
+        """The type with the symbols' values in its extents."""
+        return TensorType(tuple(substitute(d, values) for d in self.shape), self.dtype, self.block)
 
     @property
     def rank(self) -> int:

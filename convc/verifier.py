@@ -8,6 +8,7 @@ from .ir import Graph
 from .attributes import check_attributes
 from .ir import Node
 from .registry import OpDef, get_op
+from .symbolic import generic_values
 
 
 def check_node(node: Node) -> OpDef:
@@ -51,6 +52,11 @@ def layout_problem(node: Node, opdef: OpDef, operand_types: list) -> str | None:
 
 def verify(graph: Graph) -> None:
     """Raise ConvcError unless the graph is acyclic, fully defined and typed by its ops' shape rules."""
+    with generic_values(graph.dims):  # symbolic sizes compare as long inputs do
+        _verify(graph)
+
+
+def _verify(graph: Graph) -> None:
     where = f"verify @{graph.name}"
     if not nx.is_directed_acyclic_graph(graph.dag):
         raise ConvcError(f"{where}: the graph has a cycle")

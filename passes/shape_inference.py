@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from convc.errors import ConvcError
 from convc.ir import Graph
+from convc.symbolic import generic_values
 from convc.types import TensorType
 from convc.verifier import check_node
 
@@ -13,6 +14,11 @@ class ShapeInference(Pass):
     name = "shape_inference"
 
     def run(self, graph: Graph) -> Graph:
+        with generic_values(graph.dims):  # symbolic sizes compare as long inputs do
+            return self._infer(graph)
+
+    @staticmethod
+    def _infer(graph: Graph) -> Graph:
         for node in graph.nodes():
             if node.op == "const":
                 if node.value is not None:
