@@ -41,14 +41,15 @@ class Graph:
         self.tuple_result = False  # a traced function returned a tuple, even of one value
         self.dims: dict[str, Dim] = {}  # the symbolic sizes of the inputs' types, with their bounds
         self._order = itertools.count()
-        self._fresh: dict[str, itertools.count] = {}
+        self._fresh: dict[str, int] = {}  # the next number of each name prefix
         self._sorted: list[str] | None = None  # the topological order, until the edges change
 
     # construction -------------------------------------------------------------------------
     def _unique(self, prefix: str) -> str:
-        counter = self._fresh.setdefault(prefix, itertools.count())
-        while True:
-            name = f"{prefix}{next(counter)}"
+        while True:  # never a name used before, even by a node since removed
+            number = self._fresh.get(prefix, 0)
+            self._fresh[prefix] = number + 1
+            name = f"{prefix}{number}"
             if name not in self.dag:
                 return name
 
@@ -143,6 +144,7 @@ class Graph:
         other.outputs = list(self.outputs)
         other.tuple_result = self.tuple_result
         other.dims = dict(self.dims)
+        other._fresh = dict(self._fresh)  # a copy's new nodes take no name its source ever used
         return other
 
     # text ---------------------------------------------------------------------------------

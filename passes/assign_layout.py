@@ -8,10 +8,11 @@ between them, keep the blocked layout throughout.
 
 A conv (or transposed conv) is blocked when its input is batched and it is depthwise (one output
 channel per input channel), or its groups fill whole blocks (dense convs, or groups of multiples
-of c channels) with at least c/2 output channels per group, and, for a forward conv with fewer than c, at
-least c input channels: a conv narrower than a block on both sides would leave lanes of every
-vector empty, where the plain kernel's vectors run along the row (HiFi-GAN's 8-channel 1-D convs
-on 16 lanes: 38% of the peak blocked, 63-90% plain); depthwise convs only in a graph with other blocked convs (alone, the plain kernel with no
+of c channels) with at least c/2 output channels per group, and, for a forward conv with fewer
+than c, at least c input channels or rows shorter than 4 vectors: a conv narrower than a block on
+both sides would leave lanes of every vector empty, where the plain kernel's vectors run along
+the row (HiFi-GAN's 8-channel 1-D convs on 16 lanes: 38% of the peak blocked, 63-90% plain);
+depthwise convs only in a graph with other blocked convs (alone, the plain kernel with no
 reorders is faster). Weights and bias are packed at compile time where they are constants, by a
 generated prologue on each call otherwise. An elementwise op is blocked when one of its operands is, and
 every other operand has its channels and each other axis of its size or 1 (a per-channel scale;
@@ -30,6 +31,7 @@ from convc.types import TensorType
 from .pipeline import ChannelBlock, Pass
 
 
+PLAIN_ROW_VECTORS = 4  # a row this many vectors long fills the plain kernel's register tiles
 MAX_BLOCKED_TRANSPOSE_STRIDE = 16  # a blocked transposed conv emits code for each phase of its rows
 
 
@@ -51,10 +53,13 @@ def conv_is_blockable(graph: Graph, node: Node, lanes: int) -> bool:
         return True  # vectorized over each block of channels
     if groups > 1 and (cin_g % lanes or cout_g % lanes):
         return False
-    # a forward conv narrower than a block on both sides runs the plain kernel (vectors along the
-    # row, residual and activation fused); one reading a block or more of channels stays blocked
-    # (a plain copy of its input would cost a pass), and so do a transposed conv's phases
-    return 2 * cout_g >= lanes and (transposed or cout_g >= lanes or x.shape[1] >= lanes)
+    # a forward conv narrower than a block on both sides, on rows of PLAIN_ROW_VECTORS vectors or
+    # more, runs the plain kernel (vectors along the row, residual and activation fused); one
+    # reading a block or more of channels stays blocked (a plain copy of its input would cost a
+    # pass), and so do a transposed conv's phases and convs on short rows (the plain kernel's row
+    # path there is slower than half-empty blocks)
+    plain_rows = x.shape[-1] >= PLAIN_ROW_VECTORS * lanes
+    return 2 * cout_g >= lanes and (transposed or cout_g >= lanes or x.shape[1] >= lanes or not plain_rows)
 
 
 def blocks_alike(operand: TensorType, result: TensorType, constant: bool = False) -> bool:

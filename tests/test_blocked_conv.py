@@ -107,8 +107,10 @@ def check_blocked_conv(vector_bits, case):
         expected = 1 / (1 + np.exp(-expected))
     lanes = vector_bits // (32 if x.dtype == np.float32 else 64)
     if depthwise:  # blocked when its identity conv is
-        assert [block_of(compiled, n) for n in blocked_nodes(compiled)] == [lanes] * 2 * (groups >= lanes)
-    elif w.shape[0] // groups >= lanes or (2 * w.shape[0] // groups >= lanes and x.shape[1] >= lanes):
+        assert [block_of(compiled, n) for n in blocked_nodes(compiled)] == [lanes] * 2 * (
+            groups >= lanes or (2 * groups >= lanes and x.shape[-1] < 4 * lanes))
+    elif w.shape[0] // groups >= lanes or (2 * w.shape[0] // groups >= lanes
+                                           and (x.shape[1] >= lanes or x.shape[-1] < 4 * lanes)):
         assert [block_of(compiled, n) for n in blocked_nodes(compiled)] == [lanes]
     assert_close(compiled(*inputs), expected, int(np.prod(w.shape[1:])) + 2)
 

@@ -243,3 +243,15 @@ def test_activations_after_a_normalization_go_into_its_kernel(bits, channels):
                 ref.silu(ref.layer_norm(x64, (40,))) * 2.0, ref.relu(ref.batch_norm(x64, mean, var, gamma, beta)))
     for actual, want in zip(got, expected):
         assert_close(actual, want.astype(np.float32), 3 * channels * 40)
+
+
+def test_a_fused_node_never_takes_the_name_of_a_removed_one():
+    """Dead-code elimination frees names (%1, %3, %5 here); the fused nodes made later must not take
+    them, or a later root of the pass would be a stale node of that name."""
+    steps = [("add", (0, 0)), ("abs", (0,)), ("abs", (1,)), ("add", (0, 0)), ("maximum", (0, 0)), ("abs", (0,)),
+             ("add", (0, 5)), ("add", (0, 3))]
+    x = np.random.default_rng(0).uniform(-1.5, 1.5, (2, 3, 1)).astype(np.float32)
+    compiled = convc.compile(lambda x: tuple(evaluate([x], steps, 0, 0)[i] for i in (8, 7)), x, cache_dir=False)
+    expected = evaluate([x.astype(np.float64)], steps, 1, 1)
+    for got, want in zip(compiled(x), (expected[8], expected[7])):
+        assert_close(got, want.astype(np.float32), terms=8)

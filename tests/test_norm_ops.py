@@ -163,7 +163,7 @@ def test_blocked_norms_between_convs(channels_groups, dtype, bits, seed):
 
     with narrowed(bits):
         compiled = convc.compile(model, x, cache_dir=False)
-    assert all(n.type.block for n in compiled.graph.op_nodes() if n.op.endswith("norm"))
+    assert all(n.type.block for n in compiled.graph.op_nodes() if n.op.endswith("norm"))  # rows of 6: blocked
     y = reference.conv_nd(x, w0, padding=1)
     y = reference.batch_norm(y, reference.mean(x, (0, 2, 3)), var, weight, bias)
     expected = reference.conv_nd(reference.group_norm(y, groups, weight, bias), w1, padding=1)
