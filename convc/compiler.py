@@ -122,12 +122,11 @@ def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, options: Option
     Without `options`, the options of an enclosing `convc.options.using` block are the base.
     `dynamic` makes input axes symbolic as in `convc.trace`."""
     options = Options.of(options if options is not None else current(), **fields)
-    if isinstance(fn_or_graph, Graph) and dynamic:
-        raise ConvcError("compile: dynamic= applies to a function being traced; a Graph's input types "
-                         "already say which sizes are symbolic")
-    if not isinstance(fn_or_graph, Graph) and dynamic:
-        fn_or_graph = trace(fn_or_graph, *example_inputs, dynamic=dynamic)
-        example_inputs = ()
+    if dynamic:
+        if isinstance(fn_or_graph, Graph):
+            raise ConvcError("compile: dynamic= applies to a function being traced; a Graph's input types "
+                             "already say which sizes are symbolic")
+        fn_or_graph, example_inputs = trace(fn_or_graph, *example_inputs, dynamic=dynamic), ()
     if isinstance(fn_or_graph, Graph) and fn_or_graph.dims:
         raise ConvcError(f"compile: graph @{fn_or_graph.name} has symbolic sizes ({', '.join(fn_or_graph.dims)}); "
                          f"convc.trace and convc.parse type, print and check them, but kernels over symbolic "

@@ -7,6 +7,7 @@ Operand order lives on the node (Node.operands); the DiGraph's edges only record
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -30,6 +31,9 @@ class Node:
     value: np.ndarray | None = None  # constants only
 
 
+_NUMBERED = re.compile(r"(\D*)(\d+)")  # a name of the form _unique makes: prefix and number
+
+
 class Graph:
     """A dataflow graph of convc ops; see the module docstring."""
 
@@ -46,16 +50,21 @@ class Graph:
 
     # construction -------------------------------------------------------------------------
     def _unique(self, prefix: str) -> str:
-        while True:  # never a name used before, even by a node since removed
+        """A fresh name: past every number the prefix was given (explicitly too), so never the name of
+        a node since removed (a pass holding that node would take the new one for it)."""
+        while True:
             number = self._fresh.get(prefix, 0)
             self._fresh[prefix] = number + 1
-            name = f"{prefix}{number}"
-            if name not in self.dag:
-                return name
+            if f"{prefix}{number}" not in self.dag:  # "c05" leaves "c5" free, say
+                return f"{prefix}{number}"
 
     def _insert(self, node: Node) -> str:
         if node.name in self.dag:
             raise ConvcError(f"graph @{self.name}: value %{node.name} is defined twice")
+        numbered = _NUMBERED.fullmatch(node.name)
+        if numbered:
+            prefix, number = numbered.group(1), int(numbered.group(2))
+            self._fresh[prefix] = max(self._fresh.get(prefix, 0), number + 1)
         self._sorted = None
         self.dag.add_node(node.name, node=node, order=next(self._order))
         for operand in node.operands:

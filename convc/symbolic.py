@@ -284,10 +284,6 @@ def _exact_quotient(numerator: Size, divisor: Size) -> Extent:
     return _make(quotient)
 
 
-def is_symbolic(value: object) -> bool:
-    return isinstance(value, Size)
-
-
 def symbols_of(shape: tuple) -> set[str]:
     names: set[str] = set()
     for extent in shape:

@@ -25,8 +25,7 @@ class FuseElementwise(Pass):
         nodes = graph.op_nodes()
         order = {node.name: index for index, node in enumerate(nodes)}
         for root in reversed(nodes):
-            # a fused node may take the name of one removed before: the node must be the same
-            if root.name not in graph.dag or graph.node(root.name) is not root or not fusable_op(root.op):
+            if root.name not in graph.dag or not fusable_op(root.op):
                 continue
             group = self._grow(graph, root)
             if len(group) > 1:

@@ -112,7 +112,7 @@ def _emit_rows(k: Kernel, geo: ConvGeometry) -> None:
         with k.loop(0, geo.d.out, "od") as od, k.loop(0, geo.h.out, "oh") as oh:
             _scalar_columns(k, geo, n, group, co, od, oh, segments)
             row = out_row(k, geo, n, co, od, oh)
-            if len(k.args) > 4:
+            if geo.has_residual:
                 add_row(k, geo, row, out_row(k, geo, n, co, od, oh, k.args[4]))
             activate_row(k, geo, row)
 

@@ -56,6 +56,7 @@ class ConvGeometry:
     mode: str
     has_bias: bool
     activation: str | tuple | None  # a fused activation attribute (convc.fused_activation)
+    has_residual: bool = False  # a fourth operand laid out like the output, added before the activation
 
     @property
     def cin_g(self) -> int:
@@ -87,7 +88,7 @@ def conv_geometry(attrs: dict[str, Any], in_types: list[TensorType], out: Tensor
     d, h, w_axis = [Axis(1, 1, 1, 1, 1, 0)] * (3 - rank) + axes
     return ConvGeometry(x.shape[0] if x.rank == rank + 2 else 1, x.shape[-rank - 1], w.shape[0], attrs["groups"],
                         d, h, w_axis, attrs.get("padding_mode", "zeros"), len(in_types) > 2,
-                        attrs.get("activation"))
+                        attrs.get("activation"), len(in_types) > 3)
 
 
 def divmod_index(k: Kernel, value: ir.Value, divisor: int) -> tuple[ir.Value, ir.Value]:

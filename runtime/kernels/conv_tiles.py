@@ -16,7 +16,7 @@ from ..jit import HostTarget
 from .conv_geometry import MAX_EDGE_VECTORS, MAX_UNROLLED_TAPS, Axis, ConvGeometry, for_taps, map_index, out_row
 from .elementwise import activate
 
-MAX_STEP_FMAS = 32  # FMAs per step of a bulk tile's tap loop
+MAX_STEP_FMAS = 32  # FMAs per step of a tile's taps (see tap_step)
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,10 @@ class TileOperands:
 
 
 def conv_operands(k: Kernel, geo: ConvGeometry, n: ir.Value) -> TileOperands:
-    residual = k.args[4] if len(k.args) > 4 else None
     return TileOperands(k.args[1], k.args[2], k.args[3] if geo.has_bias else None,
                         lambda co, od, oh: out_row(k, geo, n, co, od, oh),
                         geo.cin_g * geo.k_plane, geo.k_plane, 1,
-                        None if residual is None else lambda co, od, oh: out_row(k, geo, n, co, od, oh, residual))
+                        (lambda co, od, oh: out_row(k, geo, n, co, od, oh, k.args[4])) if geo.has_residual else None)
 
 
 def tile_shape(host: HostTarget, dtype: str, out_channels: int) -> Tiling:
@@ -134,11 +133,11 @@ def tile_row(k: Kernel, geo: ConvGeometry, tiling: Tiling, n: ir.Value, group: i
 
 
 def tap_step(kernel: int, fmas_per_tap: int) -> int:
-    """Taps a bulk tile unrolls per step of its tap loop: all of them while that is at most
-    MAX_STEP_FMAS FMAs, else as many steps as that bound asks for, of equal taps (the remainder
-    after the loop). A longer loop-free run of taps is scheduled by LLVM
-    with every load hoisted ahead of the FMAs, into spills (znver5, 4x4 tile of k11: 176 FMAs
-    with 146 stack accesses, 35% of the peak)."""
+    """Taps a tile unrolls per step (a bulk tile's tap loop, an edge tile's pass over the input
+    channels): all of them while that is at most MAX_STEP_FMAS FMAs, else as many steps as that
+    bound asks for, of equal taps (the remainder after them). A longer loop-free run of taps is
+    scheduled by LLVM with every load hoisted ahead of the FMAs, into spills (znver5, 4x4 tile of
+    k11: 176 FMAs with 146 stack accesses, 35% of the peak)."""
     steps = -(-kernel * fmas_per_tap // MAX_STEP_FMAS)
     return max(1, kernel // steps)
 
