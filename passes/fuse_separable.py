@@ -62,6 +62,7 @@ class FuseSeparable(Pass):
             return False
         depthwise = graph.node(pointwise.operands[0])
         if (not _zero_padded_conv2d(depthwise) or "block" in depthwise.attrs or len(graph.users(depthwise.name)) != 1
+                or len(depthwise.operands) > 3  # a residual add sits between the two convs
                 or pointwise.operands.count(depthwise.name) != 1 or depthwise.name in graph.outputs):
             return False
         x = graph.type_of(depthwise.operands[0])

@@ -131,6 +131,20 @@ def test_a_depthwise_result_also_added_as_the_residual_is_not_fused_away():
     assert_close(compiled(x), conv_nd(y, pw) + y, 16 * 16 * 9)
 
 
+@pytest.mark.parametrize("channels, width", [(1, 16), (16, 40)])
+def test_an_add_between_the_depthwise_and_the_1x1_conv_is_kept(channels, width):
+    """A tensor added to the depthwise result (fused into it as a residual) is not dropped when the
+    two convs would otherwise make one separable kernel."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((1, channels, 3, width)).astype(np.float32)
+    dw = rng.standard_normal((channels, 1, 3, 3)).astype(np.float32)
+    pw = rng.standard_normal((channels, channels, 1, 1)).astype(np.float32)
+    t = rng.standard_normal((1, channels, 3, width)).astype(np.float32)
+    compiled = convc.compile(lambda x: ops.conv2d(ops.conv2d(x, dw, None, 1, 1, 1, channels) + t, pw), x)
+    expected = conv_nd(conv_nd(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), dw, None, 1, 0, 1, channels) + t, pw)
+    assert_close(compiled(x), expected, 10 * channels)
+
+
 @pytest.mark.parametrize("size, filters, fused", [(28, 32, True), (7, 160, False)])
 def test_late_narrow_maps_keep_the_two_convs(size, filters, fused):
     """On a 7x7 map with 160 filters the fused kernel would read the 1x1 weights once per row,
