@@ -127,10 +127,6 @@ def compile(fn_or_graph: Callable | Graph, *example_inputs: Any, options: Option
             raise ConvcError("compile: dynamic= applies to a function being traced; a Graph's input types "
                              "already say which sizes are symbolic")
         fn_or_graph, example_inputs = trace(fn_or_graph, *example_inputs, dynamic=dynamic), ()
-    if isinstance(fn_or_graph, Graph) and fn_or_graph.dims:
-        raise ConvcError(f"compile: graph @{fn_or_graph.name} has symbolic sizes ({', '.join(fn_or_graph.dims)}); "
-                         f"convc.trace and convc.parse type, print and check them, but kernels over symbolic "
-                         f"sizes are not generated yet: compile the graph with fixed sizes")
     with collector.paused(), using(options) as resolved:
         from .runtime.executor import compile_graph
         from .runtime.jit import warm_workers

@@ -122,3 +122,22 @@ def preconditions(graph: Graph) -> dict[str, int]:
                              f"a shape rule that is not an expression of {name} from some length on")
         minimums[name] = low
     return minimums
+
+
+def input_axes(graph: Graph) -> list[list[tuple[int, str]]]:
+    """Per input of a graph with symbolic sizes, (axis, symbol) of each symbolic axis: a call's
+    shapes give the symbols' values there. An input extent that is an expression of symbols
+    (not one symbol) is a ConvcError: a call's length could not be read off it."""
+    from .symbolic import Size
+    axes = []
+    for name in graph.inputs:
+        found = []
+        for axis, extent in enumerate(graph.type_of(name).shape):
+            if isinstance(extent, Size):
+                if len(extent.terms) != 1 or extent.constant or extent.terms[0][1] != 1 or len(extent.terms[0][0]) != 1 \
+                        or not isinstance(extent.terms[0][0][0], str):
+                    raise ConvcError(f"graph @{graph.name}: input %{name} has extent {extent} on axis {axis}; an "
+                                     f"input's symbolic extents must be single names")
+                found.append((axis, extent.terms[0][0][0]))
+        axes.append(found)
+    return axes

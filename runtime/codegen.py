@@ -7,6 +7,10 @@ from typing import Callable, Iterator, Sequence
 import llvmlite.ir as ir
 import numpy as np
 
+from convc.symbolic import Size
+
+from .sizes import SizeEmitter, frame_layout
+
 I64 = ir.IntType(64)
 I1 = ir.IntType(1)
 FLOAT_TYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
@@ -38,6 +42,8 @@ def i64(value: int) -> ir.Constant:
 
 
 def as_value(value: int | ir.Value) -> ir.Value:
+    if isinstance(value, Size):
+        raise TypeError(f"symbolic size {value}: convert it with Kernel.value")
     return i64(value) if isinstance(value, int) else value
 
 
@@ -53,7 +59,12 @@ class Kernel:
     sets it, computes `host_constants` from another node's constant values, so that nodes sharing
     this kernel's code need no emission of their own; `bind(node, in_types)`, where an emitter sets
     it, the host constants that depend on the node's attributes alone (the run-time sizes of a
-    body that nodes differing in those share, see kernels.registry)."""
+    body that nodes differing in those share, see kernels.registry).
+
+    Lowered for symbolic sizes (runtime.sizes.symbolic_lowering), the function also takes the
+    call's frame, after the buffers: `value` turns a `Size` (a shape's extent, say) into IR read
+    from it, and the integer helpers (add, mul, loop, load, ...) take Sizes where they take ints.
+    `extent` may then be a Size too."""
 
     def __init__(self, module: ir.Module, name: str, dtype: str, num_buffers: int,
                  arg_names: Sequence[str] = ()) -> None:
@@ -66,15 +77,24 @@ class Kernel:
         self.pack: Callable[[list[np.ndarray | None]], dict[int, np.ndarray]] | None = None
         self.bind: Callable[..., dict[int, np.ndarray]] | None = None
         self.scratch: dict[int, int] = {}  # buffer index -> elements of scratch that `prologue` fills
+        # host constants that `bind` computes per call's lengths (a symbolic lowering); placeholders here
+        self.frame_params: set[int] = set()
         self.prologue: Kernel | None = None
         pointer = self.ftype.as_pointer()
-        self.function = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * num_buffers + [I64, I64]),
+        layout = frame_layout()
+        frame = [pointer] if layout is not None else []
+        self.function = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * num_buffers + frame + [I64, I64]),
                                     name)
         self.function.linkage = "internal"
-        for index, arg in enumerate(self.function.args[:num_buffers]):
+        for index, arg in enumerate(self.function.args[:num_buffers + len(frame)]):
             arg.add_attribute("noalias")
             arg.name = arg_names[index] if index < len(arg_names) else f"buf{index}"
         self.function.args[-2].name, self.function.args[-1].name = "lo", "hi"
+        self.sizes: SizeEmitter | None = None
+        if layout is not None:
+            self.function.args[num_buffers].name = "frame"
+            self.sizes = SizeEmitter(self.function.append_basic_block("sizes"), self.function.args[num_buffers],
+                                     layout)
         self.builder = ir.IRBuilder(self.function.append_basic_block("entry"))
 
     @property
@@ -89,7 +109,17 @@ class Kernel:
 
     def finish(self) -> "Kernel":
         self.builder.ret_void()
+        if self.sizes is not None:  # the sizes' block runs first, then the code
+            self.sizes.close(self.function.blocks[1])
         return self
+
+    def value(self, value: int | Size | ir.Value) -> ir.Value:
+        """An i64 of an int, of a symbolic size (read from the frame) or an i64 value itself."""
+        if isinstance(value, Size):
+            if self.sizes is None:
+                raise TypeError(f"symbolic size {value} in a kernel lowered for fixed sizes")
+            return self.sizes.value(value)
+        return i64(value) if isinstance(value, int) else value
 
     # values -------------------------------------------------------------------------------
     def const(self, value: float, like: ir.Value | None = None) -> ir.Constant:
@@ -99,13 +129,13 @@ class Kernel:
         return constant(self.ftype, value)
 
     def load(self, base: ir.Value, index: int | ir.Value) -> ir.Value:
-        return self.builder.load(self.builder.gep(base, [as_value(index)], inbounds=True))
+        return self.builder.load(self.builder.gep(base, [self.value(index)], inbounds=True))
 
     def store(self, value: ir.Value, base: ir.Value, index: int | ir.Value) -> None:
-        self.builder.store(value, self.builder.gep(base, [as_value(index)], inbounds=True))
+        self.builder.store(value, self.builder.gep(base, [self.value(index)], inbounds=True))
 
     def offset(self, base: ir.Value, index: int | ir.Value) -> ir.Value:
-        return self.builder.gep(base, [as_value(index)], inbounds=True)
+        return self.builder.gep(base, [self.value(index)], inbounds=True)
 
     def prefetch(self, base: ir.Value, index: int | ir.Value) -> None:
         """Fetch the line of base[index] into L2 (prefetcht1 on x86); `index` may lie past the
@@ -113,7 +143,7 @@ class Kernel:
         bytes_ = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         fn = self.module.declare_intrinsic("llvm.prefetch", [bytes_], ir.FunctionType(ir.VoidType(), [bytes_, i32, i32, i32]))
-        address = self.builder.bitcast(self.builder.gep(base, [as_value(index)]), bytes_)
+        address = self.builder.bitcast(self.builder.gep(base, [self.value(index)]), bytes_)
         self.builder.call(fn, [address, constant(i32, 0), constant(i32, 2), constant(i32, 1)])
 
     def intrinsic(self, name: str, *args: ir.Value) -> ir.Value:
@@ -212,7 +242,7 @@ class Kernel:
 
     # integer arithmetic on i64 -------------------------------------------------------------
     def add(self, *terms: int | ir.Value) -> ir.Value:
-        values = [as_value(t) for t in terms if not (isinstance(t, int) and t == 0)]
+        values = [self.value(t) for t in terms if not (isinstance(t, int) and t == 0)]
         if not values:
             return i64(0)
         total = values[0]
@@ -222,14 +252,14 @@ class Kernel:
 
     def mul(self, a: int | ir.Value, b: int | ir.Value) -> ir.Value:
         if isinstance(b, int) and b == 1:
-            return as_value(a)
-        return self.builder.mul(as_value(a), as_value(b))
+            return self.value(a)
+        return self.builder.mul(self.value(a), self.value(b))
 
     @contextmanager
     def loop(self, start: int | ir.Value, stop: int | ir.Value, name: str = "i") -> Iterator[ir.Value]:
         """for (i = start; i < stop; ++i) — yields i as an i64 value."""
         builder = self.builder
-        start, stop = as_value(start), as_value(stop)
+        start, stop = self.value(start), self.value(stop)
         before = builder.block
         header = builder.append_basic_block(f"{name}.header")
         body = builder.append_basic_block(f"{name}.body")
@@ -249,7 +279,7 @@ class Kernel:
     def inside(self, index: ir.Value, size: int) -> ir.Value:
         """The i1 test 0 <= index < size."""
         b = self.builder
-        return b.and_(b.icmp_signed(">=", index, i64(0)), b.icmp_signed("<", index, i64(size)))
+        return b.and_(b.icmp_signed(">=", index, i64(0)), b.icmp_signed("<", index, self.value(size)))
 
     @contextmanager
     def when(self, flag: ir.Value | None) -> Iterator[None]:
@@ -267,16 +297,16 @@ class Kernel:
         an i1 for zeros (the index is then clamped to a safe in-bounds value)."""
         b = self.builder
         below = b.icmp_signed("<", index, i64(0))
-        above = b.icmp_signed(">=", index, i64(size))
+        above = b.icmp_signed(">=", index, self.value(size))
         if mode == "zeros":
             valid = b.not_(b.or_(below, above))
             return b.select(valid, index, i64(0)), valid
         if mode == "circular":
-            low, high = b.add(index, i64(size)), b.sub(index, i64(size))
+            low, high = b.add(index, self.value(size)), b.sub(index, self.value(size))
         elif mode == "reflect":
-            low, high = b.neg(index), b.sub(i64(2 * size - 2), index)
+            low, high = b.neg(index), b.sub(self.value(2 * size - 2), index)
         elif mode == "replicate":
-            low, high = i64(0), i64(size - 1)
+            low, high = i64(0), self.value(size - 1)
         else:
             raise ValueError(f"unknown border mode {mode!r}")
         return b.select(below, low, b.select(above, high, index)), None

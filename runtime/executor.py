@@ -1,4 +1,9 @@
-"""Execution of a compiled graph: checks inputs on the host, then one native call of the entry."""
+"""Execution of a compiled graph: checks inputs on the host, then one native call of the entry.
+
+A graph with symbolic sizes reads the symbols' values off its inputs' shapes (checked against
+the dims' bounds and the graph's minimums), takes the frame of those lengths (runtime.frames; kept
+per distinct lengths, FRAMES_KEPT at most) and grows its arena to the largest a call has needed:
+repeated lengths allocate nothing but their outputs."""
 from __future__ import annotations
 
 import ctypes
@@ -17,10 +22,12 @@ from convc.ir import Graph
 from convc.types import TensorType
 
 from . import disk_cache, threads
+from .frames import Frame
 from .jit import CodeTarget, CompileSession, JitModule, ObjectCode
 from .lower import ENTRY, Lowered, Program, lower
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+FRAMES_KEPT = 256  # frames of distinct lengths an executable keeps (the oldest goes first)
 _live: weakref.WeakSet[Executable] = weakref.WeakSet()  # whose own locks a forked child replaces
 
 
@@ -56,11 +63,14 @@ class Executable:
         self._entry = _ENTRY_TYPE(self.jit.address(ENTRY))
         self._consts = program.arrays
         self._arena = np.empty(program.arena_bytes + 64, np.uint8)
-        self._buffers = (ctypes.c_void_p * (program.arena_slot + 1 + bool(program.stamps)))()
+        self._symbolic = program.symbolic
+        self._frames: dict[tuple[int, ...], Frame] = {}
+        self._buffers = (ctypes.c_void_p * (program.arena_slot + 1 + bool(program.stamps) + bool(program.symbolic)))()
         self._buffers_address = ctypes.addressof(self._buffers)
         for name, value in self._consts.items():
             self._buffers[program.slots[name]] = value.ctypes.data
         base = self._arena.ctypes.data
+        self._arena_slot = program.arena_slot
         self._buffers[program.arena_slot] = base + (-base % 64)
         self.stamps = np.zeros(program.stamps, np.uint64)  # a profiling build's cycle counts per kernel
         if program.stamps:
@@ -82,12 +92,28 @@ class Executable:
         return threads.lock
 
     def check_inputs(self, arrays: tuple[Any, ...]) -> list[np.ndarray]:
+        checked, _ = self._checked(arrays)
+        return checked
+
+    def _checked(self, arrays: tuple[Any, ...]) -> tuple[list[np.ndarray], Frame | None]:
+        """The inputs as C-contiguous arrays of the compiled types, and the frame of their
+        lengths where the graph's sizes are symbolic."""
         if len(arrays) != len(self.input_types):
             raise TypeError(f"@{self.name} takes {len(self.input_types)} inputs "
                             f"({', '.join('%' + n for n in self.input_names)}), got {len(arrays)}")
+        inputs = [as_float_array(f"@{self.name}", f"input %{name}", value)
+                  for name, value in zip(self.input_names, arrays)]
+        expected_types, frame = self.input_types, None
+        if self._symbolic is not None:
+            for name, expected, array in zip(self.input_names, self.input_types, inputs):
+                if array.ndim != expected.rank:
+                    raise ConvcError(f"@{self.name}: input %{name} has rank {array.ndim} (shape {array.shape}); the "
+                                     f"graph was compiled for rank {expected.rank} ({expected})")
+            values = self._symbolic.lengths(self.name, self.input_names, [a.shape for a in inputs])
+            expected_types = [t.substitute(values) for t in self.input_types]
+            frame = self._frame(values)
         checked = []
-        for name, expected, value in zip(self.input_names, self.input_types, arrays):
-            array = as_float_array(f"@{self.name}", f"input %{name}", value)
+        for name, expected, array in zip(self.input_names, expected_types, inputs):
             actual = TensorType.of_array(array)
             if actual != expected:
                 if actual.dtype != expected.dtype:
@@ -96,7 +122,17 @@ class Executable:
                 raise ConvcError(f"@{self.name}: input %{name} has shape {actual.shape}; the graph was "
                                  f"compiled for {expected.shape}")
             checked.append(np.asarray(array, order="C"))
-        return checked
+        return checked, frame
+
+    def _frame(self, values: dict[str, int]) -> Frame:
+        key = tuple(values[s] for s in self._symbolic.symbols)
+        frame = self._frames.pop(key, None)
+        if frame is None:
+            frame = self._symbolic.frame(values)
+            if len(self._frames) >= FRAMES_KEPT:
+                self._frames.pop(next(iter(self._frames)))
+        self._frames[key] = frame  # the most recent last
+        return frame
 
     def run_unchecked(self, arrays: list[np.ndarray]) -> np.ndarray:
         """The single output of a one-op graph whose inputs are known to have the compiled types."""
@@ -106,20 +142,33 @@ class Executable:
         self._execute(inputs, {self.output_names[0]: result})
         return result
 
-    def _execute(self, inputs: list[np.ndarray], results: dict[str, np.ndarray]) -> None:
-        """Point the buffer table at this call's inputs and outputs and run the entry."""
+    def _execute(self, inputs: list[np.ndarray], results: dict[str, np.ndarray], frame: Frame | None = None) -> None:
+        """Point the buffer table at this call's inputs and outputs (and frame) and run the entry."""
         with self._lock():
+            if frame is not None:
+                self._bind_frame(frame)
             for name, array in zip(self._program_inputs, inputs):
                 self._buffers[self._slots[name]] = array.ctypes.data
             for name, array in results.items():
                 self._buffers[self._slots[name]] = array.ctypes.data
             self._entry(self._buffers_address)
 
+    def _bind_frame(self, frame: Frame) -> None:
+        """The frame, its parameter arrays and an arena large enough for it in the buffer table."""
+        if frame.arena_bytes + 64 > self._arena.size:
+            self._arena = np.empty(frame.arena_bytes + 64, np.uint8)
+            base = self._arena.ctypes.data
+            self._buffers[self._arena_slot] = base + (-base % 64)
+        for slot, array in frame.params.items():
+            self._buffers[slot] = array.ctypes.data
+        self._buffers[self._arena_slot + 1] = frame.values.ctypes.data
+
     def __call__(self, *arrays: Any) -> list[np.ndarray]:
-        inputs = self.check_inputs(arrays)
-        results = {n: np.empty(t.shape, t.numpy_dtype) for n, t in zip(self.output_names, self.output_types)
+        inputs, frame = self._checked(arrays)
+        shapes = frame.output_shapes if frame is not None else [t.shape for t in self.output_types]
+        results = {n: np.empty(shape, t.numpy_dtype) for n, t, shape in zip(self.output_names, self.output_types, shapes)
                    if n in self._computed}
-        self._execute(inputs, results)
+        self._execute(inputs, results, frame)
         outputs, seen = [], set()
         host = {**self._consts, **dict(zip(self._program_inputs, inputs))}
         for name in self.output_names:
@@ -151,7 +200,7 @@ def compile_graph(graph: Graph, optimize: Callable[[Graph], Graph], settings: st
             raise ConvcError(f"compile: constant %{node.name} has no value; re-attach it with "
                              f"convc.parse(text, consts={{'{node.name}': array}})")
     start = time.perf_counter()
-    cache = disk_cache.open_cache(cache_dir)
+    cache = None if graph.dims else disk_cache.open_cache(cache_dir)  # symbolic programs bind host code
     key = None if cache is None else cache.key(graph, settings)
     hit = None if cache is None else cache.load(key)
     if cache is not None:
@@ -161,6 +210,9 @@ def compile_graph(graph: Graph, optimize: Callable[[Graph], Graph], settings: st
         return Executable(*hit, input_names=graph.inputs, times=times), None
     optimized = optimize(graph)
     lowered, code = lower_and_compile(optimized, times)
+    if lowered.program.symbolic is not None:
+        from convc.dynamic import preconditions
+        lowered.program.symbolic.minimums = preconditions(graph)
     if cache is not None:
         cache.store(key, lowered.program, code)
     return Executable(lowered.program, code, input_names=graph.inputs, times=times), optimized

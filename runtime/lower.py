@@ -8,11 +8,17 @@ enough work runs on every core: its task wrapper `task(args, chunk, chunks)` run
 makes a view has no kernel: its users get a pointer into its root's buffer. Each kernel (with its
 task wrapper and prologue) is a module of its own, which the entry's module declares and calls by
 name, so that the modules compile apart, in parallel, and link in one engine.
+
+A graph with symbolic sizes (graph.dims) is lowered once for every length (runtime.sizes): the
+entry and each kernel take the call's frame, the arena's offsets come from it, extents are IR
+evaluated from its symbols, and what the host works out per set of lengths (the buffers'
+placement, the kernels' run-time parameters) is the program's `symbolic` part (runtime.frames).
 """
 from __future__ import annotations
 
 import copy
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,12 +27,16 @@ import numpy as np
 
 from convc.compile_times import KernelTime
 from convc.ir import Graph, Node
+from convc.errors import ConvcError
 from convc.registry import get_op
+from convc.symbolic import Size, generic_values
 from convc.types import TensorType
 
 from .codegen import FLOAT_TYPES, I64, Kernel, i64
-from .kernels import code_key, emitter_for
-from .memory import ALIGN, Plan, plan_memory
+from .frames import KernelParams, SymbolicProgram
+from .kernels import code_key, emitter_for, supports_symbolic
+from .memory import ALIGN, Plan, aligned, buffer_intervals, plan_memory
+from .sizes import FrameLayout, SizeEmitter, symbolic_lowering
 from .threads import BYTE_PTR, RUN_SYMBOL, TASK_TYPE, chunk_count, pool_size
 
 ENTRY = "convc_main"
@@ -52,16 +62,21 @@ def work_estimate(node: Node, in_types: list[TensorType]) -> int:
     return flops(in_types, node.type) if flops is not None else 4 * node.type.size
 
 
-def _task(module: ir.Module, kernel: ir.Function, extent: int, name: str) -> ir.Function:
-    """task(args, chunk, chunks): the kernel on the chunk-th of `chunks` equal pieces of its outer loop."""
+def _task(module: ir.Module, kernel: ir.Function, extent: int | Size, name: str) -> ir.Function:
+    """task(args, chunk, chunks): the kernel on the chunk-th of `chunks` equal pieces of its outer
+    loop; a symbolic extent is read from the args table, after the pointers."""
     task = ir.Function(module, TASK_TYPE, name)
     builder = ir.IRBuilder(task.append_basic_block("entry"))
     args, chunk, chunks = task.args
     table = builder.bitcast(args, BYTE_PTR.as_pointer())
     pointers = [builder.bitcast(builder.load(builder.gep(table, [i64(i)])), arg.type)
                 for i, arg in enumerate(kernel.args[:-2])]
-    lo = builder.sdiv(builder.mul(chunk, i64(extent)), chunks)
-    hi = builder.sdiv(builder.mul(builder.add(chunk, i64(1)), i64(extent)), chunks)
+    if isinstance(extent, Size):
+        extent_value = builder.ptrtoint(builder.load(builder.gep(table, [i64(len(pointers))])), I64)
+    else:
+        extent_value = i64(extent)
+    lo = builder.sdiv(builder.mul(chunk, extent_value), chunks)
+    hi = builder.sdiv(builder.mul(builder.add(chunk, i64(1)), extent_value), chunks)
     builder.call(kernel, pointers + [lo, hi])
     builder.ret_void()
     return task
@@ -83,6 +98,7 @@ class Program:
     parallel: bool               # whether any kernel runs on the thread pool
     arrays: dict[str, np.ndarray]  # bound to their slots: the graph's constants, the emitters' packed arrays
     stamps: int = 0              # a profiling build's cycle-counter stamps (a u64 buffer after the arena's slot)
+    symbolic: SymbolicProgram | None = None  # symbolic sizes: the frame's slot follows the arena's
 
 
 @dataclass
@@ -135,6 +151,11 @@ def _emit(emitted_for: dict[tuple, Kernel], tasks: dict[str, ir.Function], name:
     if not any(v is not None for v in values) and first.bind is None:
         return first
     shared = copy.copy(first)
+    if first.frame_params:  # run-time parameters bound per call's lengths (runtime.frames)
+        shared.host_constants = dict(first.host_constants)
+        if first.pack is not None and any(v is not None for v in values):
+            shared.host_constants.update(first.pack(values))
+        return shared
     if not any(v is not None for v in values):
         shared.host_constants = dict(first.host_constants)
     elif first.pack is not None:
@@ -156,8 +177,33 @@ def lower(graph: Graph, finished: Finished = lambda module: None, profile: bool 
     last), so that compiling can start while the rest is lowered. A `profile` build's entry also
     stores the cycle counter before the first kernel and after each (prologue included) into the
     stamps buffer, whose slot follows the arena's."""
+    if not graph.dims:
+        return _lower(graph, finished, profile, None)
+    if profile:
+        raise ConvcError(f"profile: graph @{graph.name} has symbolic sizes; profile a graph compiled for fixed sizes")
+    unsupported = sorted({n.op for n in graph.op_nodes() if _is_symbolic(graph, n) and not supports_symbolic(n.op)})
+    if unsupported:
+        raise ConvcError(f"compile: graph @{graph.name} has symbolic sizes ({', '.join(graph.dims)}) at ops whose "
+                         f"kernels take fixed sizes only: {', '.join(unsupported)}; compile it with fixed sizes")
+    layout = FrameLayout(tuple(sorted(graph.dims)))
+    with symbolic_lowering(layout), generic_values(graph.dims):
+        return _lower(graph, finished, profile, layout)
+
+
+def _is_symbolic(graph: Graph, node: Node) -> bool:
+    return node.type.symbolic or any(graph.type_of(o).symbolic for o in node.operands)
+
+
+def _lower(graph: Graph, finished: Finished, profile: bool, layout: FrameLayout | None) -> Lowered:
     module = ir.Module(name=graph.name)
-    plan = plan_memory(graph)
+    if layout is None:
+        plan = plan_memory(graph)
+        arena_names: list[str] = []
+    else:  # offsets from the frame: each arena buffer's slot follows the symbols'
+        arena_names, intervals, views = buffer_intervals(graph)
+        plan = Plan({}, 0, views)
+    params: list[KernelParams] = []
+    scratch_sizes: list[int] = []
     slots: dict[str, int] = {}
     computed_outputs = [o for o in graph.outputs if graph.node(o).op not in ("input", "const")]
     for name in graph.inputs + computed_outputs:
@@ -175,14 +221,25 @@ def lower(graph: Graph, finished: Finished = lambda module: None, profile: bool 
         in_types = [graph.type_of(o) for o in node.operands]
         values = [graph.node(o).value if graph.node(o).op == "const" else None for o in node.operands]
         start, known = time.perf_counter(), len(emitted_for)
-        emitted = _emit(emitted_for, tasks, f"k{index}_{node.op}", node, in_types, values, finished)
+        try:
+            emitted = _emit(emitted_for, tasks, f"k{index}_{node.op}", node, in_types, values, finished)
+        except TypeError as error:  # a size used as an int where the emitter has no symbolic path
+            if layout is None or not _is_symbolic(graph, node):
+                raise
+            raise ConvcError(f"compile: %{node.name} ({node.op}, {', '.join(map(str, in_types))} -> {node.type}): its "
+                             f"kernel cannot take these symbolic sizes yet ({error}); compile with fixed sizes") from None
         if len(emitted_for) > known:
             kernel_times.append(KernelTime(emitted.function.module.name, node.op, time.perf_counter() - start))
         operands = [node.name] + list(node.operands)
+        bound: dict[int, int] = {}
         for position, array in sorted(emitted.host_constants.items()):
             name = f"k{index}.arg{position}"
             host_constants[name], slots[name] = array, len(slots)
             operands[position:position + 1] = [name]
+            if position in emitted.frame_params:
+                bound[position] = slots[name]
+        if bound:
+            params.append(KernelParams(node, in_types, emitted.bind, bound))
         prologue_operands = []
         if emitted.prologue is not None:
             raw = [operands[p] for p in sorted(emitted.scratch) if p < len(operands)]
@@ -190,6 +247,11 @@ def lower(graph: Graph, finished: Finished = lambda module: None, profile: bool 
             for position, elements in sorted(emitted.scratch.items()):
                 name = f"k{index}.scratch{position}"
                 scratch[name] = start
+                if layout is not None:
+                    if isinstance(elements, Size):
+                        raise ConvcError(f"{node.op}: scratch of a symbolic size is not supported")
+                    arena_names.append(name)
+                    scratch_sizes.append(aligned(elements * emitted.itemsize))
                 start += -(-elements * emitted.itemsize // ALIGN) * ALIGN
                 operands[position:position + 1] = [name]
             prologue_operands = [operands[p] for p in sorted(emitted.scratch)] + raw
@@ -205,17 +267,35 @@ def lower(graph: Graph, finished: Finished = lambda module: None, profile: bool 
     plan = Plan({**plan.offsets, **scratch}, scratch_bytes + scratch_used, plan.views)
 
     entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [BYTE_PTR.as_pointer()]), ENTRY)
-    builder = ir.IRBuilder(entry.append_basic_block("entry"))
     buffers = entry.args[0]
+    sizes: SizeEmitter | None = None
+    frame: ir.Value | None = None
+    if layout is not None:  # the frame and the sizes in a first block, the calls after
+        prelude = entry.append_basic_block("sizes")
+        prelude_builder = ir.IRBuilder(prelude)
+        frame = prelude_builder.load(prelude_builder.gep(buffers, [i64(arena_slot + 1)]), name="frame")
+        sizes = SizeEmitter(prelude, frame, layout)
+    builder = ir.IRBuilder(entry.append_basic_block("entry"))
     arena = builder.load(builder.gep(buffers, [i64(arena_slot)]), name="arena")
+    frame_index = {name: len(layout.symbols) + i for i, name in enumerate(arena_names)} if layout else {}
+
+    def size(value: int | Size) -> ir.Value:
+        return sizes.value(value) if isinstance(value, Size) else i64(value)
 
     def pointer(name: str, dtype: str) -> ir.Value:
         root, view_offset = plan.views.get(name, (name, 0))  # a view is its root's buffer at an offset
-        raw = (builder.load(builder.gep(buffers, [i64(slots[root])]), name=f"p.{root}") if root in slots
-               else builder.gep(arena, [i64(plan.offsets[root])], name=f"p.{root}"))
-        if view_offset:
-            raw = builder.gep(raw, [i64(view_offset)], name=f"p.{name}")
+        if root in slots:
+            raw = builder.load(builder.gep(buffers, [i64(slots[root])]), name=f"p.{root}")
+        elif layout is not None:
+            offset = sizes.slot(frame_index[root], f"o.{root}")
+            raw = builder.gep(arena, [offset], name=f"p.{root}")
+        else:
+            raw = builder.gep(arena, [i64(plan.offsets[root])], name=f"p.{root}")
+        if not (isinstance(view_offset, int) and view_offset == 0):
+            raw = builder.gep(raw, [size(view_offset)], name=f"p.{name}")
         return builder.bitcast(raw, FLOAT_TYPES[dtype].as_pointer())
+
+    tail = [frame] if frame is not None else []  # a symbolic lowering's kernels take the frame
 
     threads = model_threads()
     run_parallel = ir.Function(module, ir.FunctionType(ir.VoidType(), [TASK_TYPE.as_pointer(), BYTE_PTR, I64]),
@@ -234,28 +314,43 @@ def lower(graph: Graph, finished: Finished = lambda module: None, profile: bool 
         if emitted.prologue is not None:
             prologue = emitted.prologue
             pointers = [pointer(name, prologue.dtype) for name in prologue_operands]
-            builder.call(_declared(module, prologue.function), pointers + [i64(0), i64(prologue.extent)])
+            pointers += [builder.bitcast(p, FLOAT_TYPES[prologue.dtype].as_pointer()) for p in tail]
+            builder.call(_declared(module, prologue.function), pointers + [i64(0), size(prologue.extent)])
         pointers = [pointer(name, emitted.dtype) for name in operands]
+        pointers += [builder.bitcast(p, FLOAT_TYPES[emitted.dtype].as_pointer()) for p in tail]
         if on_pool:
             parallel = True
+            symbolic_extent = isinstance(extent, Size)
             with builder.goto_entry_block():
                 builder.position_at_start(builder.block)
-                table = builder.alloca(BYTE_PTR, len(pointers), name=f"args{index}")
+                table = builder.alloca(BYTE_PTR, len(pointers) + symbolic_extent, name=f"args{index}")
             for slot, value in enumerate(pointers):
                 builder.store(builder.bitcast(value, BYTE_PTR), builder.gep(table, [i64(slot)]))
+            if symbolic_extent:
+                builder.store(builder.inttoptr(size(extent), BYTE_PTR), builder.gep(table, [i64(len(pointers))]))
+            chunks = chunk_count(extent if not symbolic_extent else extent.generic(), threads)
             task = _declared(module, tasks[kernel.name])
-            builder.call(run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(chunk_count(extent, threads))])
+            builder.call(run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(chunks)])
         else:
-            builder.call(_declared(module, kernel), pointers + [i64(0), i64(extent)])
+            builder.call(_declared(module, kernel), pointers + [i64(0), size(extent)])
         if stamp:
             stamp(len(calls))
     builder.ret_void()
+    if sizes is not None:
+        sizes.close(builder.function.blocks[1])
     finished(module)
     kernel_modules = list({id(e.function.module): e.function.module for e in emitted_for.values()}.values())
-    arrays = {**{name: np.asarray(graph.node(name).value, order="C") for name in const_names}, **host_constants}
+    bound_slots = {slot for kernel in params for slot in kernel.slots.values()}
+    arrays = {**{name: np.asarray(graph.node(name).value, order="C") for name in const_names},
+              **{name: array for name, array in host_constants.items() if slots[name] not in bound_slots}}
+    symbolic = None
+    if layout is not None:
+        from convc.dynamic import input_axes
+        symbolic = SymbolicProgram(layout.symbols, dict(graph.dims), {}, input_axes(graph), intervals, scratch_sizes,
+                                   [graph.type_of(n) for n in graph.outputs], params)
     program = Program(graph.name, [(n, graph.type_of(n)) for n in graph.inputs],
                       [(n, graph.type_of(n)) for n in graph.outputs], slots, computed_outputs, plan.arena_bytes,
-                      arena_slot, parallel, arrays, len(calls) + 1 if profile else 0)
+                      arena_slot, parallel, arrays, len(calls) + 1 if profile else 0, symbolic)
     return Lowered([module, *kernel_modules], program, kernel_times, calls)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from convc.ir import Graph
 from convc.registry import get_op
+from convc.symbolic import Size
 
 ALIGN = 64
 
@@ -46,23 +47,36 @@ def plan_views(graph: Graph) -> dict[str, tuple[str, int]]:
     return views
 
 
-def plan_memory(graph: Graph) -> Plan:
-    """Greedy first-fit by definition order; a buffer is live from its definition to its last use
-    (inclusive), or its views' last use, so an op's result never shares memory with its own
-    operands."""
+Interval = tuple[int, int, "int | Size"]  # (first use, last use, bytes) of a buffer, by node order
+
+
+def buffer_intervals(graph: Graph) -> tuple[list[str], list[Interval], dict[str, tuple[str, int]]]:
+    """The intermediates that get arena buffers, in definition order, with their live intervals
+    and sizes (a Size where the graph's are symbolic), and the views. A buffer is live from its
+    definition to its last use (inclusive), or its views' last use, so an op's result never
+    shares memory with its own operands."""
     order = {node.name: index for index, node in enumerate(graph.nodes())}
     views = plan_views(graph)
     last_use = {name: max([order[u.name] for u in graph.users(name)], default=order[name]) for name in order}
     for view, (root, _) in views.items():
         last_use[root] = max(last_use[root], last_use[view])
     intermediates = [n for n in graph.op_nodes() if n.name not in graph.outputs and n.name not in views]
+    intervals = [(order[n.name], last_use[n.name], aligned(n.type.storage_size * n.type.numpy_dtype.itemsize))
+                 for n in intermediates]
+    return [n.name for n in intermediates], intervals, views
+
+
+def aligned(size: int | Size) -> int | Size:
+    """`size` bytes rounded up to ALIGN."""
+    return -(-size // ALIGN) * ALIGN
+
+
+def place(intervals: list[tuple[int, int, int]]) -> tuple[list[int], int]:
+    """Greedy first-fit by definition order: each buffer's offset and the arena's size."""
     live: list[tuple[int, int, int, int]] = []  # (start, end, offset, size)
-    offsets = {}
+    offsets = []
     arena = 0
-    for node in intermediates:
-        start = order[node.name]
-        end = last_use[node.name]
-        size = -(-node.type.storage_size * node.type.numpy_dtype.itemsize // ALIGN) * ALIGN
+    for start, end, size in intervals:
         busy = sorted((o, o + s) for (a, e, o, s) in live if not (e < start or a > end))
         offset = 0
         for lo, hi in busy:
@@ -70,6 +84,13 @@ def plan_memory(graph: Graph) -> Plan:
                 break
             offset = max(offset, hi)
         live.append((start, end, offset, size))
-        offsets[node.name] = offset
+        offsets.append(offset)
         arena = max(arena, offset + size)
-    return Plan(offsets, arena, views)
+    return offsets, arena
+
+
+def plan_memory(graph: Graph) -> Plan:
+    """The plan of a graph of fixed sizes (see buffer_intervals and place)."""
+    names, intervals, views = buffer_intervals(graph)
+    offsets, arena = place(intervals)
+    return Plan(dict(zip(names, offsets)), arena, views)

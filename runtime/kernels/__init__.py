@@ -6,9 +6,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .registry import EMITTERS, Emitter, code_key, emitter_for
+from .registry import EMITTERS, Emitter, code_key, emitter_for, supports_symbolic
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["EMITTERS", "Emitter", "code_key", "emitter_for"]
+__all__ = ["EMITTERS", "Emitter", "code_key", "emitter_for", "supports_symbolic"]

@@ -19,13 +19,16 @@ from typing import Any
 import llvmlite.ir as ir
 import numpy as np
 
+from convc.errors import ConvcError
 from convc.op_conv import conv_pads
 from convc.registry import has_trait
+from convc.symbolic import Size
 from convc.types import DTYPE_NAMES, TensorType
 
 from ..codegen import Kernel
 from ..jit import HostTarget
-from .conv_blocked_nest import BlockedConvNest, Buffers, load_runtime_row, reduction_chunks, runtime_row_params
+from .conv_blocked_nest import (RUNTIME_ROW_PARAMS, BlockedConvNest, Buffers, load_runtime_row, reduction_chunks,
+                                runtime_row_params)
 from .conv_depthwise_blocked import DepthwiseNest, depthwise_width
 from .conv_geometry import conv_geometry
 from .conv_transpose import transpose_geometry
@@ -97,6 +100,11 @@ class BlockedConvPlan:
     runtime_row: bool
 
 
+def generic_int(size: int | Size) -> int:
+    """A size's value at the generic point (where a plan for symbolic sizes is made)."""
+    return size.generic() if isinstance(size, Size) else size
+
+
 def plan_blocked_conv(attrs: dict[str, Any], in_types: list[TensorType], out_type: TensorType, op: str,
                       host: HostTarget) -> BlockedConvPlan:
     transposed = has_trait(op, "conv_transpose")
@@ -110,11 +118,17 @@ def plan_blocked_conv(attrs: dict[str, Any], in_types: list[TensorType], out_typ
         vectors, width = 1, depthwise_width(host.vector_bits, geo.w.out)
     else:
         row = geo.w.out if not transposed else -(-geo.w.out // geo.w.stride)  # a phase's outputs
-        tiling = blocked_tiling(host, out_type.dtype, -(-geo.cout_g // lanes), row,
+        tiling = blocked_tiling(host, out_type.dtype, -(-geo.cout_g // lanes), generic_int(row),
                                 geo.cin_g * geo.k_plane if plain_out else None)
         vectors, width = tiling.vectors, tiling.width
-    runtime_row = (not (transposed or depthwise or plain_in or plain_out) and geo.d.trivial and geo.h.trivial
-                   and geo.w.out // width >= RUNTIME_ROW_MIN_TILES and any(sum(conv_pads(attrs, in_types[1].shape[2:]), ())))
+    one_d = not (transposed or depthwise or plain_in or plain_out) and geo.d.trivial and geo.h.trivial
+    if out_type.symbolic or in_types[0].symbolic:  # a symbolic row: its length is a run-time value too
+        if not one_d or isinstance(geo.h.size, Size) or isinstance(geo.d.size, Size):
+            raise ConvcError(f"{op}: symbolic sizes are supported on 1-D forward convs with blocked input and "
+                             f"output so far, not on {in_types[0]} -> {out_type}")
+        return BlockedConvPlan(geo, lanes, transposed, depthwise, plain_in, plain_out, vectors, width, True)
+    runtime_row = (one_d and geo.w.out // width >= RUNTIME_ROW_MIN_TILES
+                   and any(sum(conv_pads(attrs, in_types[1].shape[2:]), ())))
     return BlockedConvPlan(geo, lanes, transposed, depthwise, plain_in, plain_out, vectors, width, runtime_row)
 
 
@@ -174,7 +188,16 @@ def emit_blocked_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_ty
         k.prologue = emit_pack_prologue(module, f"{name}_pack", out_type.dtype, geo, lanes, vectors, transposed,
                                         depthwise, has_bias)
     runtime_row = None
-    if plan.runtime_row:
+    if plan.runtime_row and out_type.symbolic:  # bound per call's lengths, with this code's tiles and chunks
+        params = len(names) - 1
+        chunks = reduction_chunks(geo, lanes, plan.vectors, DTYPE_NAMES[out_type.dtype].itemsize, host.l1d_bytes,
+                                  plan.plain_out)
+        k.bind = lambda node, types: {params: runtime_row_params(
+            conv_geometry(node.attrs, types[:2], node.type, node.op).w, plan.width, *chunks)}
+        k.host_constants[params] = np.zeros(RUNTIME_ROW_PARAMS, np.int64)
+        k.frame_params = {params}
+        runtime_row = load_runtime_row(k, k.args[params])
+    elif plan.runtime_row:
         params = len(names) - 1
         k.bind = lambda node, types: {params: _runtime_row_params(
             plan_blocked_conv(node.attrs, types, node.type, node.op, host), node.type.dtype, host.l1d_bytes)}

@@ -35,6 +35,8 @@ from typing import Callable
 import llvmlite.ir as ir
 import numpy as np
 
+from convc.symbolic import Size
+
 from ..codegen import Kernel, as_value, i64
 from .conv_geometry import (Axis, ConvGeometry, RowPhase, conv_row, divmod_index, map_index, tap_plane,
                             transposed_row)
@@ -258,6 +260,7 @@ class BlockedConvNest:
         `input_row(input block)`: where a fused kernel keeps the input row of a 1x1 conv;
         `runtime_row`: a 1-D forward conv's padding and dilation as run-time values."""
         self.runtime_row = runtime_row
+        self.symbolic_tail = False
         self.input_row = input_row
         self.k, self.geo, self.transposed = k, geo, transposed
         self.plain_in, self.plain_out = plain_in, plain_out
@@ -318,7 +321,8 @@ class BlockedConvNest:
 
     def _segments(self, count: int, rows: int, l1_bytes: int) -> int:
         """Parts of a single-phase row of `count` interior tiles (see row_segments)."""
-        row_bytes = self.geo.w.out * self.vectors * self.c * self.k.itemsize
+        out = self.geo.w.out
+        row_bytes = (out.generic() if isinstance(out, Size) else out) * self.vectors * self.c * self.k.itemsize
         wanted = -(-row_bytes // (l1_bytes // L1_OUTPUT_SHARE)) if self.several_chunks else 1
         return row_segments(count, rows, wanted)
 
@@ -328,9 +332,12 @@ class BlockedConvNest:
         self.shared = None
         phase = SharedPhase(i64(0), 1, w.stride, runtime.taps, i64(0), 1, self.k.builder.neg(runtime.pad_lo),
                             runtime.dilation)
-        tiles, tail = divmod(w.out, self.width)
-        segments = 1 if whole_rows else self._segments(tiles, rows, l1_bytes)
-        self.plans = [PhasePlan(phase, (), 0, tiles, ((tiles * self.width, tail),) if tail else (), segments)]
+        tiles, tail = w.out // self.width, w.out % self.width
+        self.symbolic_tail = isinstance(w.out, Size)  # a run-time count of one-column tiles ends the row
+        generic_tiles = tiles.generic() if isinstance(tiles, Size) else tiles
+        segments = 1 if whole_rows else self._segments(generic_tiles, rows, l1_bytes)
+        right = () if self.symbolic_tail or not tail else ((tiles * self.width, tail),)
+        self.plans = [PhasePlan(phase, (), 0, tiles, right, segments)]
         self.parts = segments
         self.runtime_edges = True
 
@@ -453,6 +460,9 @@ class BlockedConvNest:
         with k.when(b.icmp_unsigned("==", segment, i64(plan.segments - 1)) if plan.segments > 1 else None):
             for start, size in plan.right:
                 self.tile(place, plan.phase, chunk, k.add(start), size, True)
+            if self.symbolic_tail:
+                with k.loop(k.mul(plan.interior_tiles, self.width), self.geo.w.out, "tail") as q:
+                    self.tile(place, plan.phase, chunk, q, 1, True)
 
     def shared_phases(self, place: _Place, part: ir.Value) -> None:
         """Phase `part` of the row: its edge tiles in code of their own, its interior tiles in

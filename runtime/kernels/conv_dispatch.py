@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
+from convc.errors import ConvcError
 from convc.ir import Node
 from convc.types import TensorType
 
@@ -26,10 +27,13 @@ def _share_key(node: Node, in_types: list[TensorType], constants: tuple[bool, ..
     return blocked_conv_share_key(node.attrs, in_types, node.type, node.op, host_target(), constants)
 
 
-@kernel("conv1d", "conv2d", "conv3d", share_key=_share_key)
+@kernel("conv1d", "conv2d", "conv3d", share_key=_share_key, symbolic=True)
 def _conv(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
     if _blocked(node, in_types):
         return emit_blocked_conv(module, name, node.attrs, in_types, node.type, node.op, host_target(), values)
+    if node.type.symbolic or in_types[0].symbolic:
+        raise ConvcError(f"{node.op}: symbolic sizes are supported on the blocked layout so far, not on "
+                         f"{in_types[0]} -> {node.type}")
     return emit_conv(module, name, node.attrs, in_types, node.type, node.op)
 
 

@@ -98,7 +98,7 @@ def emit_elementwise(module: ir.Module, name: str, in_types: list[TensorType], o
             k.store(scalar_op(k, values), k.args[0], offsets[0])
             return
         if vector_axis and depth == len(dims) - 1 and depth > 0:
-            vectors(offsets, i64(0), i64(dims[-1]))
+            vectors(offsets, i64(0), k.value(dims[-1]))
             return
         loop = k.outer_loop(dims[0], "i0") if depth == 0 else k.loop(0, dims[depth], f"i{depth}")
         with loop as index:
@@ -111,7 +111,7 @@ def emit_elementwise(module: ir.Module, name: str, in_types: list[TensorType], o
             b = k.builder
             lo = k.mul(index, chunk)
             end = b.add(lo, i64(chunk))
-            hi = b.select(b.icmp_unsigned("<", end, i64(dims[0])), end, i64(dims[0]))
+            hi = b.select(b.icmp_unsigned("<", end, k.value(dims[0])), end, k.value(dims[0]))
             vectors([0] * len(strides), lo, hi)
         return k.finish()
     if dims:
@@ -174,19 +174,19 @@ def activate(k: Kernel, activation: Any, value: ir.Value) -> ir.Value:
     return run_program(k, activation_program(activation), [value])
 
 
-@kernel(*SCALAR_OPS)
+@kernel(*SCALAR_OPS, symbolic=True)
 def _elementwise(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
     form, attrs = SCALAR_OPS[node.op], node.attrs
     return emit_elementwise(module, name, in_types, node.type, lambda k, values: form(k, values, **attrs))
 
 
-@kernel("fused_elementwise")
+@kernel("fused_elementwise", symbolic=True)
 def _fused_elementwise(module: ir.Module, name: str, node: Node, in_types: list[TensorType],
                        values: Values) -> Kernel:
     program = check_program(node.attrs["program"], len(in_types), "fused_elementwise")
     return emit_elementwise(module, name, in_types, node.type, lambda k, operands: run_program(k, program, operands))
 
 
-@kernel("broadcast_to")
+@kernel("broadcast_to", symbolic=True)
 def _broadcast_to(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
     return emit_elementwise(module, name, in_types, node.type, lambda k, operands: operands[0])

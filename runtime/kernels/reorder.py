@@ -18,7 +18,7 @@ from .conv_geometry import divmod_index
 from .registry import simple_kernel
 
 
-@simple_kernel("reorder")
+@simple_kernel("reorder", symbolic=True)
 def emit_reorder(module: ir.Module, name: str, attrs: dict[str, Any], in_types: list[TensorType],
                  out_type: TensorType) -> Kernel:
     source = in_types[0]
