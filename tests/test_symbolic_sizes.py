@@ -184,9 +184,7 @@ def test_dims_validate_their_fields():
             Dim(**kwargs)
 
 
-def test_compiling_symbolic_sizes_is_refused_with_the_reason():
-    with pytest.raises(ConvcError, match="kernels over symbolic sizes are not generated yet"):
-        convc.compile(lambda x: ops.relu(x), np.zeros((1, 3, 20), np.float32), dynamic={0: {2: "T"}})
+def test_dynamic_applies_to_traced_functions_only():
     graph = convc.trace(lambda x: ops.relu(x), np.zeros((1, 3, 20), np.float32))
     with pytest.raises(ConvcError, match="dynamic= applies to a function"):
         convc.compile(graph, dynamic={0: {2: "T"}})

@@ -1,0 +1,172 @@
+"""Graphs compiled once with a symbolic length, run at many lengths: each call against the NumPy
+reference at that length (every vector width), the checks a call's lengths go through (bounds,
+the ops' minimums, one symbol on two inputs, rank), no compile after the first, and the ops
+whose kernels take fixed sizes only refused by name."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import convc
+from convc import Dim, ConvcError, ops
+from reference import assert_close, conv_nd
+from widths import WIDTHS, narrowed
+
+ACTIVATIONS = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0),
+               "leaky_relu": lambda v: np.where(v < 0, 0.1 * v, v)}
+
+
+def _activation(name, y):
+    if name == "relu":
+        return ops.relu(y)
+    if name == "leaky_relu":
+        return ops.leaky_relu(y, 0.1)
+    return y
+
+
+def shortest(kernel: int, stride: int, padding: int, dilation: int, mode: str) -> int:
+    """torch's shortest input of a conv1d: one output, and a reflect pad narrower than the input."""
+    low = max(1, dilation * (kernel - 1) + 1 - 2 * padding)
+    if mode == "reflect":
+        low = max(low, padding + 1)
+    if mode == "circular":
+        low = max(low, padding)
+    return low
+
+
+@st.composite
+def conv_stacks(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    channels = draw(st.integers(16, 40))
+    layers = []
+    low = 1
+    for _ in range(draw(st.integers(1, 2))):
+        kernel, dilation = draw(st.integers(1, 7)), draw(st.integers(1, 3))
+        stride = draw(st.sampled_from([1, 1, 2, 3]))
+        padding = draw(st.integers(0, dilation * (kernel - 1) // 2 + 1))
+        mode = draw(st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"]))
+        if mode != "zeros" and padding == 0:
+            mode = "zeros"
+        layers.append((kernel, stride, padding, dilation, mode, draw(st.sampled_from(sorted(ACTIVATIONS, key=str)))))
+    residual = draw(st.booleans())
+    seed = draw(st.integers(0, 2**32 - 1))
+    lengths = draw(st.lists(st.integers(0, 90), min_size=2, max_size=4))
+    return dtype, channels, layers, residual, seed, lengths
+
+
+def _lowest_length(layers) -> int:
+    """The shortest input every layer accepts (each layer's output feeds the next)."""
+    for length in range(1, 10_000):
+        size = length
+        for kernel, stride, padding, dilation, mode, _ in layers:
+            if size < shortest(kernel, stride, padding, dilation, mode):
+                break
+            size = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+        else:
+            return length
+    raise AssertionError("no length")
+
+
+@pytest.mark.parametrize("vector_bits", WIDTHS, ids=lambda bits: f"{bits}bit")
+@settings(max_examples=8)
+@given(case=conv_stacks())
+def test_a_conv_stack_compiled_once_matches_the_reference_at_every_length(vector_bits, case):
+    """Conv layers (any kernel, stride, dilation, padding and padding mode, activations fused),
+    then, with `residual`, a same-length conv whose input is added to its output."""
+    dtype, channels, layers, residual, seed, lengths = case
+    rng = np.random.default_rng(seed)
+    kernels = [kernel for kernel, *_ in layers] + [3]
+    weights = [((rng.uniform(-1, 1, (channels, channels, kernel)) / np.sqrt(channels * kernel)).astype(dtype),
+                rng.uniform(-1, 1, channels).astype(dtype)) for kernel in kernels]
+
+    def model(x):
+        y = x
+        for (w, b), (_, stride, padding, dilation, mode, activation) in zip(weights, layers):
+            y = _activation(activation, ops.apply("conv1d", [y, w, b], stride=stride, padding=padding,
+                                                  dilation=dilation, groups=1, padding_mode=mode))
+        return ops.conv1d(y, *weights[-1], padding=1) + y if residual else y
+
+    def reference(x):
+        y = x.astype(np.float64)
+        for (w, b), (_, stride, padding, dilation, mode, activation) in zip(weights, layers):
+            y = ACTIVATIONS[activation](conv_nd(y, w, b, stride, padding, dilation, padding_mode=mode))
+        return (conv_nd(y, *weights[-1], 1, 1) + y if residual else y).astype(dtype)
+
+    low = _lowest_length(layers)
+    example = rng.uniform(-1, 1, (1, channels, low + 40)).astype(dtype)
+    with narrowed(vector_bits):
+        compiled = convc.compile(model, example, dynamic={0: {2: "T"}})
+        for length in sorted({low, low + 1, *(low + extra for extra in lengths), 300}):
+            x = rng.uniform(-1, 1, (1, channels, length)).astype(dtype)
+            assert_close(compiled(x), reference(x), channels * 7 * 3)
+        if low > 1:
+            with pytest.raises(ConvcError, match=f"size {low - 1} on axis 2 \\(T\\).*T >= {low}"):
+                compiled(rng.uniform(-1, 1, (1, channels, low - 1)).astype(dtype))
+
+
+def test_elementwise_chains_broadcast_over_a_symbolic_axis():
+    rng = np.random.default_rng(1)
+    scale = rng.uniform(0.5, 2, (1, 8, 1)).astype(np.float32)
+    offset = rng.uniform(-1, 1, (1, 1, 1)).astype(np.float32)
+    compiled = convc.compile(lambda x, y: ops.tanh(x * scale + offset) - ops.sigmoid(y),
+                             np.zeros((1, 8, 50), np.float32), np.zeros((1, 8, 50), np.float32),
+                             dynamic={0: {2: "T"}, 1: {2: "T"}})
+    for length in (1, 2, 15, 16, 17, 333, 4096):
+        x, y = rng.uniform(-3, 3, (2, 1, 8, length)).astype(np.float32)
+        expected = np.tanh(x * scale + offset) - 1 / (1 + np.exp(-y.astype(np.float64)))
+        assert_close(compiled(x, y), expected.astype(np.float32), 4)
+
+
+def _two_convs():
+    rng = np.random.default_rng(2)
+    w = (rng.uniform(-1, 1, (24, 24, 5)) / 10).astype(np.float32)
+    return w, lambda x: ops.conv1d(ops.relu(ops.conv1d(x, w)), w, padding=2)
+
+
+def test_a_call_checks_the_lengths_against_the_bounds_and_the_ops_minimum():
+    w, model = _two_convs()
+    compiled = convc.compile(model, np.zeros((1, 24, 64), np.float32), dynamic={0: {2: Dim("T", max=500)}})
+    with pytest.raises(ConvcError, match=r"input %x has size 4 on axis 2 \(T\); the graph's ops need T >= 5"):
+        compiled(np.zeros((1, 24, 4), np.float32))
+    with pytest.raises(ConvcError, match=r"size 501 on axis 2 \(T\); T is declared in \[1, 500\]"):
+        compiled(np.zeros((1, 24, 501), np.float32))
+    with pytest.raises(ConvcError, match="rank 2"):
+        compiled(np.zeros((24, 64), np.float32))
+    with pytest.raises(ConvcError, match=r"shape \(1, 23, 64\)"):
+        compiled(np.zeros((1, 23, 64), np.float32))
+    x = np.random.default_rng(3).uniform(-1, 1, (1, 24, 5)).astype(np.float32)
+    assert_close(compiled(x), conv_nd(np.maximum(conv_nd(x, w), 0), w, None, 1, 2), 24 * 5 * 2)
+
+
+def test_one_symbol_on_two_inputs_must_take_one_value():
+    compiled = convc.compile(lambda x, y: x + y, np.zeros((1, 4, 8), np.float32), np.zeros((1, 4, 8), np.float32),
+                             dynamic={0: {2: "T"}, 1: {2: "T"}})
+    with pytest.raises(ConvcError, match="input %y has size 9 on axis 2 \\(T\\), but another input gives T=8"):
+        compiled(np.zeros((1, 4, 8), np.float32), np.zeros((1, 4, 9), np.float32))
+
+
+def test_calls_at_new_lengths_compile_nothing_and_reuse_the_arena(monkeypatch):
+    w, model = _two_convs()
+    compiled = convc.compile(model, np.zeros((1, 24, 64), np.float32), dynamic={0: {2: "T"}})
+    import convc.runtime.lower as lower
+    import convc.runtime.executor as executor
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("compiled again")
+    monkeypatch.setattr(lower, "lower", refuse)
+    monkeypatch.setattr(executor, "lower", refuse)
+    executable = compiled._executable
+    rng = np.random.default_rng(4)
+    compiled(rng.uniform(-1, 1, (1, 24, 900)).astype(np.float32))
+    arena = executable._arena
+    for length in rng.integers(5, 900, 40):
+        x = rng.uniform(-1, 1, (1, 24, int(length))).astype(np.float32)
+        assert_close(compiled(x), conv_nd(np.maximum(conv_nd(x, w), 0), w, None, 1, 2), 24 * 5 * 2)
+    assert executable._arena is arena  # the largest length came first: no call grew it
+
+
+def test_ops_without_symbolic_kernels_are_refused_by_name():
+    with pytest.raises(ConvcError, match="kernels take fixed sizes only: adaptive_avg_pool1d"):
+        convc.compile(lambda x: ops.adaptive_avg_pool1d(ops.relu(x), 4), np.zeros((1, 3, 20), np.float32),
+                      dynamic={0: {2: "T"}})
