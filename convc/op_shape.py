@@ -19,6 +19,7 @@ from .args import as_int, is_int
 from .attributes import integer, ints
 from .errors import ConvcError
 from .registry import AttrSchema, OpDef, register, same_dtype
+from .symbolic import Size
 from .types import TensorType
 
 Attrs = dict[str, Any]
@@ -144,6 +145,12 @@ def resolved_shape(shape: tuple[int, ...], x: TensorType) -> tuple[int, ...]:
     return shape
 
 
+def _canonical_shape(shape: tuple[int, ...], x: TensorType) -> tuple[int, ...]:
+    """The resolved shape where it is all ints; the -1 kept where it stands for a symbolic size."""
+    resolved = resolved_shape(shape, x)
+    return shape if any(isinstance(s, Size) for s in resolved) else resolved
+
+
 def _infer_reshape(types: list[TensorType], attrs: Attrs) -> TensorType:
     return TensorType(resolved_shape(attrs["shape"], types[0]), types[0].dtype)
 
@@ -199,7 +206,7 @@ def _infer_unsqueeze(types: list[TensorType], attrs: Attrs) -> TensorType:
 
 register(OpDef("reshape", ("input",), normalize=_normalize_reshape, infer=_infer_reshape,
                attributes=AttrSchema({"shape": ints(-1)}),
-               canonicalize=lambda attrs, types: {"shape": resolved_shape(attrs["shape"], types[0])},
+               canonicalize=lambda attrs, types: {"shape": _canonical_shape(attrs["shape"], types[0])},
                view=_always_a_view))
 register(OpDef("flatten", ("input",), normalize=_normalize_flatten, infer=_infer_flatten,
                attributes=AttrSchema({"start_dim": any_int, "end_dim": any_int}),

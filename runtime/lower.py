@@ -35,7 +35,7 @@ from convc.types import TensorType
 from .codegen import FLOAT_TYPES, I64, Kernel, i64
 from .frames import KernelParams, SymbolicProgram
 from .kernels import code_key, emitter_for, supports_symbolic
-from .memory import ALIGN, Plan, aligned, buffer_intervals, plan_memory
+from .memory import ALIGN, Plan, aligned, buffer_intervals, plan_memory, plan_views
 from .sizes import FrameLayout, SizeEmitter, symbolic_lowering
 from .threads import BYTE_PTR, RUN_SYMBOL, TASK_TYPE, chunk_count, pool_size
 
@@ -181,7 +181,10 @@ def lower(graph: Graph, finished: Finished = lambda module: None, profile: bool 
         return _lower(graph, finished, profile, None)
     if profile:
         raise ConvcError(f"profile: graph @{graph.name} has symbolic sizes; profile a graph compiled for fixed sizes")
-    unsupported = sorted({n.op for n in graph.op_nodes() if _is_symbolic(graph, n) and not supports_symbolic(n.op)})
+    with generic_values(graph.dims):
+        views = plan_views(graph)  # no kernel
+    unsupported = sorted({n.op for n in graph.op_nodes()
+                          if n.name not in views and _is_symbolic(graph, n) and not supports_symbolic(n.op)})
     if unsupported:
         raise ConvcError(f"compile: graph @{graph.name} has symbolic sizes ({', '.join(graph.dims)}) at ops whose "
                          f"kernels take fixed sizes only: {', '.join(unsupported)}; compile it with fixed sizes")

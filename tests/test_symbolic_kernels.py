@@ -170,3 +170,33 @@ def test_ops_without_symbolic_kernels_are_refused_by_name():
     with pytest.raises(ConvcError, match="kernels take fixed sizes only: adaptive_avg_pool1d"):
         convc.compile(lambda x: ops.adaptive_avg_pool1d(ops.relu(x), 4), np.zeros((1, 3, 20), np.float32),
                       dynamic={0: {2: "T"}})
+
+
+@pytest.mark.parametrize("vector_bits", WIDTHS, ids=lambda bits: f"{bits}bit")
+def test_a_speech_feature_block_runs_every_length_from_its_minimum(vector_bits):
+    """wav2vec2's first layers: a reshape of the waveform (a view), a strided conv from one plain
+    channel, group_norm on the blocked layout and gelu fused into the convs; T >= 20 for one output
+    of the second conv."""
+    from reference import gelu
+    rng = np.random.default_rng(5)
+    channels = 24
+    w0 = (rng.standard_normal((channels, 1, 10)) / 3).astype(np.float32)
+    w1 = (rng.standard_normal((channels, channels, 3)) / 8).astype(np.float32)
+    gamma, beta = rng.uniform(0.5, 2, channels).astype(np.float32), rng.standard_normal(channels).astype(np.float32)
+
+    def model(x):
+        y = ops.conv1d(ops.reshape(x, (1, 1, -1)), w0, stride=5)
+        return ops.gelu(ops.conv1d(ops.gelu(ops.group_norm(y, channels, gamma, beta)), w1, stride=2))
+
+    def reference(x):
+        y = conv_nd(x.reshape(1, 1, -1).astype(np.float64), w0, None, 5)
+        y = (y - y.mean(axis=2, keepdims=True)) / np.sqrt(y.var(axis=2, keepdims=True) + 1e-5)
+        return gelu(conv_nd(gelu(y * gamma[:, None] + beta[:, None]), w1, None, 2)).astype(np.float32)
+
+    with narrowed(vector_bits):
+        compiled = convc.compile(model, np.zeros((1, 400), np.float32), dynamic={0: {1: "T"}})
+        for length in (20, 21, 29, 30, 401, 3333):
+            x = rng.standard_normal((1, length)).astype(np.float32)
+            assert_close(compiled(x), reference(x), 300)
+        with pytest.raises(ConvcError, match="T >= 20"):
+            compiled(np.zeros((1, 19), np.float32))

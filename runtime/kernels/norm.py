@@ -23,6 +23,7 @@ from typing import Callable
 import llvmlite.ir as ir
 
 from convc.ir import Node
+from convc.symbolic import Size
 from convc.types import TensorType
 
 from ..codegen import Kernel, as_value
@@ -67,11 +68,13 @@ def normalized(k: Kernel, x: ir.Value, mean: ir.Value, scale: ir.Value, bias: ir
 
 def for_vectors(k: Kernel, length: int, lanes: int, body: Callable[[ir.Value, int], None]) -> None:
     """body(start, width) over a run of `length` elements: whole vectors in a loop, then the tail."""
-    whole, tail = divmod(length, lanes)
+    whole, tail = length // lanes, length % lanes
+    if isinstance(tail, Size):
+        raise TypeError(f"a run of {length} elements has a tail of a symbolic size")
     with k.loop(0, whole, "vec") as index:
         body(k.mul(index, lanes), lanes)
     if tail:
-        body(as_value(whole * lanes), tail)
+        body(k.value(whole * lanes), tail)
 
 
 def normalize_run(k: Kernel, offset: ir.Value, length: int, lanes: int, mean: ir.Value, scale: ir.Value,
@@ -184,7 +187,7 @@ def emit_layer_norm(module: ir.Module, name: str, node: Node, in_types: list[Ten
     return k.finish()
 
 
-@kernel("group_norm")
+@kernel("group_norm", symbolic=True)
 def emit_group_norm(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
     k = _kernel(module, name, node, in_types)
     out_type = node.type
@@ -222,7 +225,8 @@ def _blocked_group_norm(k: Kernel, out_type: TensorType, groups: int, eps: float
     if (blocks * lanes) % unit:
         unit = blocks * lanes
     unit_blocks, unit_groups = unit // lanes, min(unit // per_group, groups)
-    count = k.const(float(per_group * plane))
+    elements = per_group * plane
+    count = (b.sitofp(k.value(elements), k.ftype) if isinstance(elements, Size) else k.const(float(elements)))
     weight, bias = (k.args[2:] + [None, None])[:2]
 
     def array(label: str) -> ir.Value:

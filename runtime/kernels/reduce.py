@@ -47,8 +47,9 @@ def _zero(k: Kernel, lanes: int) -> ir.Constant:
 
 def lane_sums(k: Kernel, base: ir.Value, offset: int | ir.Value, vectors: int, lanes: int,
               step: Step = add_step) -> ir.Value:
-    """The lane-wise sum of `vectors` consecutive vectors of `lanes` elements at base[offset]."""
-    if vectors == 0:
+    """The lane-wise sum of `vectors` consecutive vectors of `lanes` elements at base[offset]
+    (`vectors` may be a symbolic size)."""
+    if isinstance(vectors, int) and vectors == 0:
         return _zero(k, lanes)
     b = k.builder
     unroll = min(UNROLL, vectors)
@@ -60,9 +61,14 @@ def lane_sums(k: Kernel, base: ir.Value, offset: int | ir.Value, vectors: int, l
         start = k.add(offset, k.mul(index, unroll * lanes))
         for u, slot in enumerate(slots):
             b.store(step(k, k.vload(base, k.add(start, u * lanes), lanes), b.load(slot)), slot)
-    for u in range(vectors % unroll):
-        slot = slots[u]
-        b.store(step(k, k.vload(base, k.add(offset, (rounds * unroll + u) * lanes), lanes), b.load(slot)), slot)
+    remainder = vectors % unroll
+    if isinstance(remainder, int):
+        for u in range(remainder):
+            slot = slots[u]
+            b.store(step(k, k.vload(base, k.add(offset, (rounds * unroll + u) * lanes), lanes), b.load(slot)), slot)
+    else:  # a symbolic count: the rest in a loop
+        with k.loop(k.mul(rounds, unroll), vectors, "rest") as index:
+            b.store(step(k, k.vload(base, k.add(offset, k.mul(index, lanes)), lanes), b.load(slots[0])), slots[0])
     return _tree(k, [b.load(slot) for slot in slots])
 
 
