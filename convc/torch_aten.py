@@ -232,7 +232,10 @@ def _view(c: Call) -> Any:
     node = c.self.graph.node(c.self.name)
     if node.op == "const" and node.value is not None:
         return named_constant(c.self.graph, node.value.reshape(c.shape), f"{c.self.name}.view")
-    return ops.reshape(c.self, c.shape)
+    symbolic = [i for i, size in enumerate(c.shape) if not isinstance(size, int)]
+    if len(symbolic) > 1:
+        raise Unsupported(f"a reshape to {len(symbolic)} symbolic sizes ({c.shape}); one is inferred as -1")
+    return ops.reshape(c.self, tuple(-1 if i in symbolic else size for i, size in enumerate(c.shape)))
 
 
 def _expand(c: Call) -> Any:

@@ -9,6 +9,11 @@ become graph constants named after their fully-qualified names (`encode.0.weight
 inputs become the graph's inputs in order, every ATen node goes through its ATEN entry, and the
 outputs are the module's, flattened in order (tuples, lists, dicts in insertion order).
 
+With `dynamic=` (convc.compile's form: {input position or name: {axis: name or Dim}}), those
+axes are exported as `torch.export.Dim.DYNAMIC`; torch's symbols become convc's named sizes, the
+shape arithmetic of the exported graph (aten.sym_size, +, -, *, //) is replayed on convc Sizes,
+and each result's symbolic shape is checked against torch's.
+
 Ops on constants (a weight_norm parametrization, say) are recorded like any other and folded by
 the compiler; the importer computes nothing (NumPy only converts parameters). Whatever does not
 map is collected, not raised at the first node, and reported in one ConvcError listing each ATen
@@ -72,14 +77,14 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _export(torch: Any, module: Any, args: tuple) -> tuple[Any, Any]:
+def _export(torch: Any, module: Any, args: tuple, dynamic_shapes: tuple | None = None) -> tuple[Any, Any]:
     """The module's ExportedProgram in eval mode, as exported and at the ATen level ATEN asks for."""
     name = type(module).__name__
     modes = {sub: sub.training for sub in module.modules()}
     module.eval()
     try:
         with _quiet():
-            program = torch.export.export(module, args, strict=False)
+            program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as error:  # export reports why it cannot capture the forward
         raise ConvcError(f"from_torch: torch.export.export(strict=False) cannot capture {name}: "
                          f"{type(error).__name__}: {error}") from error
@@ -165,7 +170,9 @@ def _contains_missing(value: Any) -> bool:
 class _Replay:
     """Replays an exported program's graph under convc.trace (the callable that trace runs)."""
 
-    def __init__(self, torch: Any, exported: Any, program: Any, name: str) -> None:
+    def __init__(self, torch: Any, exported: Any, program: Any, name: str,
+                 symbols: dict[tuple[int, int], str] | None = None) -> None:
+        """`symbols`: (user input position, axis) -> the convc name of that symbolic axis."""
         self.torch, self.program = torch, program
         self.problems = _Problems({node.name: node for node in exported.graph.nodes})
         self.dtypes = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
@@ -176,6 +183,18 @@ class _Replay:
         self.__name__ = name
         self.__signature__ = inspect.Signature(
             [inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY) for n in self.user_inputs])
+        self.names: dict[str, str] = {}  # torch's symbol -> convc's name
+        placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+        for (position, axis), name_ in (symbols or {}).items():
+            size = placeholders[self.user_inputs[position]].meta["val"].shape[axis]
+            if isinstance(size, torch.SymInt):
+                self.names[str(size.node.expr)] = name_
+
+    def _size(self, size: Any) -> Any:
+        """An int, or a torch SymInt as a convc Size of the names its symbols map to."""
+        if not isinstance(size, self.torch.SymInt):
+            return int(size)
+        return _sympy_size(size.node.expr, self.names)
 
     def _placeholder(self, node: Any, inputs: dict[str, Tensor]) -> Any:
         spec = self.sources[node.name]
@@ -208,7 +227,7 @@ class _Replay:
     def _result_type(self, node: Any) -> tuple[tuple[int, ...] | None, np.dtype | None]:
         val = node.meta.get("val")
         if isinstance(val, self.torch.Tensor):
-            return tuple(int(d) for d in val.shape), self.dtypes.get(val.dtype)
+            return tuple(self._size(d) for d in val.shape), self.dtypes.get(val.dtype)
         return None, None
 
     def _stand_in(self, node: Any) -> Any:
@@ -234,6 +253,12 @@ class _Replay:
         if node.target is operator.getitem:
             container = self._value(node.args[0], env)
             return _MISSING if container is _MISSING else container[node.args[1]]
+        if node.target in _SIZE_ARITHMETIC:  # shape arithmetic, on convc Sizes
+            values = [self._value(a, env) for a in node.args]
+            return _MISSING if _contains_missing(tuple(values)) else _SIZE_ARITHMETIC[node.target](*values)
+        if _key(node.target) == "aten.sym_size":
+            tensor = self._value(node.args[0], env)
+            return _MISSING if tensor is _MISSING else tensor.shape[node.args[1]]
         entry = ATEN.get(_key(node.target))
         schema = getattr(node.target, "_schema", None)
         if entry is None or schema is None:
@@ -299,6 +324,66 @@ class _Replay:
         return results[0] if single else tuple(results)
 
 
+_SIZE_ARITHMETIC = {operator.add: operator.add, operator.sub: operator.sub, operator.mul: operator.mul,
+                    operator.floordiv: operator.floordiv, operator.neg: operator.neg}
+
+
+def _sympy_size(expr: Any, names: dict[str, str]) -> Any:
+    """A sympy expression of torch's shape symbols (sums, products, FloorDiv, integers) as a Size."""
+    from .symbolic import symbol
+    if expr.is_Integer:
+        return int(expr)
+    if expr.is_Symbol:
+        if str(expr) not in names:
+            raise ConvcError(f"from_torch: torch made a size symbolic ({expr}) that dynamic= did not name")
+        return symbol(names[str(expr)])
+    parts = [_sympy_size(a, names) for a in expr.args]
+    kind = type(expr).__name__
+    if kind == "Add":
+        total = 0
+        for part in parts:
+            total = part + total
+        return total
+    if kind == "Mul":
+        product = 1
+        for part in parts:
+            product = part * product
+        return product
+    if kind == "FloorDiv" and len(parts) == 2 and isinstance(parts[1], int):
+        return parts[0] // parts[1]
+    raise ConvcError(f"from_torch: a size of the exported graph is {expr}, which convc cannot express")
+
+
+def _dynamic_shapes(torch: Any, module: Any, args: tuple, dynamic: Any) -> tuple[tuple, dict[tuple[int, int], Any]]:
+    """torch.export's dynamic_shapes for convc's `dynamic` (positions or forward's parameter names),
+    and (input position, axis) -> its convc.Dim."""
+    from .dynamic import _dim
+    try:
+        parameters = list(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):
+        parameters = []
+    shapes: list[Any] = [None] * len(args)
+    symbols: dict[tuple[int, int], str] = {}
+    for key, axes in dynamic.items():
+        if isinstance(key, str) and key in parameters[:len(args)]:
+            position = parameters.index(key)
+        elif isinstance(key, int) and not isinstance(key, bool) and -len(args) <= key < len(args):
+            position = key % len(args)
+        else:
+            raise ConvcError(f"from_torch: dynamic names {key!r}, which is no input of {type(module).__name__} "
+                             f"(positions 0 to {len(args) - 1}{', names ' + ', '.join(parameters) if parameters else ''})")
+        if not isinstance(axes, dict):
+            raise ConvcError(f"from_torch: dynamic[{key!r}] must map axes to names or convc.Dims, got {axes!r}")
+        rank = args[position].dim() if isinstance(args[position], torch.Tensor) else 0
+        shapes[position] = {}
+        for axis, spec in axes.items():
+            if isinstance(axis, bool) or not isinstance(axis, int) or not -rank <= axis < rank:
+                raise ConvcError(f"from_torch: dynamic[{key!r}]: axis {axis!r} is not an axis of a rank-{rank} input")
+            shapes[position][axis % rank] = torch.export.Dim.DYNAMIC
+            symbols[(position, axis % rank)] = _dim(spec, f"dynamic[{key!r}][{axis}]")
+    return tuple(shapes), symbols
+
+
 def _example(torch: Any, index: int, value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return torch.from_numpy(np.array(value, copy=True))
@@ -310,17 +395,24 @@ def _example(torch: Any, index: int, value: Any) -> Any:
 
 
 @collector.paused()
-def from_torch(module: Any, *example_inputs: Any) -> Graph:
+def from_torch(module: Any, *example_inputs: Any, dynamic: Any = None) -> Graph:
     """Capture a torch.nn.Module with torch.export on the example inputs (tensors or arrays, which fix
     shapes and dtypes) and map its ATen ops onto convc ops: a Graph whose inputs are the tensor
-    inputs in order and whose outputs are the module's, flattened in order."""
+    inputs in order and whose outputs are the module's, flattened in order. `dynamic` makes input
+    axes symbolic (as in convc.compile; inputs by position or by forward's parameter name)."""
     torch = _import_torch()
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"from_torch: module must be a torch.nn.Module, got {type(module).__name__}")
     args = tuple(_example(torch, i, x) for i, x in enumerate(example_inputs))
-    replay = _Replay(torch, *_export(torch, module, args), type(module).__name__)
+    dynamic_shapes, symbols = _dynamic_shapes(torch, module, args, dynamic) if dynamic else (None, {})
+    tensor_positions = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    replay = _Replay(torch, *_export(torch, module, args, dynamic_shapes), type(module).__name__,
+                     {(tensor_positions.index(p), axis): dim.name for (p, axis), dim in symbols.items()})
     arrays = [a.numpy() for a in args if isinstance(a, torch.Tensor)]
     if len(arrays) != len(replay.user_inputs):
         raise ConvcError(f"from_torch: {replay.__name__} was exported with {len(replay.user_inputs)} tensor inputs "
                          f"({', '.join(replay.user_inputs)}) from {len(arrays)} example tensors")
-    return trace(replay, *arrays)
+    traced_dynamic: dict[int, dict[int, Any]] = {}
+    for (position, axis), dim in symbols.items():
+        traced_dynamic.setdefault(tensor_positions.index(position), {})[axis] = dim
+    return trace(replay, *arrays, dynamic=traced_dynamic or None)
