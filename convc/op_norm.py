@@ -97,6 +97,12 @@ def _infer_group_norm(types: list[TensorType], attrs: dict[str, Any]) -> TensorT
                          f"got input of shape {x.shape} ({channels} channels)")
     for name, given in zip(("weight", "bias"), types[1:]):
         _check_parameter("group_norm", name, given, channels, exact=True)
+    values = x.shape[0] * (channels // groups)
+    for size in x.shape[2:]:
+        values = values * size
+    if isinstance(values, int) and values == 1:  # torch's check, in eval mode too
+        raise ConvcError(f"group_norm: expected more than 1 value per group, got input of shape {x.shape} "
+                         f"with num_groups={groups}")
     return TensorType(x.shape, dtype)
 
 

@@ -78,6 +78,9 @@ def export(fn_or_graph_or_compiled: Callable | Graph | Any, path: str | os.PathL
             else:
                 graph = trace(graph, *example_inputs)
             optimized = optimize(graph, resolved)
+        if optimized.dims:
+            raise ConvcError(f"export: graph @{optimized.name} has symbolic sizes ({', '.join(optimized.dims)}); "
+                             f"the C API takes fixed shapes: export a graph compiled for fixed sizes")
         lowered, code = lower_and_compile(optimized, CompileTimes(), target=chosen.target)
         pool = _pool_object(chosen) if lowered.program.parallel else None
     _link(compiler, path, name, lowered.program, code.objects, pool, chosen.features)

@@ -68,7 +68,10 @@ def test_layer_norm_matches_reference(case):
 def group_norm_cases(draw):
     groups, per_group = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     spatial = tuple(draw(st.lists(st.integers(1, 9), min_size=0, max_size=3)))
-    shape = (draw(st.integers(1, 3)), groups * per_group) + spatial
+    batch = draw(st.integers(1, 3))
+    if batch * per_group * int(np.prod(spatial)) == 1:  # torch refuses a group of one value
+        batch = 2
+    shape = (batch, groups * per_group) + spatial
     return shape, groups, draw(dtypes), draw(st.booleans()), draw(st.booleans()), draw(seeds)
 
 
@@ -302,3 +305,11 @@ V3 = np.ones(3, np.float32)
 def test_rejections(call, error, pattern):
     with pytest.raises(error, match=pattern):
         call()
+
+
+@pytest.mark.parametrize("shape, groups", [((1, 6, 1), 6), ((1, 6), 6), ((1, 6, 1, 1), 6)])
+def test_group_norm_of_one_value_per_group_is_an_error_as_in_torch(shape, groups):
+    """torch.nn.functional.group_norm refuses a group of a single value, in eval mode too."""
+    with pytest.raises(ConvcError, match="more than 1 value per group"):
+        ops.group_norm(np.ones(shape, np.float32), groups)
+    assert ops.group_norm(np.ones((2, *shape[1:]), np.float32), groups).shape == (2, *shape[1:])

@@ -200,3 +200,43 @@ def test_a_speech_feature_block_runs_every_length_from_its_minimum(vector_bits):
             assert_close(compiled(x), reference(x), 300)
         with pytest.raises(ConvcError, match="T >= 20"):
             compiled(np.zeros((1, 19), np.float32))
+
+
+def test_from_torch_with_a_dynamic_axis_matches_torch_at_every_length():
+    """A waveform encoder exported with its time axis symbolic: torch's shape arithmetic
+    (the unsqueeze of an indexing, strided conv lengths) becomes convc's expressions of T."""
+    torch = pytest.importorskip("torch")
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = torch.nn.Conv1d(1, 24, 10, stride=5)
+            self.norm = torch.nn.GroupNorm(24, 24)
+            self.second = torch.nn.Conv1d(24, 24, 3, stride=2, padding=1)
+
+        def forward(self, waveform):
+            y = torch.nn.functional.gelu(self.norm(self.first(waveform[:, None])))
+            return torch.nn.functional.leaky_relu(self.second(y), 0.1)
+
+    torch.manual_seed(0)
+    model = Encoder().eval()
+    graph = convc.from_torch(model, torch.randn(1, 400), dynamic={"waveform": {1: "T"}})
+    assert str(graph.type_of(graph.inputs[0])) == "f32[1,T]"
+    compiled = convc.compile(graph)
+    for length in (15, 16, 19, 20, 1001, 4444):  # torch's group_norm needs 2 values per group: T >= 15
+        x = torch.randn(1, length)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert_close(compiled(x.numpy()), expected, 24 * 3 * 4)
+    with pytest.raises(ConvcError, match="T >= 15"):
+        compiled(np.zeros((1, 14), np.float32))
+    with pytest.raises(ConvcError, match="no input of Encoder"):
+        convc.from_torch(model, torch.randn(1, 400), dynamic={"audio": {1: "T"}})
+
+
+def test_profile_and_export_of_a_symbolic_graph_say_they_take_fixed_sizes(tmp_path):
+    compiled = convc.compile(lambda x: ops.relu(x), np.zeros((1, 4, 8), np.float32), dynamic={0: {2: "T"}})
+    with pytest.raises(ConvcError, match="profile a graph compiled for fixed sizes"):
+        compiled.profile(np.zeros((1, 4, 8), np.float32))
+    with pytest.raises(ConvcError, match="the C API takes fixed shapes"):
+        convc.export(compiled, tmp_path / "model.so")
