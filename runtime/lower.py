@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -26,8 +25,9 @@ import llvmlite.ir as ir
 import numpy as np
 
 from convc.compile_times import KernelTime
-from convc.ir import Graph, Node
+from convc.dynamic import input_axes
 from convc.errors import ConvcError
+from convc.ir import Graph, Node
 from convc.registry import get_op
 from convc.symbolic import Size, generic_values
 from convc.types import TensorType
@@ -348,7 +348,6 @@ def _lower(graph: Graph, finished: Finished, profile: bool, layout: FrameLayout 
               **{name: array for name, array in host_constants.items() if slots[name] not in bound_slots}}
     symbolic = None
     if layout is not None:
-        from convc.dynamic import input_axes
         symbolic = SymbolicProgram(layout.symbols, dict(graph.dims), {}, input_axes(graph), intervals, scratch_sizes,
                                    [graph.type_of(n) for n in graph.outputs], params)
     program = Program(graph.name, [(n, graph.type_of(n)) for n in graph.inputs],

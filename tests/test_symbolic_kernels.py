@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import convc
-from convc import Dim, ConvcError, ops
 from reference import assert_close, conv_nd
 from widths import WIDTHS, narrowed
+
+import convc
+from convc import ConvcError, Dim, ops
 
 ACTIVATIONS = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0),
                "leaky_relu": lambda v: np.where(v < 0, 0.1 * v, v)}
@@ -40,7 +40,6 @@ def conv_stacks(draw):
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     channels = draw(st.integers(16, 40))
     layers = []
-    low = 1
     for _ in range(draw(st.integers(1, 2))):
         kernel, dilation = draw(st.integers(1, 7)), draw(st.integers(1, 3))
         stride = draw(st.sampled_from([1, 1, 2, 3]))
@@ -149,8 +148,7 @@ def test_one_symbol_on_two_inputs_must_take_one_value():
 def test_calls_at_new_lengths_compile_nothing_and_reuse_the_arena(monkeypatch):
     w, model = _two_convs()
     compiled = convc.compile(model, np.zeros((1, 24, 64), np.float32), dynamic={0: {2: "T"}})
-    import convc.runtime.lower as lower
-    import convc.runtime.executor as executor
+    from convc.runtime import executor, lower
 
     def refuse(*args, **kwargs):
         raise AssertionError("compiled again")
