@@ -32,39 +32,54 @@ def _dim(spec: Any, where: str) -> Dim:
     raise ConvcError(f"{where}: expected a name or a convc.Dim, got {spec!r}")
 
 
-def symbolic_inputs(names: Sequence[str], types: Sequence[TensorType], dynamic: Mapping[Any, Any] | None
-                    ) -> tuple[list[TensorType], dict[str, Dim]]:
-    """The input types with the `dynamic` axes symbolic, and the dims by name. An example input
-    must meet its dims' bounds; a name given two different bounds is a ConvcError."""
-    if not dynamic:
-        return list(types), {}
+def dynamic_axes(names: Sequence[str], shapes: Sequence[tuple], dynamic: Any, owner: str = ""
+                 ) -> dict[tuple[int, int], Dim]:
+    """(input position, axis) -> the Dim of each axis that `dynamic` makes symbolic, for example
+    inputs of those names and shapes (`owner`, as " of M", names what they are inputs of in
+    errors). A key that is no input, an axis out of range, a spec that is no name or Dim, a name
+    given two different bounds, or an example size outside its dim's bounds is a ConvcError."""
     if not isinstance(dynamic, Mapping):
         raise ConvcError(f"dynamic={dynamic!r} must map inputs (a position or a name) to {{axis: name or Dim}}")
-    result, dims = list(types), {}
+    axes_of: dict[tuple[int, int], Dim] = {}
+    dims: dict[str, Dim] = {}
     for key, axes in dynamic.items():
         if isinstance(key, int) and not isinstance(key, bool) and -len(names) <= key < len(names):
             position = key % len(names)
         elif isinstance(key, str) and key in names:
             position = list(names).index(key)
         else:
-            raise ConvcError(f"dynamic: {key!r} is no input; the inputs are {list(names)} (positions 0 to "
+            raise ConvcError(f"dynamic: {key!r} is no input{owner}; the inputs are {list(names)} (positions 0 to "
                              f"{len(names) - 1})")
         where = f"dynamic[{key!r}]"
         if not isinstance(axes, Mapping):
             raise ConvcError(f"{where}: expected {{axis: name or Dim}}, got {axes!r}")
-        shape = list(result[position].shape)
+        rank = len(shapes[position])
         for axis, spec in axes.items():
-            if isinstance(axis, bool) or not isinstance(axis, int) or not -len(shape) <= axis < len(shape):
+            if isinstance(axis, bool) or not isinstance(axis, int) or not -rank <= axis < rank:
                 raise ConvcError(f"{where}: axis {axis!r} is not an axis of input {names[position]!r} "
-                                 f"(rank {len(shape)})")
+                                 f"(rank {rank})")
             dim = _dim(spec, f"{where}[{axis}]")
             if dims.setdefault(dim.name, dim) != dim:
                 raise ConvcError(f"dynamic: {dim.name} is given two ranges ({dims[dim.name]!r} and {dim!r})")
-            example = shape[axis % len(shape)]
+            example = shapes[position][axis % rank]
             if example < dim.min or (dim.max is not None and example > dim.max):
                 raise ConvcError(f"{where}[{axis}]: the example input's size {example} is outside {dim.name}'s "
                                  f"range [{dim.min}, {dim.max if dim.max is not None else 'inf'}]")
-            shape[axis % len(shape)] = symbol(dim.name)
+            axes_of[(position, axis % rank)] = dim
+    return axes_of
+
+
+def symbolic_inputs(names: Sequence[str], types: Sequence[TensorType], dynamic: Mapping[Any, Any] | None
+                    ) -> tuple[list[TensorType], dict[str, Dim]]:
+    """The input types with the `dynamic` axes symbolic, and the dims by name (errors: see
+    dynamic_axes)."""
+    if not dynamic:
+        return list(types), {}
+    result, dims = list(types), {}
+    for (position, axis), dim in dynamic_axes(names, [t.shape for t in types], dynamic).items():
+        dims[dim.name] = dim
+        shape = list(result[position].shape)
+        shape[axis] = symbol(dim.name)
         result[position] = TensorType(tuple(shape), result[position].dtype, result[position].block)
     return result, dims
 

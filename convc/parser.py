@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import ConvcError
 from .ir import Graph
-from .symbolic import Dim, generic_values, parse_extent
+from .symbolic import Dim, generic_values, parse_extent, tokenize
 from .types import TensorType
 
 _TYPE = r"(\w+)\[([^\]]*)\]"
@@ -54,15 +54,7 @@ def _check_types_of(graph: Graph, lines: dict[str, str]) -> None:
 
 
 def _tokens(text: str, where: str) -> list[str]:
-    tokens, pos = [], 0
-    text = text.strip()
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if not match:
-            raise ConvcError(f"parse: {where}: cannot read attributes at {text[pos:pos + 20]!r}")
-        tokens.append(match.group(1))
-        pos = match.end()
-    return tokens
+    return tokenize(_TOKEN, text, lambda rest: ConvcError(f"parse: {where}: cannot read attributes at {rest[:20]!r}"))
 
 
 def _value(tokens: list[str], where: str) -> Any:

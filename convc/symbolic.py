@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Union
@@ -199,16 +199,16 @@ class Size:
         return self.evaluate({name: generic_value(name) for name in self.symbols()})
 
     def __lt__(self, other: Extent) -> bool:
-        return self.generic() < _generic_of(other)
+        return self.generic() < generic_of(other)
 
     def __le__(self, other: Extent) -> bool:
-        return self.generic() <= _generic_of(other)
+        return self.generic() <= generic_of(other)
 
     def __gt__(self, other: Extent) -> bool:
-        return self.generic() > _generic_of(other)
+        return self.generic() > generic_of(other)
 
     def __ge__(self, other: Extent) -> bool:
-        return self.generic() >= _generic_of(other)
+        return self.generic() >= generic_of(other)
 
     def __bool__(self) -> bool:
         return self.generic() != 0
@@ -261,7 +261,8 @@ def _checked_int(value: object) -> int:
     return value
 
 
-def _generic_of(value: Extent) -> int:
+def generic_of(value: Extent) -> int:
+    """An extent's value at the generic point (an int is itself)."""
     return value.generic() if isinstance(value, Size) else _checked_int(value)
 
 
@@ -301,16 +302,24 @@ def substitute(extent: Extent, values: dict[str, int]) -> int:
 _EXPRESSION_TOKEN = re.compile(r"\s*(//|[-+*()]|[0-9]+|[A-Za-z_][A-Za-z0-9_]*)")
 
 
-def parse_extent(text: str) -> Extent:
-    """An extent from its printed form: an int, a name, or an expression of + - * // and ()."""
+def tokenize(pattern: re.Pattern[str], text: str, unreadable: Callable[[str], ConvcError]) -> list[str]:
+    """The first group of `pattern` at each match, from the start of `text` (stripped) to its end;
+    `unreadable(rest of the text)` is raised where nothing matches."""
     tokens, position = [], 0
     text = text.strip()
     while position < len(text):
-        match = _EXPRESSION_TOKEN.match(text, position)
+        match = pattern.match(text, position)
         if not match:
-            raise ConvcError(f"cannot read the size {text!r} at {text[position:position + 10]!r}")
+            raise unreadable(text[position:])
         tokens.append(match.group(1))
         position = match.end()
+    return tokens
+
+
+def parse_extent(text: str) -> Extent:
+    """An extent from its printed form: an int, a name, or an expression of + - * // and ()."""
+    text = text.strip()
+    tokens = tokenize(_EXPRESSION_TOKEN, text, lambda rest: ConvcError(f"cannot read the size {text!r} at {rest[:10]!r}"))
     if not tokens:
         raise ConvcError("empty size")
 

@@ -255,7 +255,7 @@ class _Replay:
             return _MISSING if container is _MISSING else container[node.args[1]]
         if node.target in _SIZE_ARITHMETIC:  # shape arithmetic, on convc Sizes
             values = [self._value(a, env) for a in node.args]
-            return _MISSING if _contains_missing(tuple(values)) else _SIZE_ARITHMETIC[node.target](*values)
+            return _MISSING if _contains_missing(tuple(values)) else node.target(*values)
         if _key(node.target) == "aten.sym_size":
             tensor = self._value(node.args[0], env)
             return _MISSING if tensor is _MISSING else tensor.shape[node.args[1]]
@@ -324,8 +324,7 @@ class _Replay:
         return results[0] if single else tuple(results)
 
 
-_SIZE_ARITHMETIC = {operator.add: operator.add, operator.sub: operator.sub, operator.mul: operator.mul,
-                    operator.floordiv: operator.floordiv, operator.neg: operator.neg}
+_SIZE_ARITHMETIC = frozenset({operator.add, operator.sub, operator.mul, operator.floordiv, operator.neg})
 
 
 def _sympy_size(expr: Any, names: dict[str, str]) -> Any:
@@ -355,32 +354,19 @@ def _sympy_size(expr: Any, names: dict[str, str]) -> Any:
 
 
 def _dynamic_shapes(torch: Any, module: Any, args: tuple, dynamic: Any) -> tuple[tuple, dict[tuple[int, int], Any]]:
-    """torch.export's dynamic_shapes for convc's `dynamic` (positions or forward's parameter names),
-    and (input position, axis) -> its convc.Dim."""
-    from .dynamic import _dim
+    """torch.export's dynamic_shapes for convc's `dynamic` (inputs by position or by forward's
+    parameter name), and (input position, axis) -> its convc.Dim."""
+    from .dynamic import dynamic_axes
     try:
-        parameters = list(inspect.signature(module.forward).parameters)
+        parameters = list(inspect.signature(module.forward).parameters)[:len(args)]
     except (TypeError, ValueError):
         parameters = []
+    names = parameters + [f"arg{i}" for i in range(len(parameters), len(args))]
+    shapes_of = [tuple(a.shape) if isinstance(a, torch.Tensor) else () for a in args]
+    symbols = dynamic_axes(names, shapes_of, dynamic, f" of {type(module).__name__}")
     shapes: list[Any] = [None] * len(args)
-    symbols: dict[tuple[int, int], str] = {}
-    for key, axes in dynamic.items():
-        if isinstance(key, str) and key in parameters[:len(args)]:
-            position = parameters.index(key)
-        elif isinstance(key, int) and not isinstance(key, bool) and -len(args) <= key < len(args):
-            position = key % len(args)
-        else:
-            raise ConvcError(f"from_torch: dynamic names {key!r}, which is no input of {type(module).__name__} "
-                             f"(positions 0 to {len(args) - 1}{', names ' + ', '.join(parameters) if parameters else ''})")
-        if not isinstance(axes, dict):
-            raise ConvcError(f"from_torch: dynamic[{key!r}] must map axes to names or convc.Dims, got {axes!r}")
-        rank = args[position].dim() if isinstance(args[position], torch.Tensor) else 0
-        shapes[position] = {}
-        for axis, spec in axes.items():
-            if isinstance(axis, bool) or not isinstance(axis, int) or not -rank <= axis < rank:
-                raise ConvcError(f"from_torch: dynamic[{key!r}]: axis {axis!r} is not an axis of a rank-{rank} input")
-            shapes[position][axis % rank] = torch.export.Dim.DYNAMIC
-            symbols[(position, axis % rank)] = _dim(spec, f"dynamic[{key!r}][{axis}]")
+    for position, axis in symbols:
+        shapes[position] = {**(shapes[position] or {}), axis: torch.export.Dim.DYNAMIC}
     return tuple(shapes), symbols
 
 
@@ -406,13 +392,14 @@ def from_torch(module: Any, *example_inputs: Any, dynamic: Any = None) -> Graph:
     args = tuple(_example(torch, i, x) for i, x in enumerate(example_inputs))
     dynamic_shapes, symbols = _dynamic_shapes(torch, module, args, dynamic) if dynamic else (None, {})
     tensor_positions = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    by_tensor = {(tensor_positions.index(p), axis): dim for (p, axis), dim in symbols.items()}  # user inputs
     replay = _Replay(torch, *_export(torch, module, args, dynamic_shapes), type(module).__name__,
-                     {(tensor_positions.index(p), axis): dim.name for (p, axis), dim in symbols.items()})
+                     {place: dim.name for place, dim in by_tensor.items()})
     arrays = [a.numpy() for a in args if isinstance(a, torch.Tensor)]
     if len(arrays) != len(replay.user_inputs):
         raise ConvcError(f"from_torch: {replay.__name__} was exported with {len(replay.user_inputs)} tensor inputs "
                          f"({', '.join(replay.user_inputs)}) from {len(arrays)} example tensors")
     traced_dynamic: dict[int, dict[int, Any]] = {}
-    for (position, axis), dim in symbols.items():
-        traced_dynamic.setdefault(tensor_positions.index(position), {})[axis] = dim
+    for (position, axis), dim in by_tensor.items():
+        traced_dynamic.setdefault(position, {})[axis] = dim
     return trace(replay, *arrays, dynamic=traced_dynamic or None)

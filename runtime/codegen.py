@@ -119,7 +119,7 @@ class Kernel:
             if self.sizes is None:
                 raise TypeError(f"symbolic size {value} in a kernel lowered for fixed sizes")
             return self.sizes.value(value)
-        return i64(value) if isinstance(value, int) else value
+        return as_value(value)
 
     # values -------------------------------------------------------------------------------
     def const(self, value: float, like: ir.Value | None = None) -> ir.Constant:

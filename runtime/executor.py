@@ -62,16 +62,14 @@ class Executable:
         self._slots = program.slots
         self._entry = _ENTRY_TYPE(self.jit.address(ENTRY))
         self._consts = program.arrays
-        self._arena = np.empty(program.arena_bytes + 64, np.uint8)
         self._symbolic = program.symbolic
         self._frames: dict[tuple[int, ...], Frame] = {}
         self._buffers = (ctypes.c_void_p * (program.arena_slot + 1 + bool(program.stamps) + bool(program.symbolic)))()
         self._buffers_address = ctypes.addressof(self._buffers)
         for name, value in self._consts.items():
             self._buffers[program.slots[name]] = value.ctypes.data
-        base = self._arena.ctypes.data
         self._arena_slot = program.arena_slot
-        self._buffers[program.arena_slot] = base + (-base % 64)
+        self._new_arena(program.arena_bytes)
         self.stamps = np.zeros(program.stamps, np.uint64)  # a profiling build's cycle counts per kernel
         if program.stamps:
             self._buffers[program.arena_slot + 1] = self.stamps.ctypes.data
@@ -153,12 +151,16 @@ class Executable:
                 self._buffers[self._slots[name]] = array.ctypes.data
             self._entry(self._buffers_address)
 
+    def _new_arena(self, nbytes: int) -> None:
+        """An arena of `nbytes` (64-byte aligned in the buffer table)."""
+        self._arena = np.empty(nbytes + 64, np.uint8)
+        base = self._arena.ctypes.data
+        self._buffers[self._arena_slot] = base + (-base % 64)
+
     def _bind_frame(self, frame: Frame) -> None:
         """The frame, its parameter arrays and an arena large enough for it in the buffer table."""
         if frame.arena_bytes + 64 > self._arena.size:
-            self._arena = np.empty(frame.arena_bytes + 64, np.uint8)
-            base = self._arena.ctypes.data
-            self._buffers[self._arena_slot] = base + (-base % 64)
+            self._new_arena(frame.arena_bytes)
         for slot, array in frame.params.items():
             self._buffers[slot] = array.ctypes.data
         self._buffers[self._arena_slot + 1] = frame.values.ctypes.data

@@ -29,13 +29,13 @@ from convc.dynamic import input_axes
 from convc.errors import ConvcError
 from convc.ir import Graph, Node
 from convc.registry import get_op
-from convc.symbolic import Size, generic_values
+from convc.symbolic import Size, generic_of, generic_values
 from convc.types import TensorType
 
 from .codegen import FLOAT_TYPES, I64, Kernel, i64
 from .frames import KernelParams, SymbolicProgram
 from .kernels import code_key, emitter_for, supports_symbolic
-from .memory import ALIGN, Plan, aligned, buffer_intervals, plan_memory, plan_views
+from .memory import Plan, aligned, buffer_intervals, plan_memory
 from .sizes import FrameLayout, SizeEmitter, symbolic_lowering
 from .threads import BYTE_PTR, RUN_SYMBOL, TASK_TYPE, chunk_count, pool_size
 
@@ -151,19 +151,16 @@ def _emit(emitted_for: dict[tuple, Kernel], tasks: dict[str, ir.Function], name:
     if not any(v is not None for v in values) and first.bind is None:
         return first
     shared = copy.copy(first)
-    if first.frame_params:  # run-time parameters bound per call's lengths (runtime.frames)
-        shared.host_constants = dict(first.host_constants)
-        if first.pack is not None and any(v is not None for v in values):
-            shared.host_constants.update(first.pack(values))
-        return shared
     if not any(v is not None for v in values):
         shared.host_constants = dict(first.host_constants)
     elif first.pack is not None:
         shared.host_constants = first.pack(values)
     else:  # the emitter again, in a scratch module, for its host constants alone
         shared.host_constants = emit(ir.Module(name=f"{name}.constants"), name, node, in_types, values).host_constants
-    if first.bind is not None:
-        shared.host_constants = {**shared.host_constants, **first.bind(node, in_types)}
+    if first.bind is not None:  # frame_params: placeholders, bound per call's lengths (runtime.frames)
+        bound = ({p: first.host_constants[p] for p in first.frame_params} if first.frame_params
+                 else first.bind(node, in_types))
+        shared.host_constants = {**shared.host_constants, **bound}
     return shared
 
 
@@ -181,13 +178,6 @@ def lower(graph: Graph, finished: Finished = lambda module: None, profile: bool 
         return _lower(graph, finished, profile, None)
     if profile:
         raise ConvcError(f"profile: graph @{graph.name} has symbolic sizes; profile a graph compiled for fixed sizes")
-    with generic_values(graph.dims):
-        views = plan_views(graph)  # no kernel
-    unsupported = sorted({n.op for n in graph.op_nodes()
-                          if n.name not in views and _is_symbolic(graph, n) and not supports_symbolic(n.op)})
-    if unsupported:
-        raise ConvcError(f"compile: graph @{graph.name} has symbolic sizes ({', '.join(graph.dims)}) at ops whose "
-                         f"kernels take fixed sizes only: {', '.join(unsupported)}; compile it with fixed sizes")
     layout = FrameLayout(tuple(sorted(graph.dims)))
     with symbolic_lowering(layout), generic_values(graph.dims):
         return _lower(graph, finished, profile, layout)
@@ -205,6 +195,12 @@ def _lower(graph: Graph, finished: Finished, profile: bool, layout: FrameLayout 
     else:  # offsets from the frame: each arena buffer's slot follows the symbols'
         arena_names, intervals, views = buffer_intervals(graph)
         plan = Plan({}, 0, views)
+        unsupported = sorted({n.op for n in graph.op_nodes()  # a view has no kernel
+                              if n.name not in views and _is_symbolic(graph, n) and not supports_symbolic(n.op)})
+        if unsupported:
+            raise ConvcError(f"compile: graph @{graph.name} has symbolic sizes ({', '.join(graph.dims)}) at ops "
+                             f"whose kernels take fixed sizes only: {', '.join(unsupported)}; compile it with fixed "
+                             f"sizes")
     params: list[KernelParams] = []
     scratch_sizes: list[int] = []
     slots: dict[str, int] = {}
@@ -250,12 +246,13 @@ def _lower(graph: Graph, finished: Finished, profile: bool, layout: FrameLayout 
             for position, elements in sorted(emitted.scratch.items()):
                 name = f"k{index}.scratch{position}"
                 scratch[name] = start
+                if isinstance(elements, Size):
+                    raise ConvcError(f"{node.op}: scratch of a symbolic size is not supported")
+                region = aligned(elements * emitted.itemsize)
                 if layout is not None:
-                    if isinstance(elements, Size):
-                        raise ConvcError(f"{node.op}: scratch of a symbolic size is not supported")
                     arena_names.append(name)
-                    scratch_sizes.append(aligned(elements * emitted.itemsize))
-                start += -(-elements * emitted.itemsize // ALIGN) * ALIGN
+                    scratch_sizes.append(region)
+                start += region
                 operands[position:position + 1] = [name]
             prologue_operands = [operands[p] for p in sorted(emitted.scratch)] + raw
             scratch_used = max(scratch_used, start - scratch_bytes)
@@ -331,7 +328,7 @@ def _lower(graph: Graph, finished: Finished, profile: bool, layout: FrameLayout 
                 builder.store(builder.bitcast(value, BYTE_PTR), builder.gep(table, [i64(slot)]))
             if symbolic_extent:
                 builder.store(builder.inttoptr(size(extent), BYTE_PTR), builder.gep(table, [i64(len(pointers))]))
-            chunks = chunk_count(extent if not symbolic_extent else extent.generic(), threads)
+            chunks = chunk_count(generic_of(extent), threads)
             task = _declared(module, tasks[kernel.name])
             builder.call(run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(chunks)])
         else:

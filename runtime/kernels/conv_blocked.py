@@ -22,7 +22,7 @@ import numpy as np
 from convc.errors import ConvcError
 from convc.op_conv import conv_pads
 from convc.registry import has_trait
-from convc.symbolic import Size
+from convc.symbolic import generic_of
 from convc.types import DTYPE_NAMES, TensorType
 
 from ..codegen import Kernel
@@ -100,11 +100,6 @@ class BlockedConvPlan:
     runtime_row: bool
 
 
-def generic_int(size: int | Size) -> int:
-    """A size's value at the generic point (where a plan for symbolic sizes is made)."""
-    return size.generic() if isinstance(size, Size) else size
-
-
 def plan_blocked_conv(attrs: dict[str, Any], in_types: list[TensorType], out_type: TensorType, op: str,
                       host: HostTarget) -> BlockedConvPlan:
     transposed = has_trait(op, "conv_transpose")
@@ -118,7 +113,8 @@ def plan_blocked_conv(attrs: dict[str, Any], in_types: list[TensorType], out_typ
         vectors, width = 1, depthwise_width(host.vector_bits, geo.w.out)
     else:
         row = geo.w.out if not transposed else -(-geo.w.out // geo.w.stride)  # a phase's outputs
-        tiling = blocked_tiling(host, out_type.dtype, -(-geo.cout_g // lanes), generic_int(row),
+        # a symbolic row is tiled as a long one
+        tiling = blocked_tiling(host, out_type.dtype, -(-geo.cout_g // lanes), generic_of(row),
                                 geo.cin_g * geo.k_plane if plain_out else None)
         vectors, width = tiling.vectors, tiling.width
     one_d = not (transposed or depthwise) and geo.d.trivial and geo.h.trivial

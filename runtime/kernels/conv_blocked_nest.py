@@ -35,7 +35,7 @@ from typing import Callable
 import llvmlite.ir as ir
 import numpy as np
 
-from convc.symbolic import Size
+from convc.symbolic import Size, generic_of
 
 from ..codegen import Kernel, as_value, i64
 from .conv_geometry import (Axis, ConvGeometry, RowPhase, conv_row, divmod_index, map_index, tap_plane,
@@ -321,8 +321,7 @@ class BlockedConvNest:
 
     def _segments(self, count: int, rows: int, l1_bytes: int) -> int:
         """Parts of a single-phase row of `count` interior tiles (see row_segments)."""
-        out = self.geo.w.out
-        row_bytes = (out.generic() if isinstance(out, Size) else out) * self.vectors * self.c * self.k.itemsize
+        row_bytes = generic_of(self.geo.w.out) * self.vectors * self.c * self.k.itemsize
         wanted = -(-row_bytes // (l1_bytes // L1_OUTPUT_SHARE)) if self.several_chunks else 1
         return row_segments(count, rows, wanted)
 
@@ -334,8 +333,7 @@ class BlockedConvNest:
                             runtime.dilation)
         tiles, tail = w.out // self.width, w.out % self.width
         self.symbolic_tail = isinstance(w.out, Size)  # a run-time count of one-column tiles ends the row
-        generic_tiles = tiles.generic() if isinstance(tiles, Size) else tiles
-        segments = 1 if whole_rows else self._segments(generic_tiles, rows, l1_bytes)
+        segments = 1 if whole_rows else self._segments(generic_of(tiles), rows, l1_bytes)
         right = () if self.symbolic_tail or not tail else ((tiles * self.width, tail),)
         self.plans = [PhasePlan(phase, (), 0, tiles, right, segments)]
         self.parts = segments
