@@ -8,10 +8,11 @@ between them, keep the blocked layout throughout.
 
 A conv (or transposed conv) is blocked when its input is batched and it is depthwise (one output
 channel per input channel), or its groups fill whole blocks (dense convs, or groups of multiples
-of c channels) with at least c/2 output channels per group, and, for a forward conv with fewer
-than c, at least c input channels or rows shorter than 4 vectors: a conv narrower than a block on
-both sides would leave lanes of every vector empty, where the plain kernel's vectors run along
-the row (HiFi-GAN's 8-channel 1-D convs on 16 lanes: 38% of the peak blocked, 63-90% plain);
+of c channels) with at least c/2 output channels per group, and, with fewer than c, rows
+shorter than 4 vectors or (a forward conv, which can write plain) at least c input channels: a
+narrow blocked output would leave lanes of every vector empty, where the plain kernel's vectors
+run along the row (HiFi-GAN's 8-channel 1-D convs on 16 lanes: 38% of the peak blocked, 63-90%
+plain; its last stage, from the 16->8 transposed conv on, 26% faster all plain);
 depthwise convs only in a graph with other blocked convs (alone, the plain kernel with no
 reorders is faster). Weights and bias are packed at compile time where they are constants, by a
 generated prologue on each call otherwise. An elementwise op is blocked when one of its operands is, and
@@ -53,13 +54,16 @@ def conv_is_blockable(graph: Graph, node: Node, lanes: int) -> bool:
         return True  # vectorized over each block of channels
     if groups > 1 and (cin_g % lanes or cout_g % lanes):
         return False
-    # a forward conv narrower than a block on both sides, on rows of PLAIN_ROW_VECTORS vectors or
-    # more, runs the plain kernel (vectors along the row, residual and activation fused); one
-    # reading a block or more of channels stays blocked (a plain copy of its input would cost a
-    # pass), and so do a transposed conv's phases and convs on short rows (the plain kernel's row
-    # path there is slower than half-empty blocks)
+    # a conv with fewer output channels than a block, on rows of PLAIN_ROW_VECTORS vectors or
+    # more, runs the plain kernel (vectors along the row, residual and activation fused) where the
+    # blocked one would leave lanes of every vector empty; a forward conv reading a block or more
+    # of channels stays blocked and writes its output plain (fold_reorders), where a transposed
+    # conv's interleaved phases cannot, so it reads a plain copy of its input instead (its narrow
+    # blocked output would make every op after it pass over half-empty vectors); convs on short
+    # rows stay blocked (the plain kernel's row path there is slower than half-empty blocks)
     plain_rows = x.shape[-1] >= PLAIN_ROW_VECTORS * lanes
-    return 2 * cout_g >= lanes and (transposed or cout_g >= lanes or x.shape[1] >= lanes or not plain_rows)
+    wide_input = x.shape[1] >= lanes and not transposed
+    return 2 * cout_g >= lanes and (cout_g >= lanes or wide_input or not plain_rows)
 
 
 def blocks_alike(operand: TensorType, result: TensorType, constant: bool = False) -> bool:

@@ -17,7 +17,7 @@ from convc.passes.fuse_residual import FuseResidual
 from convc.passes.pipeline import Pipeline
 from convc.passes.shape_inference import ShapeInference
 from asm import assert_clean_hot_loop, x86_only
-from reference import assert_close, conv_nd
+from reference import assert_close, conv_nd, conv_transpose_nd
 from widths import WIDTHS, narrowed
 
 ACTIVATIONS = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0), "tanh": np.tanh,
@@ -98,3 +98,45 @@ def test_the_hot_loop_of_a_wide_kernel_has_no_stack_spills(vector_bits):
     with narrowed(vector_bits):
         compiled = convc.compile(lambda x: ops.conv1d(x, w, padding=5), x)
         assert_clean_hot_loop(compiled.asm, "conv1d", vector_bits, 8)
+
+
+def test_a_transposed_conv_to_fewer_channels_than_a_block_runs_plain_with_the_stage_after_it():
+    """A strided transposed conv cannot write its phases plain, so where its output is narrower
+    than a block it reads a plain copy of its input, and the narrow stage after it (activation,
+    convs with their residuals fused) stays plain: no reorder inside the stage."""
+    conv = 'stride=[1], pad_lo=[1], pad_hi=[1], dilation=[1], groups=1, padding_mode="zeros"'
+    text = f"""
+graph @g(%x: f32[1,16,64], %u: f32[16,16,3], %t: f32[16,8,8], %w: f32[8,8,3]) {{
+  %0 = conv1d(%x, %u) {{{conv}}}
+  %1 = conv_transpose1d(%0, %t) {{stride=[4], pad_lo=[2], pad_hi=[2], dilation=[1], groups=1}}
+  %2 = leaky_relu(%1) {{negative_slope=0.1}}
+  %3 = conv1d(%2, %w) {{{conv}}}
+  %4 = add(%3, %1)
+  return %4
+}}"""
+    passes = [ShapeInference(), AssignLayout(lambda dtype: 16), FuseResidual(), FuseEpilogue()]
+    result = Pipeline(passes).run(parse(text))
+    nodes = {n.op: n for n in result.op_nodes() if n.op != "const"}
+    assert nodes["conv_transpose1d"].type.block == 0 and nodes["leaky_relu"].type.block == 0
+    (narrow,) = [n for n in result.op_nodes() if n.op == "conv1d" and n.type.shape[1] == 8]
+    assert not narrow.type.block and len(narrow.operands) == 4  # the residual add fused, plain
+    assert [n.type.block for n in result.op_nodes() if n.op == "reorder"] == [16, 0]  # in, and before %1
+
+
+@pytest.mark.parametrize("vector_bits", WIDTHS, ids=lambda bits: f"{bits}bit")
+def test_a_wide_conv_then_a_narrow_transposed_stage_matches_the_reference(vector_bits):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (1, 16, 64)).astype(np.float32)
+    u = (rng.uniform(-1, 1, (16, 16, 3)) / 7).astype(np.float32)
+    t = (rng.uniform(-1, 1, (16, 8, 8)) / 11).astype(np.float32)
+    w = (rng.uniform(-1, 1, (8, 8, 3)) / 5).astype(np.float32)
+
+    def model(x):
+        y = ops.conv_transpose1d(ops.conv1d(x, u, padding=1), t, stride=4, padding=2)
+        return ops.add(ops.conv1d(ops.leaky_relu(y, 0.1), w, padding=1), y)
+
+    with narrowed(vector_bits):
+        actual = convc.compile(model, x)(x)
+    y = conv_transpose_nd(conv_nd(x, u, None, 1, 1, 1), t, None, 4, 2, 0, 1, 1)
+    expected = (conv_nd(np.where(y < 0, 0.1 * y, y), w, None, 1, 1, 1) + y).astype(np.float32)
+    assert_close(actual, expected, 16 * 3 * 3 + 8 * 3)
