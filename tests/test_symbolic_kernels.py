@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import assert_close, conv_nd
+from reference import assert_close, conv_nd, conv_transpose_nd
 from widths import WIDTHS, narrowed
 
 import convc
@@ -102,6 +102,50 @@ def test_a_conv_stack_compiled_once_matches_the_reference_at_every_length(vector
         if low > 1:
             with pytest.raises(ConvcError, match=f"size {low - 1} on axis 2 \\(T\\).*T >= {low}"):
                 compiled(rng.uniform(-1, 1, (1, channels, low - 1)).astype(dtype))
+
+
+@st.composite
+def transposed_convs(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    c_in, c_out = draw(st.integers(16, 40)), draw(st.sampled_from([16, 17, 32, 40]))
+    kernel, stride, dilation = draw(st.integers(1, 9)), draw(st.integers(1, 5)), draw(st.integers(1, 2))
+    padding = draw(st.integers(0, dilation * (kernel - 1)))
+    output_padding = draw(st.integers(0, max(0, min(stride, dilation) - 1)))
+    activation = draw(st.sampled_from(sorted(ACTIVATIONS, key=str)))
+    return (dtype, c_in, c_out, kernel, stride, dilation, padding, output_padding, activation,
+            draw(st.booleans()), draw(st.integers(0, 2**32 - 1)), draw(st.lists(st.integers(1, 70), min_size=2, max_size=4)))
+
+
+@pytest.mark.parametrize("vector_bits", WIDTHS, ids=lambda bits: f"{bits}bit")
+@settings(max_examples=8)
+@given(case=transposed_convs())
+def test_a_transposed_conv_compiled_once_matches_the_reference_at_every_length(vector_bits, case):
+    """A blocked transposed conv (its phases at run-time lengths) between two convs that keep
+    the layout blocked, at every stride, dilation, padding and output padding."""
+    dtype, c_in, c_out, kernel, stride, dilation, padding, output_padding, activation, bias, seed, lengths = case
+    rng = np.random.default_rng(seed)
+    u = (rng.uniform(-1, 1, (c_in, c_in, 3)) / np.sqrt(3 * c_in)).astype(dtype)
+    t = (rng.uniform(-1, 1, (c_in, c_out, kernel)) / np.sqrt(c_in * kernel)).astype(dtype)
+    b = rng.uniform(-1, 1, c_out).astype(dtype) if bias else None
+    v = (rng.uniform(-1, 1, (16, c_out, 1)) / np.sqrt(c_out)).astype(dtype)
+
+    def model(x):
+        y = ops.conv_transpose1d(ops.conv1d(x, u, padding=1), t, b, stride=stride, padding=padding,
+                                 output_padding=output_padding, dilation=dilation)
+        return ops.conv1d(_activation(activation, y), v)
+
+    def reference(x):
+        y = conv_transpose_nd(conv_nd(x.astype(np.float64), u, None, 1, 1), t, b, stride, padding, output_padding,
+                              1, dilation)
+        return conv_nd(ACTIVATIONS[activation](y), v).astype(dtype)
+
+    low = next(n for n in range(1, 100) if (n - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding >= 0)
+    with narrowed(vector_bits):
+        compiled = convc.compile(model, rng.uniform(-1, 1, (1, c_in, low + 30)).astype(dtype), dynamic={0: {2: "T"}})
+        assert any(n.op == "conv_transpose1d" and n.type.block for n in compiled.graph.op_nodes())
+        for length in sorted({low, *(low + extra for extra in lengths), 200}):
+            x = rng.uniform(-1, 1, (1, c_in, length)).astype(dtype)
+            assert_close(compiled(x), reference(x), c_in * 3 * kernel + c_out)
 
 
 def test_elementwise_chains_broadcast_over_a_symbolic_axis():

@@ -117,12 +117,14 @@ def plan_blocked_conv(attrs: dict[str, Any], in_types: list[TensorType], out_typ
         tiling = blocked_tiling(host, out_type.dtype, -(-geo.cout_g // lanes), generic_of(row),
                                 geo.cin_g * geo.k_plane if plain_out else None)
         vectors, width = tiling.vectors, tiling.width
-    one_d = not (transposed or depthwise) and geo.d.trivial and geo.h.trivial
+    one_d = not depthwise and geo.d.trivial and geo.h.trivial
     if out_type.symbolic or in_types[0].symbolic:  # a symbolic row: its length is a run-time value too
         if not one_d:
-            raise ConvcError(f"{op}: symbolic sizes are supported on 1-D forward convs so far, not on "
+            raise ConvcError(f"{op}: symbolic sizes are supported on 1-D convs so far, not on "
                              f"{in_types[0]} -> {out_type}")
-        return BlockedConvPlan(geo, lanes, transposed, depthwise, plain_in, plain_out, vectors, width, True)
+        # a forward conv's row is a RuntimeRow; a transposed one's phases are read from tables
+        return BlockedConvPlan(geo, lanes, transposed, depthwise, plain_in, plain_out, vectors, width, not transposed)
+    one_d = one_d and not transposed
     runtime_row = (one_d and not (plain_in or plain_out) and geo.w.out // width >= RUNTIME_ROW_MIN_TILES
                    and any(sum(conv_pads(attrs, in_types[1].shape[2:]), ())))
     return BlockedConvPlan(geo, lanes, transposed, depthwise, plain_in, plain_out, vectors, width, runtime_row)

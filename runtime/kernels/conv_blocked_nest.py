@@ -149,6 +149,33 @@ class SharedPhase:
         return self.tap0, self.tap_step, self.offset0, self.offset_step
 
 
+@dataclass(frozen=True)
+class SymbolicPhases:
+    """The phases of a transposed conv's row of run-time length, served by one body: per phase
+    (from tables) its first output, tap count, first tap and offset, and the lowest and highest
+    input offset its taps read (a tile is interior where both fall inside the input); the taps'
+    steps are the same in every phase (stride / g taps, -dilation / g offsets, g their gcd)."""
+
+    phases: list[RowPhase]
+    segments: int  # parts each phase's tiles are split into
+
+    def shared(self, k: Kernel, index: ir.Value, stride: int) -> SharedPhase:
+        steps = [p.progression() for p in self.phases if p.tap_count > 1]
+        tap_step, offset_step = (steps[0][1], steps[0][3]) if steps else (1, 0)
+        starts = [p.progression() if p.taps else (0, 0, 0, 0) for p in self.phases]
+        return SharedPhase(k.lookup([p.first for p in self.phases], index), stride, 1,
+                           k.lookup([p.tap_count for p in self.phases], index), k.lookup([s[0] for s in starts], index),
+                           tap_step, k.lookup([s[2] for s in starts], index), offset_step)
+
+    @property
+    def low_offsets(self) -> list[int]:
+        return [min((o for _, o in p.taps), default=0) for p in self.phases]
+
+    @property
+    def high_offsets(self) -> list[int]:
+        return [max((o for _, o in p.taps), default=-(1 << 40)) for p in self.phases]
+
+
 def shared_interior(phases: list[RowPhase], size: int) -> tuple[int, int] | None:
     """The interior common to phases that one loop can serve (see SharedPhase), else None."""
     def shape(phase: RowPhase) -> tuple:
@@ -261,6 +288,7 @@ class BlockedConvNest:
         `runtime_row`: a 1-D forward conv's padding and dilation as run-time values."""
         self.runtime_row = runtime_row
         self.symbolic_tail = False
+        self.symbolic_phases: SymbolicPhases | None = None
         self.input_row = input_row
         self.k, self.geo, self.transposed = k, geo, transposed
         self.plain_in, self.plain_out = plain_in, plain_out
@@ -291,6 +319,9 @@ class BlockedConvNest:
             if self.full_blocks > 1:  # else one chunk whatever the kernel size: branch-free tiles
                 self.chunk, self.chunks = runtime_row.chunk, runtime_row.chunks
             self._plan_runtime_row(rows, whole_rows, l1_bytes)
+            return
+        if transposed and geo.w.symbolic:
+            self._plan_symbolic_phases(rows, whole_rows, l1_bytes)
             return
         phases = transposed_row(geo.w) if transposed else conv_row(geo.w)
         self.shared = shared_interior(phases, geo.w.size)  # one interior loop for every phase
@@ -337,6 +368,18 @@ class BlockedConvNest:
         right = () if self.symbolic_tail or not tail else ((tiles * self.width, tail),)
         self.plans = [PhasePlan(phase, (), 0, tiles, right, segments)]
         self.parts = segments
+        self.runtime_edges = True
+
+    def _plan_symbolic_phases(self, rows: int, whole_rows: bool, l1_bytes: int) -> None:
+        """A transposed conv's row of run-time length: every phase in one body, its first output,
+        taps and offsets read from tables (SymbolicPhases), each tile tested at run time."""
+        w = self.geo.w
+        phases = transposed_row(replace(w, out=w.stride))  # the phases' taps: no size in them
+        generic_count = -(-generic_of(w.out) // w.stride)
+        segments = 1 if whole_rows else self._segments(generic_count // self.width, rows * len(phases), l1_bytes)
+        self.symbolic_phases = SymbolicPhases(phases, segments)
+        self.shared, self.plans = None, []
+        self.parts = len(phases) * segments
         self.runtime_edges = True
 
     # addressing --------------------------------------------------------------------------------
@@ -407,6 +450,9 @@ class BlockedConvNest:
         """Part `part` of output row (n, od, oh) for the output blocks of `tile_group`."""
         k = self.k
         place = self.place(n, tile_group, od, oh, part)
+        if self.symbolic_phases is not None:
+            self.over_chunks(lambda chunk: self.symbolic_phase_part(place, part, chunk))
+            return
         if self.shared:
             self.shared_phases(place, part)
             return
@@ -461,6 +507,33 @@ class BlockedConvNest:
             if self.symbolic_tail:
                 with k.loop(k.mul(plan.interior_tiles, self.width), self.geo.w.out, "tail") as q:
                     self.tile(place, plan.phase, chunk, q, 1, True)
+
+    def symbolic_phase_part(self, place: _Place, part: ir.Value, chunk: ir.Value) -> None:
+        """Part `part` of a SymbolicPhases row: segment `part % segments` of phase
+        `part // segments`, its full-width tiles each interior or checked by a run-time test,
+        then (in its last segment) one-column checked tiles to the phase's end."""
+        k, b, plan = self.k, self.k.builder, self.symbolic_phases
+        w, width = self.geo.w, self.width
+        index, segment = divmod_index(k, part, plan.segments)
+        phase = plan.shared(k, index, w.stride)
+        count = b.sdiv(k.add(k.value(w.out), b.neg(phase.first), w.stride - 1), i64(w.stride))  # q < count
+        tiles = b.sdiv(count, i64(width))
+        low_offset, high_offset = k.lookup(plan.low_offsets, index), k.lookup(plan.high_offsets, index)
+        size = k.value(w.size)
+        first = b.sdiv(k.mul(segment, tiles), i64(plan.segments)) if plan.segments > 1 else i64(0)
+        last = b.sdiv(k.mul(k.add(segment, 1), tiles), i64(plan.segments)) if plan.segments > 1 else tiles
+        with k.loop(first, last, "tile") as tile:
+            q = k.mul(tile, width)
+            inside = b.and_(b.icmp_signed(">=", k.add(q, low_offset), i64(0)),
+                            b.icmp_signed("<", k.add(q, high_offset, width - 1), size))
+            with b.if_else(inside) as (interior, edge):
+                with interior:
+                    self.tile(place, phase, chunk, q, width, False)
+                with edge:
+                    self.tile(place, phase, chunk, q, width, True)
+        with k.when(b.icmp_unsigned("==", segment, i64(plan.segments - 1)) if plan.segments > 1 else None):
+            with k.loop(k.mul(tiles, width), count, "tail") as q:
+                self.tile(place, phase, chunk, q, 1, True)
 
     def shared_phases(self, place: _Place, part: ir.Value) -> None:
         """Phase `part` of the row: its edge tiles in code of their own, its interior tiles in

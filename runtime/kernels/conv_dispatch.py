@@ -27,20 +27,25 @@ def _share_key(node: Node, in_types: list[TensorType], constants: tuple[bool, ..
     return blocked_conv_share_key(node.attrs, in_types, node.type, node.op, host_target(), constants)
 
 
+def _plain_fixed(node: Node, in_types: list[TensorType]) -> None:
+    if node.type.symbolic or in_types[0].symbolic:
+        raise ConvcError(f"{node.op}: symbolic sizes are supported on the blocked layout so far, not on "
+                         f"{in_types[0]} -> {node.type}")
+
+
 @kernel("conv1d", "conv2d", "conv3d", share_key=_share_key, symbolic=True)
 def _conv(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
     if _blocked(node, in_types):
         return emit_blocked_conv(module, name, node.attrs, in_types, node.type, node.op, host_target(), values)
-    if node.type.symbolic or in_types[0].symbolic:
-        raise ConvcError(f"{node.op}: symbolic sizes are supported on the blocked layout so far, not on "
-                         f"{in_types[0]} -> {node.type}")
+    _plain_fixed(node, in_types)
     return emit_conv(module, name, node.attrs, in_types, node.type, node.op)
 
 
-@kernel("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+@kernel("conv_transpose1d", "conv_transpose2d", "conv_transpose3d", symbolic=True)
 def _conv_transpose(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
     if _blocked(node, in_types):
         return emit_blocked_conv(module, name, node.attrs, in_types, node.type, node.op, host_target(), values)
+    _plain_fixed(node, in_types)
     return emit_conv_transpose(module, name, node.attrs, in_types, node.type, node.op)
 
 

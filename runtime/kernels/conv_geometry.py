@@ -9,6 +9,7 @@ from typing import Any, Callable
 import llvmlite.ir as ir
 
 from convc.op_conv import conv_pads, spatial_rank
+from convc.symbolic import Size
 from convc.types import TensorType
 
 from ..codegen import Kernel
@@ -21,7 +22,8 @@ MAX_EDGE_VECTORS = 8  # compile-time edge vectors per row side; wider borders ta
 
 @dataclass(frozen=True)
 class Axis:
-    """One spatial axis of a convolution, all sizes known at compile time."""
+    """One spatial axis of a convolution: its sizes compile-time constants, or the lengths
+    symbolic Sizes (kernels that take them read their values at run time)."""
 
     size: int
     out: int
@@ -33,6 +35,11 @@ class Axis:
     @property
     def trivial(self) -> bool:
         return self.size == 1 and self.out == 1 and self.kernel == 1 and self.pad_lo == 0
+
+    @property
+    def symbolic(self) -> bool:
+        """Whether the axis's length is a run-time value (a symbolic size)."""
+        return isinstance(self.size, Size) or isinstance(self.out, Size)
 
     def interior(self) -> tuple[int, int]:
         """[start, stop) of outputs whose every tap reads inside the input (may be empty)."""
