@@ -230,6 +230,42 @@ class Kernel:
             value = self.builder.shuffle_vector(value, constant(value.type, None), mask)
         self.vstore(value, base, index)
 
+    def lane_mask(self, first: ir.Value, lanes: int, stop: int | Size | ir.Value, step: int = 1) -> ir.Value:
+        """The <lanes x i1> mask of lanes l with 0 <= first + l*step < stop (first an i64)."""
+        b, vector = self.builder, ir.VectorType(I64, lanes)
+        undefined = constant(vector, None)
+        splat_first = b.shuffle_vector(b.insert_element(undefined, first, constant(ir.IntType(32), 0)), undefined,
+                                       constant(ir.VectorType(ir.IntType(32), lanes), None))
+        index = b.add(splat_first, ir.Constant(vector, [lane * step for lane in range(lanes)]))
+        stop = self.value(stop)
+        splat_stop = b.shuffle_vector(b.insert_element(undefined, stop, constant(ir.IntType(32), 0)), undefined,
+                                      constant(ir.VectorType(ir.IntType(32), lanes), None))
+        return b.and_(b.icmp_signed(">=", index, ir.Constant(vector, [0] * lanes)), b.icmp_signed("<", index, splat_stop))
+
+    def _masked(self, kind: str, lanes: int) -> ir.Function:
+        vector, mask = self.vector_type(lanes), ir.VectorType(ir.IntType(1), lanes)
+        symbol = f"llvm.masked.{kind}.v{lanes}{'f32' if self.dtype == 'f32' else 'f64'}.p0"
+        if symbol in self.module.globals:
+            return self.module.globals[symbol]
+        if kind == "load":
+            type_ = ir.FunctionType(vector, [vector.as_pointer(), ir.IntType(32), mask, vector])
+        else:
+            type_ = ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), ir.IntType(32), mask])
+        return ir.Function(self.module, type_, symbol)
+
+    def vload_masked(self, base: ir.Value, index: int | ir.Value, lanes: int, mask: ir.Value) -> ir.Value:
+        """The lanes of base[index:index+lanes] that `mask` sets, zeros elsewhere; the lanes not
+        set are not read (they may lie outside the buffer)."""
+        pointer = self.builder.bitcast(self.builder.gep(base, [self.value(index)]), self.vector_type(lanes).as_pointer())
+        return self.builder.call(self._masked("load", lanes), [pointer, constant(ir.IntType(32), self.itemsize), mask,
+                                                               constant(self.vector_type(lanes), None)])
+
+    def vstore_masked(self, value: ir.Value, base: ir.Value, index: int | ir.Value, mask: ir.Value) -> None:
+        """Store the lanes of `value` that `mask` sets at base[index + lane]."""
+        lanes = value.type.count
+        pointer = self.builder.bitcast(self.builder.gep(base, [self.value(index)]), value.type.as_pointer())
+        self.builder.call(self._masked("store", lanes), [value, pointer, constant(ir.IntType(32), self.itemsize), mask])
+
     def vfma(self, a: ir.Value, b: ir.Value, acc: ir.Value) -> ir.Value:
         """a * b + acc on vectors (llvm.fma: always fused)."""
         return self.intrinsic("fma", a, b, acc)

@@ -148,6 +148,49 @@ def test_a_transposed_conv_compiled_once_matches_the_reference_at_every_length(v
             assert_close(compiled(x), reference(x), c_in * 3 * kernel + c_out)
 
 
+@st.composite
+def narrow_convs(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    c_in, c_out = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    kernel = draw(st.sampled_from([1, 2, 3, 7, 11, 33]))
+    dilation, stride = draw(st.integers(1, 3)), draw(st.sampled_from([1, 1, 2, 3]))
+    mode = draw(st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"]))
+    padding = draw(st.integers(0, dilation * (kernel - 1)))
+    activation = draw(st.sampled_from(sorted(ACTIVATIONS, key=str)))
+    lengths = draw(st.lists(st.integers(0, 150), min_size=2, max_size=4))
+    return dtype, c_in, c_out, kernel, dilation, stride, mode, padding, activation, draw(st.integers(0, 2**32 - 1)), lengths
+
+
+@pytest.mark.parametrize("vector_bits", WIDTHS, ids=lambda bits: f"{bits}bit")
+@settings(max_examples=10)
+@given(case=narrow_convs())
+def test_a_plain_conv_with_its_residual_compiled_once_matches_the_reference_at_every_length(vector_bits, case):
+    """Convs narrower than a block run the plain kernel, its row's bulk bounds computed at run
+    time and its borders checked lane by lane (every padding mode), residual and activation fused."""
+    dtype, c_in, c_out, kernel, dilation, stride, mode, padding, activation, seed, lengths = case
+    rng = np.random.default_rng(seed)
+    w, v = (rng.uniform(-1, 1, (2, c_out, c_in, kernel)) / np.sqrt(c_in * kernel)).astype(dtype)
+    b = rng.uniform(-1, 1, c_out).astype(dtype)
+
+    def conv(x, weight, bias=None):
+        return ops.apply("conv1d", [x, weight] + ([bias] if bias is not None else []), stride=stride,
+                         padding=padding, dilation=dilation, groups=1, padding_mode=mode)
+
+    def reference(x):
+        y = conv_nd(x, w, b, stride, padding, dilation, padding_mode=mode)
+        return ACTIVATIONS[activation](y + conv_nd(x, v, None, stride, padding, dilation, padding_mode=mode))
+
+    low = shortest(kernel, stride, padding, dilation, mode)
+    with narrowed(vector_bits):
+        compiled = convc.compile(lambda x: _activation(activation, conv(x, w, b) + conv(x, v)),
+                                 rng.uniform(-1, 1, (1, c_in, low + 60)).astype(dtype), dynamic={0: {2: "T"}})
+        if max(c_in, c_out) < vector_bits // (8 * np.dtype(dtype).itemsize):  # narrower than a block
+            assert not any(n.type.block for n in compiled.graph.op_nodes())
+        for length in sorted({low, *(low + extra for extra in lengths), 700}):
+            x = rng.uniform(-1, 1, (1, c_in, length)).astype(dtype)
+            assert_close(compiled(x), reference(x).astype(dtype), 2 * c_in * kernel + 2)
+
+
 def test_elementwise_chains_broadcast_over_a_symbolic_axis():
     rng = np.random.default_rng(1)
     scale = rng.uniform(0.5, 2, (1, 8, 1)).astype(np.float32)
@@ -282,3 +325,23 @@ def test_profile_and_export_of_a_symbolic_graph_say_they_take_fixed_sizes(tmp_pa
         compiled.profile(np.zeros((1, 4, 8), np.float32))
     with pytest.raises(ConvcError, match="the C API takes fixed shapes"):
         convc.export(compiled, tmp_path / "model.so")
+
+
+@pytest.mark.parametrize("vector_bits", WIDTHS, ids=lambda bits: f"{bits}bit")
+def test_transposes_and_reshapes_copy_at_every_length(vector_bits):
+    """A (batch, time, features) input transposed to channels first, through a conv, and flattened
+    at the end (graph outputs: the copies run as kernels, not as views)."""
+    rng = np.random.default_rng(4)
+    w = (rng.uniform(-1, 1, (1, 20, 3)) / 8).astype(np.float32)
+
+    def model(x):
+        t = ops.transpose(x, 1, 2)
+        return ops.reshape(ops.conv1d(t, w, padding=1), (1, -1)), ops.transpose(t + 1.0, 1, 2)
+
+    with narrowed(vector_bits):
+        compiled = convc.compile(model, np.zeros((1, 40, 20), np.float32), dynamic={0: {1: "T"}})
+        for length in (1, 2, 15, 16, 17, 33, 250, 1000):
+            x = rng.uniform(-1, 1, (1, length, 20)).astype(np.float32)
+            flat, back = compiled(x)
+            assert_close(flat, conv_nd(x.transpose(0, 2, 1), w, None, 1, 1).reshape(1, -1).astype(np.float32), 60)
+            assert_close(back, x + np.float32(1.0), 1)

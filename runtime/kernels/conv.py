@@ -21,9 +21,9 @@ import llvmlite.ir as ir
 
 from convc.types import TensorType
 
-from ..codegen import Kernel
+from ..codegen import Kernel, i64
 from ..jit import host_target
-from .conv_geometry import (MAX_UNROLLED_TAPS, ConvGeometry, activate_row, add_row, conv_geometry, divmod_index,
+from .conv_geometry import (MAX_UNROLLED_TAPS, Axis, ConvGeometry, activate_row, add_row, conv_geometry, divmod_index,
                             for_taps, out_row)
 from .conv_blocked_nest import MIN_PARALLEL_EXTENT
 from .conv_tiles import Tiling, choose_tiling, conv_operands, row_parts, tile_row
@@ -42,7 +42,7 @@ def emit_conv(module: ir.Module, name: str, attrs: dict[str, Any], in_types: lis
 
 
 # shared pieces -------------------------------------------------------------------------------
-Segment = tuple[int, int, bool]  # [lo, hi) of a row, and whether every tap there is in bounds
+Segment = tuple[int | ir.Value, int | ir.Value, bool]  # [lo, hi) of a row, and whether every tap there is in bounds
 
 
 def _bias(k: Kernel, geo: ConvGeometry, co: ir.Value) -> ir.Value:
@@ -104,8 +104,11 @@ def _scalar_columns(k: Kernel, geo: ConvGeometry, n: ir.Value, group: ir.Value, 
 
 
 def _emit_rows(k: Kernel, geo: ConvGeometry) -> None:
-    start, stop = geo.w.interior()
-    segments = [s for s in ((0, start, False), (start, stop, True), (stop, geo.w.out, False)) if s[0] < s[1]]
+    if geo.w.symbolic:  # a row of run-time length: the interior's bounds computed at run time
+        segments = _runtime_segments(k, geo.w)
+    else:
+        start, stop = geo.w.interior()
+        segments = [s for s in ((0, start, False), (start, stop, True), (stop, geo.w.out, False)) if s[0] < s[1]]
     with k.outer_loop(geo.batch * geo.c_out, "nco") as nco:
         n, co = divmod_index(k, nco, geo.c_out)
         group, _ = divmod_index(k, co, geo.cout_g)
@@ -115,6 +118,20 @@ def _emit_rows(k: Kernel, geo: ConvGeometry) -> None:
             if geo.has_residual:
                 add_row(k, geo, row, out_row(k, geo, n, co, od, oh, k.args[4]))
             activate_row(k, geo, row)
+
+
+def _runtime_segments(k: Kernel, axis: Axis) -> list[tuple[ir.Value, ir.Value, bool]]:
+    """Axis.interior's segments as run-time values, clamped to [0, out]."""
+    b, out = k.builder, k.value(axis.out)
+
+    def smin(x: ir.Value, y: ir.Value) -> ir.Value:
+        return b.select(b.icmp_signed("<", x, y), x, y)
+
+    start = smin(k.value(-(-axis.pad_lo // axis.stride)), out)
+    stop = k.value((axis.size - 1 - axis.dilation * (axis.kernel - 1) + axis.pad_lo) // axis.stride + 1)
+    stop = smin(stop, out)
+    stop = b.select(b.icmp_signed("<", stop, start), start, stop)
+    return [(i64(0), start, False), (start, stop, True), (stop, out, False)]
 
 
 def _emit_tiled(k: Kernel, geo: ConvGeometry, tiling: Tiling) -> None:

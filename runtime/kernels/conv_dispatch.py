@@ -27,8 +27,11 @@ def _share_key(node: Node, in_types: list[TensorType], constants: tuple[bool, ..
     return blocked_conv_share_key(node.attrs, in_types, node.type, node.op, host_target(), constants)
 
 
+PLAIN_SYMBOLIC = {"conv1d"}  # plain kernels that take a row of run-time length
+
+
 def _plain_fixed(node: Node, in_types: list[TensorType]) -> None:
-    if node.type.symbolic or in_types[0].symbolic:
+    if (node.type.symbolic or in_types[0].symbolic) and node.op not in PLAIN_SYMBOLIC:
         raise ConvcError(f"{node.op}: symbolic sizes are supported on the blocked layout so far, not on "
                          f"{in_types[0]} -> {node.type}")
 

@@ -98,9 +98,10 @@ def conv_geometry(attrs: dict[str, Any], in_types: list[TensorType], out: Tensor
                         attrs.get("activation"), len(in_types) > 3)
 
 
-def divmod_index(k: Kernel, value: ir.Value, divisor: int) -> tuple[ir.Value, ir.Value]:
-    constant = ir.Constant(value.type, divisor)
-    return k.builder.udiv(value, constant), k.builder.urem(value, constant)
+def divmod_index(k: Kernel, value: ir.Value, divisor: int | Size) -> tuple[ir.Value, ir.Value]:
+    """(value // divisor, value % divisor) of a non-negative index; a symbolic divisor read at run time."""
+    divisor = k.value(divisor) if isinstance(divisor, Size) else ir.Constant(value.type, divisor)
+    return k.builder.udiv(value, divisor), k.builder.urem(value, divisor)
 
 
 def out_row(k: Kernel, geo: ConvGeometry, n: ir.Value, co: ir.Value, od: ir.Value, oh: ir.Value,

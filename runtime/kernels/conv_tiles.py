@@ -2,7 +2,9 @@
 registers, accumulated over (input channel, kd, kh) with the kw taps unrolled; per tap T vector
 loads of the input row, R weight broadcasts and R*T vector FMAs. The row is covered by bulk
 tiles where every tap reads inside the input and by edge vectors at compile-time positions,
-whose lanes outside the input are zeros or the padding mode's source, chosen at compile time.
+whose lanes outside the input are zeros or the padding mode's source, chosen at compile time
+(on a row of run-time length: bulk bounds computed at run time, border vectors checked lane by
+lane at run time, their loads and stores masked).
 `TileOperands` says where a tile reads and writes, so other kernels (separable) reuse them."""
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import llvmlite.ir as ir
+
+from convc.symbolic import generic_of
 
 from ..codegen import Kernel, constant, i64
 from ..jit import HostTarget
@@ -68,10 +72,11 @@ def choose_tiling(geo: ConvGeometry, host: HostTarget, dtype: str) -> Tiling | N
     """The register tile for this conv on this host, or None where the row code is the better fit
     (strides above 2 along the row, rows narrower than one vector, very wide borders)."""
     tiling = tile_shape(host, dtype, geo.cout_g)
-    if geo.w.stride > 2 or geo.w.out < tiling.lanes or geo.w.kernel > MAX_UNROLLED_TAPS:
+    axis = generic_axis(geo.w)
+    if axis.stride > 2 or axis.out < tiling.lanes or axis.kernel > MAX_UNROLLED_TAPS:
         return None
-    start, stop = geo.w.interior()
-    if max(start, geo.w.out - stop) > MAX_EDGE_VECTORS * tiling.lanes:
+    start, stop = axis.interior()
+    if max(start, axis.out - stop) > MAX_EDGE_VECTORS * tiling.lanes:
         return None
     return tiling
 
@@ -100,8 +105,14 @@ def row_cover(axis: Axis, lanes: int, vectors: int) -> tuple[int, int, int, list
 def row_parts(geo: ConvGeometry, tiling: Tiling, rows: int, wanted: int) -> int:
     """Parts to split each output row's bulk tiles into, so that `rows` rows make about `wanted`
     jobs of a parallel loop (a 1-D conv of batch 1 is a single row)."""
-    _, main_tiles, _, _ = row_cover(geo.w, tiling.lanes, tiling.vectors)
+    axis = generic_axis(geo.w)  # a row of run-time length: planned at the generic point
+    _, main_tiles, _, _ = row_cover(axis, tiling.lanes, tiling.vectors)
     return max(1, min(main_tiles, -(-wanted // rows)))
+
+
+def generic_axis(axis: Axis) -> Axis:
+    """The axis with its symbolic lengths at their generic values (for plans, not for code)."""
+    return replace(axis, size=generic_of(axis.size), out=generic_of(axis.out)) if axis.symbolic else axis
 
 
 def tile_row(k: Kernel, geo: ConvGeometry, tiling: Tiling, n: ir.Value, group: ir.Value, od: ir.Value,
@@ -110,6 +121,9 @@ def tile_row(k: Kernel, geo: ConvGeometry, tiling: Tiling, n: ir.Value, group: i
     (the edge vectors in part 0, a share of the bulk tiles in each, the rest vectors in the last):
     register tiles through the fused activation, which each tile applies before its store (a
     position that an edge vector and the bulk both cover is written twice, identically)."""
+    if geo.w.symbolic:
+        _symbolic_tile_row(k, geo, tiling, n, group, od, oh, operands, part, parts)
+        return
     lanes, vectors = tiling.lanes, tiling.vectors
     start, main_tiles, rest_vectors, edges = row_cover(geo.w, lanes, vectors)
     blocks, tail = divmod(geo.cout_g, tiling.channels)
@@ -130,6 +144,54 @@ def tile_row(k: Kernel, geo: ConvGeometry, tiling: Tiling, n: ir.Value, group: i
             if rest_vectors:
                 with k.when(b.icmp_unsigned("==", part, i64(parts - 1)) if parts > 1 else None):
                     tile.emit(od, oh, [t * lanes for t in range(rest_vectors)], start + main_tiles * vectors * lanes)
+
+
+def _symbolic_tile_row(k: Kernel, geo: ConvGeometry, tiling: Tiling, n: ir.Value, group: ir.Value, od: ir.Value,
+                       oh: ir.Value, operands: TileOperands, part: ir.Value | None, parts: int) -> None:
+    """tile_row on a row of run-time length: the bulk [start, stop) and its tile count computed at
+    run time (clamped to the row), the left border in checked vectors at compile-time positions,
+    the right border in checked vectors from the bulk's end to the row's end (a checked vector
+    masks its loads to the input and its stores to the row)."""
+    lanes, vectors, axis, b = tiling.lanes, tiling.vectors, geo.w, k.builder
+    out = k.value(axis.out)
+    start_bound = -(-axis.pad_lo // axis.stride)
+    readable = axis.size if axis.stride == 1 else axis.size - 1  # a stride-2 bulk vector reads one past
+    stop_bound = k.value((readable - 1 - axis.dilation * (axis.kernel - 1) + axis.pad_lo) // axis.stride + 1)
+    start = _smin(k, i64(start_bound), out)
+    stop = _smax(k, start, _smin(k, stop_bound, out))
+    full = b.udiv(b.sub(stop, start), i64(lanes))
+    main_tiles, rest = b.udiv(full, i64(vectors)), b.urem(full, i64(vectors))
+    bulk_end = k.add(start, k.mul(full, lanes))
+    left = list(range(0, start_bound, lanes))
+    blocks, tail = divmod(geo.cout_g, tiling.channels)
+    first_part = b.icmp_unsigned("==", part, i64(0)) if parts > 1 else None
+    last_part = b.icmp_unsigned("==", part, i64(parts - 1)) if parts > 1 else None
+    for channels, first, count in ((tiling.channels, 0, blocks), (tail, blocks * tiling.channels, 1)):
+        if channels == 0 or count == 0:
+            continue
+        with k.loop(0, count, "block") as block:
+            co0 = k.add(k.mul(group, geo.cout_g), first, k.mul(block, channels))
+            tile = _TileContext(k, geo, n, group, co0, channels, lanes, operands)
+            with k.when(first_part):
+                for chunk in range(0, len(left), vectors):
+                    tile.emit(od, oh, [p - left[chunk] for p in left[chunk:chunk + vectors]], i64(left[chunk]), True)
+            low = b.udiv(k.mul(part, main_tiles), i64(parts)) if parts > 1 else i64(0)
+            high = b.udiv(k.mul(k.add(part, 1), main_tiles), i64(parts)) if parts > 1 else main_tiles
+            with k.loop(low, high, "tile") as index:
+                tile.emit(od, oh, [t * lanes for t in range(vectors)], k.add(start, k.mul(index, vectors * lanes)))
+            with k.when(last_part):
+                with k.loop(0, rest, "rest") as index:
+                    tile.emit(od, oh, [0], k.add(start, k.mul(k.add(k.mul(main_tiles, vectors), index), lanes)))
+                with k.loop(0, b.udiv(k.add(b.sub(out, bulk_end), lanes - 1), i64(lanes)), "right") as index:
+                    tile.emit(od, oh, [0], k.add(bulk_end, k.mul(index, lanes)), True)
+
+
+def _smin(k: Kernel, a: ir.Value, b: ir.Value) -> ir.Value:
+    return k.builder.select(k.builder.icmp_signed("<", a, b), a, b)
+
+
+def _smax(k: Kernel, a: ir.Value, b: ir.Value) -> ir.Value:
+    return k.builder.select(k.builder.icmp_signed(">", a, b), a, b)
 
 
 def tap_step(kernel: int, fmas_per_tap: int) -> int:
@@ -191,9 +253,29 @@ class _TileContext:
         mask = constant(ir.VectorType(ir.IntType(32), lanes), [2 * lane for lane in range(lanes)])
         return k.builder.shuffle_vector(low, high, mask)
 
-    def emit(self, od: ir.Value, oh: ir.Value, offsets: list[int], ow0: ir.Value | int | None) -> None:
+    def _checked_vector(self, x_row: ir.Value, first: ir.Value) -> ir.Value:
+        """Input lanes first, first+stride, ... of a row whose length is a run-time value, checked
+        at run time: masked loads where the padding is zeros, else lane by lane through the mode."""
+        k, lanes, stride, size = self.k, self.lanes, self.geo.w.stride, self.geo.w.size
+        if self.geo.mode != "zeros":
+            vector = ir.Constant(k.vector_type(lanes), None)
+            for lane in range(lanes):
+                source, _ = k.border_index(k.add(first, lane * stride), size, self.geo.mode)
+                vector = k.builder.insert_element(vector, k.load(x_row, source), ir.Constant(ir.IntType(32), lane))
+            return vector
+        if stride == 1:
+            return k.vload_masked(x_row, first, lanes, k.lane_mask(first, lanes, size))
+        second = k.add(first, lanes)
+        low = k.vload_masked(x_row, first, lanes, k.lane_mask(first, lanes, size))
+        high = k.vload_masked(x_row, second, lanes, k.lane_mask(second, lanes, size))
+        mask = constant(ir.VectorType(ir.IntType(32), lanes), [2 * lane for lane in range(lanes)])
+        return k.builder.shuffle_vector(low, high, mask)
+
+    def emit(self, od: ir.Value, oh: ir.Value, offsets: list[int], ow0: ir.Value | int | None,
+             checked: bool = False) -> None:
         """One tile: vectors at ow0 + offsets (bulk: every tap in bounds), or, with ow0 None, at the
-        compile-time columns `offsets` (edges: lanes outside the input padded by mode)."""
+        compile-time columns `offsets` (edges: lanes outside the input padded by mode), or, with
+        `checked`, at ow0 + offsets on a row of run-time length, every lane checked at run time."""
         k, geo, lanes, channels, ops = self.k, self.geo, self.lanes, self.channels, self.operands
         b = k.builder
         vectors = len(offsets)
@@ -203,11 +285,13 @@ class _TileContext:
             for t in range(vectors):
                 b.store(k.splat(bias, lanes), slots[r][t])
 
-        def add_taps(x_row: ir.Value, w_tap: ir.Value, kws: range) -> None:
+        def add_taps(x_row: ir.Value, w_tap: ir.Value, kws: range, column: ir.Value | None = None) -> None:
             acc = [[b.load(slots[r][t]) for t in range(vectors)] for r in range(channels)]
             for kw in kws:
                 shift = kw * geo.w.dilation
-                if ow0 is None:
+                if checked:  # column: the input index of this step's first tap at ow0
+                    inputs = [self._checked_vector(x_row, k.add(column, o * geo.w.stride + shift)) for o in offsets]
+                elif ow0 is None:
                     inputs = [self._edge_vector(x_row, o * geo.w.stride + shift - geo.w.pad_lo) for o in offsets]
                 else:
                     inputs = [self._bulk_vector(x_row, o * geo.w.stride + shift) for o in offsets]
@@ -227,13 +311,17 @@ class _TileContext:
 
         def bulk_taps(x_off: ir.Value, w_off: ir.Value) -> None:
             w_tap = k.offset(ops.w, w_off)
-            x_row = k.offset(ops.x, k.add(x_off, k.mul(ow0, geo.w.stride), -geo.w.pad_lo))
+            column = k.add(k.mul(ow0, geo.w.stride), -geo.w.pad_lo) if checked else None
+            x_row = k.offset(ops.x, x_off if checked else k.add(x_off, k.mul(ow0, geo.w.stride), -geo.w.pad_lo))
             if steps > 1:  # a loop over steps of taps: one step's FMAs fit the registers
                 with k.loop(0, steps, "kw") as index:
                     first = k.mul(index, step)
-                    add_taps(k.offset(x_row, k.mul(first, geo.w.dilation)),
-                             k.offset(w_tap, k.mul(first, ops.tap_stride)), range(step))
-            add_taps(x_row, w_tap, range(steps * step if steps > 1 else 0, geo.w.kernel))
+                    w_step = k.offset(w_tap, k.mul(first, ops.tap_stride))
+                    if checked:
+                        add_taps(x_row, w_step, range(step), k.add(column, k.mul(first, geo.w.dilation)))
+                    else:
+                        add_taps(k.offset(x_row, k.mul(first, geo.w.dilation)), w_step, range(step))
+            add_taps(x_row, w_tap, range(steps * step if steps > 1 else 0, geo.w.kernel), column)
 
         def edge_taps(kws: range) -> Callable[[ir.Value, ir.Value], None]:
             return lambda x_off, w_off: add_taps(k.offset(ops.x, x_off), k.offset(ops.w, w_off), kws)
@@ -245,6 +333,7 @@ class _TileContext:
         for taps in passes:
             for_taps(k, geo, self.x_base, k.mul(self.co0, ops.co_stride), od, oh, taps, ops.ci_stride,
                      ops.tap_stride)
+        masks = [k.lane_mask(k.add(ow0, offset), lanes, geo.w.out) for offset in offsets] if checked else None
         for r in range(channels):
             co = k.add(self.co0, r)
             row = ops.out_row(co, od, oh)
@@ -253,5 +342,10 @@ class _TileContext:
                 column = offset if ow0 is None else k.add(ow0, offset)
                 value = b.load(slots[r][t])
                 if residual is not None:
-                    value = b.fadd(value, k.vload(residual, column, lanes))
-                k.vstore(activate(k, geo.activation, value), row, column)
+                    value = b.fadd(value, k.vload_masked(residual, column, lanes, masks[t]) if checked
+                                   else k.vload(residual, column, lanes))
+                value = activate(k, geo.activation, value)
+                if checked:
+                    k.vstore_masked(value, row, column, masks[t])
+                else:
+                    k.vstore(value, row, column)

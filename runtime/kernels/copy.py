@@ -12,7 +12,9 @@ innermost work is one of:
   transpose in registers (Kernel.transpose) and lanes vector stores; the edges one by one;
 - a gather: one element at a time along the innermost axis (strided on both sides).
 The kernel's outer loop runs over the nest's jobs (the first outer axis times the pieces); cat
-runs the jobs of its operands' nests one after the other in the same loop.
+runs the jobs of its operands' nests one after the other in the same loop. Transposes and
+contiguous copies take symbolic sizes: the extents, strides and tile counts are then read at run
+time, and the pieces of a run planned at the generic point.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import llvmlite.ir as ir
 
 from convc.ir import Node
 from convc.op_shape import cat_axis, cat_operands, contiguous_strides, permutation, slice_bounds
+from convc.symbolic import generic_of
 from convc.types import TensorType
 
 from ..codegen import Kernel, i64
@@ -61,8 +64,8 @@ class CopyNest:
         if self.kind == "transpose":
             self.pieces = -(-dims[self.tile_axis] // self.lanes)
         else:
-            wanted = -(-PARALLEL_JOBS // first)
-            self.pieces = max(1, min(wanted, dims[last] // RUN_PIECE))
+            wanted = -(-PARALLEL_JOBS // generic_of(first))  # symbolic lengths: planned at the generic point
+            self.pieces = max(1, min(wanted, generic_of(dims[last]) // RUN_PIECE))
         self.jobs = first * self.pieces
 
     def emit(self, job: ir.Value, dst: ir.Value, src: ir.Value) -> None:
@@ -93,10 +96,10 @@ class CopyNest:
             return
         if self.pieces > 1:
             b = k.builder
-            lo = b.udiv(k.mul(piece, length), i64(self.pieces))
-            hi = b.udiv(k.mul(k.add(piece, 1), length), i64(self.pieces))
+            lo = b.udiv(k.mul(piece, length), k.value(self.pieces))
+            hi = b.udiv(k.mul(k.add(piece, 1), length), k.value(self.pieces))
         else:
-            lo, hi = i64(0), i64(length)
+            lo, hi = i64(0), k.value(length)
         if self.kind == "run":
             copy_run(k, k.offset(dst, lo), k.offset(src, lo), k.builder.sub(hi, lo), self.lanes)
             return
@@ -130,10 +133,10 @@ class CopyNest:
             with k.loop(first, rows, "row") as row, k.loop(0, length, "column") as column:
                 element(row, column)
 
-        if rows % lanes == 0:
+        if isinstance(rows, int) and rows % lanes == 0:
             full_rows()
             return
-        with b.if_else(b.icmp_unsigned("<", tile, i64(rows // lanes))) as (whole, partial):
+        with b.if_else(b.icmp_unsigned("<", tile, k.value(rows // lanes))) as (whole, partial):
             with whole:
                 full_rows()
             with partial:
@@ -162,22 +165,22 @@ def emit_nests(k: Kernel, nests: list[tuple[CopyNest, int]]) -> Kernel:
         else:
             base = 0
             for nest, source in nests:
-                inside = b.and_(b.icmp_unsigned(">=", job, i64(base)),
-                                b.icmp_unsigned("<", job, i64(base + nest.jobs)))
+                inside = b.and_(b.icmp_unsigned(">=", job, k.value(base)),
+                                b.icmp_unsigned("<", job, k.value(base + nest.jobs)))
                 with b.if_then(inside):
-                    nest.emit(b.sub(job, i64(base)), k.args[0], k.args[source])
+                    nest.emit(b.sub(job, k.value(base)), k.args[0], k.args[source])
                 base += nest.jobs
     return k.finish()
 
 
-@kernel("reshape", "flatten", "squeeze", "unsqueeze")
+@kernel("reshape", "flatten", "squeeze", "unsqueeze", symbolic=True)
 def _contiguous_copy(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
     k = Kernel(module, name, node.type.dtype, 2, ("out", "x"))
     size = node.type.size
     return emit_nests(k, [(CopyNest(k, (size,), (1,), 0, (1,), 0), 1)] if size else [])
 
 
-@kernel("transpose", "permute")
+@kernel("transpose", "permute", symbolic=True)
 def _permute(module: ir.Module, name: str, node: Node, in_types: list[TensorType], values: Values) -> Kernel:
     k = Kernel(module, name, node.type.dtype, 2, ("out", "x"))
     x, out = in_types[0], node.type
