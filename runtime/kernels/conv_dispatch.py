@@ -27,7 +27,7 @@ def _share_key(node: Node, in_types: list[TensorType], constants: tuple[bool, ..
     return blocked_conv_share_key(node.attrs, in_types, node.type, node.op, host_target(), constants)
 
 
-PLAIN_SYMBOLIC = {"conv1d"}  # plain kernels that take a row of run-time length
+PLAIN_SYMBOLIC = {"conv1d", "conv_transpose1d"}  # plain kernels that take a row of run-time length
 
 
 def _plain_fixed(node: Node, in_types: list[TensorType]) -> None:

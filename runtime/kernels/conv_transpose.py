@@ -13,10 +13,14 @@ FMA multiplies an inserted zero.
 Where those compile-time structures would grow with the sizes (more than MAX_UNROLLED_TAPS
 taps or phases, or borders wider than MAX_EDGE_VECTORS vectors), a gather kernel runs instead: each
 input row adds w * x into the outputs i*stride + shift, a progression computed at run time.
+
+On a row of run-time length (a symbolic size), each phase's output count and bulk bounds are
+computed at run time and its borders are vectors checked at run time (masked loads, stores
+guarded per lane); the gather kernel's bounds are run-time values anyway.
 """
 from __future__ import annotations
 
-from dataclasses import astuple
+from dataclasses import astuple, replace
 from typing import Any, Callable
 
 import llvmlite.ir as ir
@@ -28,7 +32,7 @@ from ..codegen import Kernel, i64
 from ..jit import host_target
 from .conv_geometry import (MAX_EDGE_VECTORS, MAX_UNROLLED_TAPS, Axis, ConvGeometry, RowPhase, activate_row,
                             divmod_index, out_row, transposed_row)
-from .conv_tiles import cover, gather_vector, tile_shape
+from .conv_tiles import cover, gather_vector, generic_axis, tile_shape
 
 
 def transpose_geometry(attrs: dict[str, Any], in_types: list[TensorType], out: TensorType, op: str) -> ConvGeometry:
@@ -85,10 +89,14 @@ def emit_conv_transpose(module: ir.Module, name: str, attrs: dict[str, Any], in_
     if max(geo.w.kernel, geo.w.stride) > MAX_UNROLLED_TAPS:
         _emit_gather(k, geo)
         return k.finish()
-    phases = transposed_row(geo.w)
-    covers = [phase_cover(phase, geo.w.size, lanes, vectors) for phase in phases]
+    axis = generic_axis(geo.w)  # a row of run-time length is planned at the generic point
+    phases = transposed_row(axis)
+    covers = [phase_cover(phase, axis.size, lanes, vectors) for phase in phases]
     if any(cover is None for cover in covers):
         _emit_gather(k, geo)
+        return k.finish()
+    if geo.w.symbolic:
+        _emit_symbolic_phases(k, geo, channels, vectors, lanes)
         return k.finish()
     blocks, tail = divmod(geo.cout_g, channels)
     with k.outer_loop(geo.batch * geo.groups * geo.d.out * geo.h.out, "row") as row:
@@ -116,6 +124,51 @@ def emit_conv_transpose(module: ir.Module, name: str, attrs: dict[str, Any], in_
     return k.finish()
 
 
+def _emit_symbolic_phases(k: Kernel, geo: ConvGeometry, channels: int, vectors: int, lanes: int) -> None:
+    """The phase tiles on a row of run-time length: per phase its output count and the bulk
+    [start, stop) of q computed at run time (clamped to the phase), the left border in checked
+    vectors at compile-time positions, the right border in checked vectors to the phase's end."""
+    b, w = k.builder, geo.w
+    phases = transposed_row(replace(w, out=w.stride))  # the taps of each phase: no length in them
+    out, size = k.value(w.out), k.value(w.size)
+    blocks, tail = divmod(geo.cout_g, channels)
+    with k.outer_loop(geo.batch * geo.groups * geo.d.out * geo.h.out, "row") as row:
+        ng_od, oh = divmod_index(k, row, geo.h.out)
+        ng, od = divmod_index(k, ng_od, geo.d.out)
+        n, group = divmod_index(k, ng, geo.groups)
+        for count_r, first, count in ((channels, 0, blocks), (tail, blocks * channels, 1)):
+            if count_r == 0 or count == 0:
+                continue
+            with k.loop(0, count, "block") as block:
+                co_local = k.add(first, k.mul(block, count_r))
+                tile = _PhaseTiles(k, geo, n, group, co_local, count_r, lanes, od, oh)
+                for phase in phases:
+                    phase_count = _smax(k, b.sdiv(k.add(out, w.stride - 1 - phase.first), i64(w.stride)), i64(0))
+                    low = min((o for _, o in phase.taps), default=0)
+                    high = max((o for _, o in phase.taps), default=0)
+                    start_bound = max(0, -low)
+                    start = _smin(k, i64(start_bound), phase_count)
+                    stop = _smax(k, start, _smin(k, k.add(size, -high), phase_count))
+                    full = b.udiv(b.sub(stop, start), i64(lanes))
+                    main_tiles, rest = b.udiv(full, i64(vectors)), b.urem(full, i64(vectors))
+                    left = list(range(0, start_bound, lanes))
+                    for chunk in range(0, len(left), vectors):
+                        tile.emit(phase, [p - left[chunk] for p in left[chunk:chunk + vectors]], i64(left[chunk]),
+                                  phase_count)
+                    with k.loop(0, main_tiles, "tile") as index:
+                        tile.emit(phase, [t * lanes for t in range(vectors)], k.add(start, k.mul(index, vectors * lanes)))
+                    with k.loop(0, rest, "rest") as index:
+                        tile.emit(phase, [0], k.add(start, k.mul(k.add(k.mul(main_tiles, vectors), index), lanes)))
+                    bulk_end = k.add(start, k.mul(full, lanes))
+                    right = b.udiv(k.add(b.sub(phase_count, bulk_end), lanes - 1), i64(lanes))
+                    with k.loop(0, right, "right") as index:
+                        tile.emit(phase, [0], k.add(bulk_end, k.mul(index, lanes)), phase_count)
+                if geo.activation:
+                    co0 = k.add(k.mul(group, geo.cout_g), co_local)
+                    with k.loop(0, count_r, "r") as r:
+                        activate_row(k, geo, out_row(k, geo, n, k.add(co0, r), od, oh))
+
+
 class _PhaseTiles:
     """Register tiles of `channels` output channels for one output row of a transposed conv."""
 
@@ -130,9 +183,12 @@ class _PhaseTiles:
         self.w_base = k.add(k.mul(k.mul(group, self.cin_g), geo.cout_g * geo.k_plane), k.mul(co_local, geo.k_plane))
         self.od, self.oh = od, oh
 
-    def emit(self, phase: RowPhase, offsets: list[int], q0: ir.Value | int | None) -> None:
+    def emit(self, phase: RowPhase, offsets: list[int], q0: ir.Value | int | None,
+             checked: ir.Value | None = None) -> None:
         """One tile of the phase: vectors at q0 + offsets (bulk), or at the compile-time positions
-        `offsets` (edges: lanes outside the input are zero, lanes past the phase are not stored)."""
+        `offsets` (edges: lanes outside the input are zero, lanes past the phase are not stored);
+        `checked`, the phase's output count on a row of run-time length: vectors at q0 + offsets
+        whose input lanes are checked at run time, lanes at or past the count not stored."""
         k, geo, lanes, channels = self.k, self.geo, self.lanes, self.channels
         b = k.builder
         vectors = len(offsets)
@@ -142,23 +198,29 @@ class _PhaseTiles:
             for t in range(vectors):
                 b.store(bias, slots[r][t])
         if phase.taps:
-            self._accumulate(phase, offsets, q0, slots)
+            self._accumulate(phase, offsets, q0, slots, checked is not None)
         stride = geo.w.stride
+        masks = [k.lane_mask(k.add(q0, offset), lanes, checked) for offset in offsets] if checked is not None else None
         for r in range(channels):
             for t, offset in enumerate(offsets):
                 value = b.load(slots[r][t])
                 if q0 is not None and stride == 1:
-                    k.vstore(value, self.rows[r], k.add(q0, offset + phase.first))
+                    if checked is not None:
+                        k.vstore_masked(value, self.rows[r], k.add(q0, offset + phase.first), masks[t])
+                    else:
+                        k.vstore(value, self.rows[r], k.add(q0, offset + phase.first))
                     continue
                 for lane in range(lanes):
                     if q0 is None and offset + lane >= phase.count:
                         break
                     q = k.add(offset + lane) if q0 is None else k.add(q0, offset + lane)
                     element = b.extract_element(value, ir.Constant(ir.IntType(32), lane))
-                    k.store(element, self.rows[r], k.add(k.mul(q, stride), phase.first))
+                    with k.when(b.extract_element(masks[t], ir.Constant(ir.IntType(32), lane))
+                                if checked is not None else None):
+                        k.store(element, self.rows[r], k.add(k.mul(q, stride), phase.first))
 
     def _accumulate(self, phase: RowPhase, offsets: list[int], q0: ir.Value | int | None,
-                    slots: list[list[ir.Value]]) -> None:
+                    slots: list[list[ir.Value]], checked: bool = False) -> None:
         k, geo, lanes, channels = self.k, self.geo, self.lanes, self.channels
         b = k.builder
         with k.loop(0, self.cin_g, "ci") as ci:
@@ -167,12 +229,15 @@ class _PhaseTiles:
 
             def row_taps(kd: ir.Value, kh: ir.Value, id_: ir.Value, ih: ir.Value) -> None:
                 x_off = k.add(x_c, k.mul(id_, geo.h.size * geo.w.size), k.mul(ih, geo.w.size))
-                x_row = k.offset(k.args[1], x_off if q0 is None else k.add(x_off, q0))
+                x_row = k.offset(k.args[1], x_off if q0 is None or checked else k.add(x_off, q0))
                 w_tap = k.offset(k.args[2], k.add(w_c, k.mul(k.add(k.mul(kd, geo.h.kernel), kh),
                                                              geo.w.kernel)))
                 acc = [[b.load(slots[r][t]) for t in range(len(offsets))] for r in range(channels)]
                 for tap, shift in phase.taps:
-                    if q0 is None:
+                    if checked:  # lanes q0 + o + shift + lane, masked to the input row
+                        inputs = [k.vload_masked(x_row, column, lanes, k.lane_mask(column, lanes, geo.w.size))
+                                  for column in (k.add(q0, o + shift) for o in offsets)]
+                    elif q0 is None:
                         inputs = [gather_vector(k, x_row, [o + lane + shift if 0 <= o + lane + shift < geo.w.size
                                                            else None for lane in range(lanes)], geo.w.size)
                                   for o in offsets]
@@ -224,8 +289,8 @@ def _emit_gather(k: Kernel, geo: ConvGeometry) -> None:
                                                                        axis.kernel)))
                     with k.loop(0, axis.kernel, "kw") as kw:
                         shift = k.add(k.mul(kw, axis.dilation), -axis.pad_lo)
-                        first = _max(k, _ceil_div(k, b.neg(shift), axis.stride), i64(0))
-                        end = _min(k, _ceil_div(k, b.sub(i64(axis.out), shift), axis.stride), i64(axis.size))
+                        first = _smax(k, _ceil_div(k, b.neg(shift), axis.stride), i64(0))
+                        end = _smin(k, _ceil_div(k, b.sub(k.value(axis.out), shift), axis.stride), k.value(axis.size))
                         weight = k.load(w_row, kw)
                         with k.loop(first, end, "i") as i:
                             o = k.add(k.mul(i, axis.stride), shift)
@@ -235,9 +300,9 @@ def _emit_gather(k: Kernel, geo: ConvGeometry) -> None:
             activate_row(k, geo, row)
 
 
-def _max(k: Kernel, a: ir.Value, b: ir.Value) -> ir.Value:
+def _smax(k: Kernel, a: ir.Value, b: ir.Value) -> ir.Value:
     return k.builder.select(k.builder.icmp_signed(">", a, b), a, b)
 
 
-def _min(k: Kernel, a: ir.Value, b: ir.Value) -> ir.Value:
+def _smin(k: Kernel, a: ir.Value, b: ir.Value) -> ir.Value:
     return k.builder.select(k.builder.icmp_signed("<", a, b), a, b)
