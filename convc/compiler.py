@@ -49,11 +49,12 @@ class Compiled:
         """One row per kernel (reorders and copies included) in execution order: `nodes`, `op`,
         `shapes`, `layout`, `ms` (median of `repeat` calls), `percent` of the call, `gflops` and
         `percent_of_peak` (None where the op counts no flops). The first call compiles a
-        profiling build of the graph (cycle counter stamps between kernels); later calls reuse it."""
+        profiling build of the graph (cycle counter stamps between kernels); later calls reuse it.
+        With symbolic sizes, the rows are those of the inputs' lengths."""
         from .profiling import Profiler
         if self._profiler is None:
             with using(self.options):
-                self._profiler = Profiler(self.graph)
+                self._profiler = Profiler(self.graph, self._executable.minimums)
         return self._profiler.run(inputs, repeat)
 
     @property

@@ -1,6 +1,7 @@
 """Per-kernel profile of a compiled graph: a profiling build of its entry stores the cycle counter
 around every kernel call (the kernels and the thread pool run as in the normal build), and each
-kernel's share is converted to milliseconds by the wall time of the calls."""
+kernel's share is converted to milliseconds by the wall time of the calls. A graph with symbolic
+sizes is profiled at the inputs' lengths: its rows show the shapes and flops at those lengths."""
 from __future__ import annotations
 
 import time
@@ -11,15 +12,18 @@ import numpy as np
 from .compile_times import CompileTimes
 from .errors import ConvcError
 from .ir import Graph
+from .symbolic import substitute
 
 
 class Profiler:
     """The profiling build of one optimized graph, compiled on construction."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, minimums: dict[str, int] | None = None) -> None:
         from .runtime.executor import Executable, lower_and_compile
         lowered, code = lower_and_compile(graph, CompileTimes(), profile=True)
         self.calls = lowered.calls
+        if lowered.program.symbolic is not None:
+            lowered.program.symbolic.minimums = dict(minimums or {})
         self.executable = Executable(lowered.program, code, input_names=graph.inputs)
 
     def run(self, inputs: tuple[Any, ...], repeat: int) -> list[dict]:
@@ -29,6 +33,7 @@ class Profiler:
         from .runtime.threads import ensure_pool
         if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
             raise ConvcError(f"profile: repeat={repeat!r} must be a whole number >= 1")
+        values = self.executable.lengths(*inputs)
         self.executable(*inputs)
         cycles, walls = [], []
         for _ in range(repeat):
@@ -43,11 +48,13 @@ class Profiler:
         threads = ensure_pool()
         rows = []
         for call, milliseconds in zip(self.calls, ms):
-            gflops = None if call.flops is None or milliseconds <= 0 else call.flops / (milliseconds * 1e6)
+            flops = None if call.flops is None else substitute(call.flops, values)
+            gflops = None if flops is None or milliseconds <= 0 else flops / (milliseconds * 1e6)
             peak = fma_peak_gflops(call.out_type.dtype) * (threads if call.parallel else 1)
+            in_types, out_type = [t.substitute(values) for t in call.in_types], call.out_type.substitute(values)
             rows.append({"nodes": [call.node], "op": call.op,
-                         "shapes": " x ".join(map(str, call.in_types)) + f" -> {call.out_type}",
-                         "layout": f"c{call.out_type.block}" if call.out_type.block else "plain",
+                         "shapes": " x ".join(map(str, in_types)) + f" -> {out_type}",
+                         "layout": f"c{out_type.block}" if out_type.block else "plain",
                          "ms": float(milliseconds), "percent": 100 * float(milliseconds) / total,
                          "gflops": gflops, "percent_of_peak": None if gflops is None else 100 * gflops / peak})
         return rows

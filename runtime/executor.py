@@ -72,7 +72,7 @@ class Executable:
         self._new_arena(program.arena_bytes)
         self.stamps = np.zeros(program.stamps, np.uint64)  # a profiling build's cycle counts per kernel
         if program.stamps:
-            self._buffers[program.arena_slot + 1] = self.stamps.ctypes.data
+            self._buffers[program.arena_slot + 1 + bool(program.symbolic)] = self.stamps.ctypes.data
         self._computed = set(program.computed_outputs)
         self._parallel = program.parallel
         self._workers_started = False
@@ -164,6 +164,20 @@ class Executable:
         for slot, array in frame.params.items():
             self._buffers[slot] = array.ctypes.data
         self._buffers[self._arena_slot + 1] = frame.values.ctypes.data
+
+    @property
+    def minimums(self) -> dict[str, int]:
+        """Each symbol's smallest value the graph's ops accept (none for fixed sizes)."""
+        return dict(self._symbolic.minimums) if self._symbolic is not None else {}
+
+    def lengths(self, *arrays: Any) -> dict[str, int]:
+        """The symbols' values that a call with these inputs takes (none for fixed sizes); the
+        same checks as a call."""
+        if self._symbolic is None:
+            return {}
+        inputs = [as_float_array(f"@{self.name}", f"input %{name}", value)
+                  for name, value in zip(self.input_names, arrays)]
+        return self._symbolic.lengths(self.name, self.input_names, [a.shape for a in inputs])
 
     def __call__(self, *arrays: Any) -> list[np.ndarray]:
         inputs, frame = self._checked(arrays)

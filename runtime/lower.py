@@ -110,8 +110,8 @@ class KernelCall:
     op: str
     in_types: list[TensorType]
     out_type: TensorType
-    flops: int | None
-    parallel: bool
+    flops: int | Size | None
+    parallel: bool  # on the pool (with symbolic sizes: where the work at the generic lengths is enough)
 
 
 @dataclass
@@ -173,11 +173,9 @@ def lower(graph: Graph, finished: Finished = lambda module: None, profile: bool 
     """The graph's modules; each is handed to `finished` as soon as it is complete (the entry's
     last), so that compiling can start while the rest is lowered. A `profile` build's entry also
     stores the cycle counter before the first kernel and after each (prologue included) into the
-    stamps buffer, whose slot follows the arena's."""
+    stamps buffer, whose slot follows the arena's (and the frame's, with symbolic sizes)."""
     if not graph.dims:
         return _lower(graph, finished, profile, None)
-    if profile:
-        raise ConvcError(f"profile: graph @{graph.name} has symbolic sizes; profile a graph compiled for fixed sizes")
     layout = FrameLayout(tuple(sorted(graph.dims)))
     with symbolic_lowering(layout), generic_values(graph.dims):
         return _lower(graph, finished, profile, layout)
@@ -302,12 +300,13 @@ def _lower(graph: Graph, finished: Finished, profile: bool, layout: FrameLayout 
                                RUN_SYMBOL)
     parallel = False
     calls: list[KernelCall] = []
-    stamp = _stamper(module, builder, buffers, arena_slot + 1) if profile else None
+    stamp = _stamper(module, builder, buffers, arena_slot + 1 + (layout is not None)) if profile else None
     if stamp:
         stamp(0)
     for index, node, in_types, emitted, operands, prologue_operands in kernels:
         kernel, extent = emitted.function, emitted.extent
-        on_pool = threads > 1 and extent > 1 and work_estimate(node, in_types) >= PARALLEL_MIN_WORK
+        work = work_estimate(node, in_types)
+        on_pool = threads > 1 and extent > 1 and work >= PARALLEL_MIN_WORK
         flops = get_op(node.op).flops
         calls.append(KernelCall(node.name, node.op, in_types, node.type,
                                 None if flops is None else flops(in_types, node.type), on_pool))
@@ -318,6 +317,7 @@ def _lower(graph: Graph, finished: Finished, profile: bool, layout: FrameLayout 
             builder.call(_declared(module, prologue.function), pointers + [i64(0), size(prologue.extent)])
         pointers = [pointer(name, emitted.dtype) for name in operands]
         pointers += [builder.bitcast(p, FLOAT_TYPES[emitted.dtype].as_pointer()) for p in tail]
+        direct = lambda: builder.call(_declared(module, kernel), pointers + [i64(0), size(extent)])  # noqa: E731
         if on_pool:
             parallel = True
             symbolic_extent = isinstance(extent, Size)
@@ -330,9 +330,19 @@ def _lower(graph: Graph, finished: Finished, profile: bool, layout: FrameLayout 
                 builder.store(builder.inttoptr(size(extent), BYTE_PTR), builder.gep(table, [i64(len(pointers))]))
             chunks = chunk_count(generic_of(extent), threads)
             task = _declared(module, tasks[kernel.name])
-            builder.call(run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(chunks)])
+            fork = lambda: builder.call(run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(chunks)])  # noqa: E731
+            if isinstance(work, Size) or symbolic_extent:  # at short lengths a fork/join costs more than it saves
+                worth = builder.and_(builder.icmp_signed(">=", size(work), i64(PARALLEL_MIN_WORK)),
+                                     builder.icmp_signed(">", size(extent), i64(1)))
+                with builder.if_else(worth) as (forked, alone):
+                    with forked:
+                        fork()
+                    with alone:
+                        direct()
+            else:
+                fork()
         else:
-            builder.call(_declared(module, kernel), pointers + [i64(0), size(extent)])
+            direct()
         if stamp:
             stamp(len(calls))
     builder.ret_void()

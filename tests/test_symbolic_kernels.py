@@ -321,10 +321,19 @@ def test_from_torch_with_a_dynamic_axis_matches_torch_at_every_length():
         convc.from_torch(model, torch.randn(1, 400), dynamic={"audio": {1: "T"}})
 
 
-def test_profile_and_export_of_a_symbolic_graph_say_they_take_fixed_sizes(tmp_path):
-    compiled = convc.compile(lambda x: ops.relu(x), np.zeros((1, 4, 8), np.float32), dynamic={0: {2: "T"}})
-    with pytest.raises(ConvcError, match="profile a graph compiled for fixed sizes"):
-        compiled.profile(np.zeros((1, 4, 8), np.float32))
+def test_a_symbolic_graph_profiles_at_the_inputs_lengths_and_export_says_it_takes_fixed_sizes(tmp_path):
+    w = np.random.default_rng(6).uniform(-1, 1, (32, 32, 3)).astype(np.float32)
+    compiled = convc.compile(lambda x: ops.relu(ops.conv1d(x, w)), np.zeros((1, 32, 80), np.float32),
+                             dynamic={0: {2: "T"}})
+    for length in (40, 400):
+        rows = compiled.profile(np.zeros((1, 32, length), np.float32), repeat=2)
+        (conv,) = [row for row in rows if row["op"] == "conv1d"]
+        assert conv["shapes"].startswith(f"f32[1,32,{length}") and f"-> f32[1,32,{length - 2}" in conv["shapes"]
+        assert conv["gflops"] is not None and conv["ms"] > 0
+        flops = 2 * 32 * 32 * 3 * (length - 2)
+        assert conv["gflops"] == pytest.approx(flops / (conv["ms"] * 1e6))
+    with pytest.raises(ConvcError, match=r"size 2 on axis 2 \(T\)"):
+        compiled.profile(np.zeros((1, 32, 2), np.float32))
     with pytest.raises(ConvcError, match="the C API takes fixed shapes"):
         convc.export(compiled, tmp_path / "model.so")
 
