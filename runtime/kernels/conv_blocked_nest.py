@@ -363,7 +363,7 @@ class BlockedConvNest:
         phase = SharedPhase(i64(0), 1, w.stride, runtime.taps, i64(0), 1, self.k.builder.neg(runtime.pad_lo),
                             runtime.dilation)
         tiles, tail = w.out // self.width, w.out % self.width
-        self.symbolic_tail = isinstance(w.out, Size)  # a run-time count of one-column tiles ends the row
+        self.symbolic_tail = isinstance(w.out, Size)  # a limited tile ends the row (see limited_tail)
         segments = 1 if whole_rows else self._segments(generic_of(tiles), rows, l1_bytes)
         right = () if self.symbolic_tail or not tail else ((tiles * self.width, tail),)
         self.plans = [PhasePlan(phase, (), 0, tiles, right, segments)]
@@ -505,13 +505,12 @@ class BlockedConvNest:
             for start, size in plan.right:
                 self.tile(place, plan.phase, chunk, k.add(start), size, True)
             if self.symbolic_tail:
-                with k.loop(k.mul(plan.interior_tiles, self.width), self.geo.w.out, "tail") as q:
-                    self.tile(place, plan.phase, chunk, q, 1, True)
+                self.limited_tail(place, plan.phase, chunk, k.mul(plan.interior_tiles, self.width), k.value(self.geo.w.out))
 
     def symbolic_phase_part(self, place: _Place, part: ir.Value, chunk: ir.Value) -> None:
         """Part `part` of a SymbolicPhases row: segment `part % segments` of phase
         `part // segments`, its full-width tiles each interior or checked by a run-time test,
-        then (in its last segment) one-column checked tiles to the phase's end."""
+        then (in its last segment) one limited tile to the phase's end."""
         k, b, plan = self.k, self.k.builder, self.symbolic_phases
         w, width = self.geo.w, self.width
         index, segment = divmod_index(k, part, plan.segments)
@@ -532,8 +531,14 @@ class BlockedConvNest:
                 with edge:
                     self.tile(place, phase, chunk, q, width, True)
         with k.when(b.icmp_unsigned("==", segment, i64(plan.segments - 1)) if plan.segments > 1 else None):
-            with k.loop(k.mul(tiles, width), count, "tail") as q:
-                self.tile(place, phase, chunk, q, 1, True)
+            self.limited_tail(place, phase, chunk, k.mul(tiles, width), count)
+
+    def limited_tail(self, place: _Place, phase: RowPhase | SharedPhase, chunk: ir.Value, q: ir.Value,
+                     count: ir.Value) -> None:
+        """The outputs [q, count) of a row of run-time length, fewer than a tile: one checked tile
+        of full width whose columns at or past `count` are computed but not stored."""
+        with self.k.when(self.k.builder.icmp_signed("<", q, count)):
+            self.tile(place, phase, chunk, q, self.width, True, count)
 
     def shared_phases(self, place: _Place, part: ir.Value) -> None:
         """Phase `part` of the row: its edge tiles in code of their own, its interior tiles in
@@ -563,9 +568,13 @@ class BlockedConvNest:
         self.over_chunks(over_row)
 
     # one tile ----------------------------------------------------------------------------------
-    def tile(self, place: _Place, phase: RowPhase | SharedPhase, chunk: ir.Value, q: ir.Value, width: int, edge: bool) -> None:
+    def tile(self, place: _Place, phase: RowPhase | SharedPhase, chunk: ir.Value, q: ir.Value, width: int, edge: bool,
+             limit: ir.Value | None = None) -> None:
         """A tile of `width` outputs of a phase from index q; an edge tile's q is a compile-time
-        constant, and each of its taps' source columns is resolved at compile time."""
+        constant, and each of its taps' source columns is resolved at compile time. With `limit`
+        (a checked tile at the end of a row of run-time length), only the columns q + r < limit
+        are outputs: a blocked one's others read and write the last output's address (stored
+        first, so that the real column's value is the one that stays), a plain one's are masked."""
         k, c = self.k, self.c
         accumulators = [[k.alloca(k.vector_type(c), f"acc{v}_{r}") for r in range(width)] for v in range(self.vectors)]
         out_plane = self.geo.d.out * self.geo.h.out * self.geo.w.out
@@ -573,6 +582,13 @@ class BlockedConvNest:
         out_base = k.add(place.out_offset, k.mul(k.add(k.mul(q, phase.step), phase.first), position_stride))
         plane = out_plane * c  # between output blocks, in either layout
         column = phase.step * position_stride  # between a tile's outputs
+        columns = [k.add(out_base, r * column) for r in range(width)]
+        if limit is not None and not self.plain_out:
+            b = k.builder
+            last = k.add(limit, -1)
+            columns = [k.add(place.out_offset, k.mul(k.add(k.mul(b.select(b.icmp_signed("<", k.add(q, r), limit),
+                                                                         k.add(q, r), last), phase.step),
+                                                           phase.first), position_stride)) for r in range(width)]
 
         def start_from_bias() -> None:
             for v in range(self.vectors):
@@ -583,7 +599,7 @@ class BlockedConvNest:
         def start_from_partial_sums() -> None:  # blocked outputs only: a plain one is a single chunk
             for v in range(self.vectors):
                 for r in range(width):
-                    k.builder.store(k.vload(self.buf.out, k.add(out_base, v * plane + r * column), c), accumulators[v][r])
+                    k.builder.store(k.vload(self.buf.out, k.add(columns[r], v * plane), c), accumulators[v][r])
 
         if place.prefetch is not None:
             self.prefetch_delta = k.builder.select(place.prefetch, i64(PREFETCH_CHUNKS * self.chunk * self.w_block),
@@ -600,8 +616,9 @@ class BlockedConvNest:
                 with k.when(last_chunk if self.several_chunks else None):
                     self.taps(place, phase, i64(self.full_blocks), q, width, edge, self.last_lanes, accumulators)
         self.prefetch_delta = None
-        self.branch(last_chunk, lambda: self.store(place, out_base, plane, column, width, accumulators, True),
-                    lambda: self.store(place, out_base, plane, column, width, accumulators, False))
+        mask = (q, limit) if limit is not None else None
+        self.branch(last_chunk, lambda: self.store(place, columns, plane, column, accumulators, True, mask),
+                    lambda: self.store(place, columns, plane, column, accumulators, False, mask))
 
     def branch(self, flag: ir.Value, then: Callable[[], None], otherwise: Callable[[], None]) -> None:
         """then() if flag else otherwise(); only then() where the reduction is one chunk."""
@@ -741,20 +758,30 @@ class BlockedConvNest:
                         weights = self.fma_column(x_value, w_offset, r, accumulators, weights)
 
     def transpose_plain(self, place: _Place, v: int, offsets: list[ir.Value], values: list[ir.Value],
-                        out_plane: int) -> None:
+                        out_plane: int, limit: tuple[ir.Value, ir.Value] | None = None) -> None:
         """Write consecutive columns of block cob + v to the plain output: c columns at a time are
-        transposed in registers, then each real channel's run of columns is one vector store."""
+        transposed in registers, then each real channel's run of columns is one vector store
+        (with `limit` = (q, stop): masked to the columns q + r < stop)."""
         k, c = self.k, self.c
         runs = []
         for first in range(0, len(values), c):
             rows = values[first:first + c]
             rows += [ir.Constant(k.vector_type(c), None)] * (c - len(rows))
-            runs.append((offsets[first], min(c, len(values) - first), k.transpose(rows)))
+            count = min(c, len(values) - first)
+            mask = None
+            if limit is not None:
+                q, stop = limit
+                mask = k.lane_mask(k.add(q, first), c, k.builder.select(
+                    k.builder.icmp_signed("<", stop, k.add(q, first + count)), stop, k.add(q, first + count)))
+            runs.append((offsets[first], count, k.transpose(rows), mask))
 
         def write(lanes: int) -> None:
-            for offset, count, channels in runs:
+            for offset, count, channels, mask in runs:
                 for lane in range(lanes):
-                    k.vstore_prefix(channels[lane], self.buf.out, k.add(offset, lane * out_plane), count)
+                    if mask is not None:
+                        k.vstore_masked(channels[lane], self.buf.out, k.add(offset, lane * out_plane), mask)
+                    else:
+                        k.vstore_prefix(channels[lane], self.buf.out, k.add(offset, lane * out_plane), count)
 
         last = self.geo.c_out - (self.out_blocks - 1) * c
         if last == c:
@@ -767,13 +794,14 @@ class BlockedConvNest:
             with full:
                 write(c)
 
-    def store(self, place: _Place, out_base: ir.Value, plane: int, column: int, width: int,
-              accumulators: list[list[ir.Value]], finished: bool) -> None:
-        """Store the tile; when the sum is finished, after the epilogue (residual, activation). A
-        plain output takes each vector's channels apart, one output plane each."""
+    def store(self, place: _Place, columns: list[ir.Value], plane: int, column: int,
+              accumulators: list[list[ir.Value]], finished: bool, limit: tuple[ir.Value, ir.Value] | None) -> None:
+        """Store the tile (its columns' offsets in block cob); when the sum is finished, after the
+        epilogue (residual, activation). A plain output takes each vector's channels apart, one
+        output plane each. With `limit`, the columns are stored last first (see tile)."""
         k, c = self.k, self.c
         for v in range(self.vectors):
-            offsets = [k.add(out_base, v * plane + r * column) for r in range(width)]
+            offsets = [k.add(base, v * plane) for base in columns]
             values = []
             for r, offset in enumerate(offsets):
                 value = k.builder.load(accumulators[v][r])
@@ -781,8 +809,9 @@ class BlockedConvNest:
                     value = epilogue(k, value, self.buf.residual, offset, self.activation)
                 values.append(value)
             if not self.plain_out:
-                for offset, value in zip(offsets, values):
+                pairs = list(zip(offsets, values))
+                for offset, value in (reversed(pairs) if limit is not None else pairs):
                     k.vstore(value, self.buf.out, offset)
                 continue
             assert column == 1, "a plain output is written by phases of consecutive outputs only"
-            self.transpose_plain(place, v, offsets, values, plane // c)
+            self.transpose_plain(place, v, offsets, values, plane // c, limit)
