@@ -1,10 +1,10 @@
 """Per-kernel profile of a compiled graph: a profiling build of its entry stores the cycle counter
-around every kernel call (the kernels and the thread pool run as in the normal build), and each
-kernel's share is converted to milliseconds by the wall time of the calls. A graph with symbolic
+around every kernel call (the kernels and the thread pool run as in the normal build), converted
+to milliseconds at the counter's rate measured against the wall clock (so the host's work around
+a call is not spread over the kernels). A graph with symbolic
 sizes is profiled at the inputs' lengths: its rows show the shapes and flops at those lengths."""
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -29,21 +29,18 @@ class Profiler:
     def run(self, inputs: tuple[Any, ...], repeat: int) -> list[dict]:
         """One row per kernel call in execution order: nodes, op, shapes, layout, ms (median over
         `repeat` calls after one warm-up call), percent of the call, gflops, percent_of_peak."""
-        from .runtime.peak import fma_peak_gflops
+        from .runtime.peak import cycle_counter_hz, fma_peak_gflops
         from .runtime.threads import ensure_pool
         if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
             raise ConvcError(f"profile: repeat={repeat!r} must be a whole number >= 1")
         values = self.executable.lengths(*inputs)
         self.executable(*inputs)
-        cycles, walls = [], []
+        cycles = []
         for _ in range(repeat):
-            start = time.perf_counter()
             self.executable(*inputs)
-            walls.append(time.perf_counter() - start)
             cycles.append(np.diff(self.executable.stamps.astype(np.int64)))
         per_call = np.array(cycles, dtype=np.float64)  # (repeat, kernels)
-        seconds_per_cycle = float(np.median(np.array(walls) / np.maximum(per_call.sum(axis=1), 1)))
-        ms = np.median(per_call, axis=0) * seconds_per_cycle * 1e3
+        ms = np.median(per_call, axis=0) / cycle_counter_hz() * 1e3  # the host's call overhead left out
         total = float(ms.sum()) or 1.0
         threads = ensure_pool()
         rows = []

@@ -61,3 +61,19 @@ def fma_peak_gflops(dtype: str = "f32", seconds: float = 0.2) -> float:
         run(iterations, ctypes.byref(cell))
         best = min(best, time.perf_counter() - start)
     return iterations * CHAINS * lanes * 2 / best / 1e9
+
+
+@functools.lru_cache(maxsize=None)
+def cycle_counter_hz(seconds: float = 0.05) -> float:
+    """Ticks per second of llvm.readcyclecounter (the TSC on x86), against the wall clock over
+    `seconds`: the rate at which a profiling build's stamps become time."""
+    module = ir.Module("cycles")
+    fn = ir.Function(module, ir.FunctionType(I64, []), "cycles")
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    builder.ret(builder.call(ir.Function(module, ir.FunctionType(I64, []), "llvm.readcyclecounter"), []))
+    jit = JitModule(module)
+    read = ctypes.CFUNCTYPE(ctypes.c_int64)(jit.address("cycles"))
+    wall, ticks = time.perf_counter(), read()
+    while time.perf_counter() - wall < seconds:
+        pass
+    return (read() - ticks) / (time.perf_counter() - wall)

@@ -91,3 +91,10 @@ def test_a_separable_conv_counts_its_depthwise_and_pointwise_flops():
     positions = 20 * 20
     expected = 2 * positions * 16 * 9 + 2 * positions * 12 * 16  # depthwise window, then pointwise row
     assert row["gflops"] * row["ms"] * 1e6 == pytest.approx(expected)
+
+
+def test_the_cycle_counter_rate_is_measured_against_the_wall_clock():
+    """A profile converts cycle stamps at this rate (not by the call's wall time, which would
+    spread the host's work around the call over the kernels)."""
+    from convc.runtime.peak import cycle_counter_hz
+    assert 1e8 < cycle_counter_hz() < 1e11
