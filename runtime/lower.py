@@ -317,7 +317,7 @@ def _lower(graph: Graph, finished: Finished, profile: bool, layout: FrameLayout 
             builder.call(_declared(module, prologue.function), pointers + [i64(0), size(prologue.extent)])
         pointers = [pointer(name, emitted.dtype) for name in operands]
         pointers += [builder.bitcast(p, FLOAT_TYPES[emitted.dtype].as_pointer()) for p in tail]
-        direct = lambda: builder.call(_declared(module, kernel), pointers + [i64(0), size(extent)])  # noqa: E731
+        direct = (_declared(module, kernel), pointers + [i64(0), size(extent)])  # the call on this thread
         if on_pool:
             parallel = True
             symbolic_extent = isinstance(extent, Size)
@@ -330,19 +330,19 @@ def _lower(graph: Graph, finished: Finished, profile: bool, layout: FrameLayout 
                 builder.store(builder.inttoptr(size(extent), BYTE_PTR), builder.gep(table, [i64(len(pointers))]))
             chunks = chunk_count(generic_of(extent), threads)
             task = _declared(module, tasks[kernel.name])
-            fork = lambda: builder.call(run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(chunks)])  # noqa: E731
+            fork = (run_parallel, [task, builder.bitcast(table, BYTE_PTR), i64(chunks)])
             if isinstance(work, Size) or symbolic_extent:  # at short lengths a fork/join costs more than it saves
                 worth = builder.and_(builder.icmp_signed(">=", size(work), i64(PARALLEL_MIN_WORK)),
                                      builder.icmp_signed(">", size(extent), i64(1)))
                 with builder.if_else(worth) as (forked, alone):
                     with forked:
-                        fork()
+                        builder.call(*fork)
                     with alone:
-                        direct()
+                        builder.call(*direct)
             else:
-                fork()
+                builder.call(*fork)
         else:
-            direct()
+            builder.call(*direct)
         if stamp:
             stamp(len(calls))
     builder.ret_void()
